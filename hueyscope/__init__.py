@@ -1,0 +1,14 @@
+"""hueyscope: production background tasks on Huey + SQLite, fully recorded."""
+
+
+def attach(huey, events=None, **options):
+    """Install the hueyscope recorder on ``huey``; returns the Recorder.
+
+    See :func:`hueyscope.events.recorder.attach`.
+    """
+    from hueyscope.events.recorder import attach as _attach
+
+    return _attach(huey, events=events, **options)
+
+
+__all__ = ["attach"]

@@ -1,0 +1,1 @@
+"""Datasette metadata, canned queries and the `hueyscope browse` launcher."""

@@ -1,0 +1,42 @@
+"""The ``hueyscope`` command: a click group wiring the commands.
+
+Each command lives beside the code it drives and is imported only when it
+runs, so ``hueyscope produce`` does not pay for importing Datasette.
+"""
+import importlib
+
+import click
+
+COMMANDS = {
+    "demo": "hueyscope.demo:demo",
+    "produce": "hueyscope.producer.command:produce",
+    "consume": "hueyscope.consumer.command:consume",
+    "status": "hueyscope.status:status",
+    "report": "hueyscope.reports.command:report",
+    "browse": "hueyscope.browse.command:browse",
+    "prune": "hueyscope.events.retention:prune",
+    "bench": "hueyscope.bench:bench",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="hueyscope")
+def cli():
+    """Background tasks on Huey with SQLite, and every task event on record.
+
+    Producers enqueue into one SQLite queue; consumers run the tasks; every
+    lifecycle signal lands in the event store, which ``hueyscope report``
+    turns into a static site and ``hueyscope browse`` opens in Datasette.
+    """

@@ -1,0 +1,1 @@
+"""The consumer: huey's consumer with the recorder, runs and heartbeats."""

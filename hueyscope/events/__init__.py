@@ -1,0 +1,1 @@
+"""The event store: schema, recorder, retention and the shared SQL."""

@@ -1,0 +1,173 @@
+"""Schema of the event store (events.db), versioned with sqlite-utils Migrations.
+
+Times are unix seconds (UTC) stored as REAL, so SQL can subtract them;
+reports and Datasette show them as ISO-8601. Table and column names are a
+contract: reports, canned queries and users' own SQL rely on them.
+
+Tables:
+
+- ``runs``: one row per process that recorded (consumer, producer, bench).
+- ``events``: one row per huey signal, append-only.
+- ``tasks``: one row per task id, kept current by the writer.
+- ``queue_samples``: pending / scheduled / in-flight counts over time.
+- ``rollup_hourly``: per task, signal and hour counts and sums, kept by the
+  writer in the same transaction, so totals survive retention pruning.
+"""
+import sqlite3
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+migrations = Migrations("hueyscope")
+
+# Every huey signal, in lifecycle order.
+SIGNALS = (
+    "enqueued", "scheduled", "executing", "complete", "error", "retrying",
+    "locked", "revoked", "canceled", "expired", "interrupted", "timeout",
+    "rate-limited",
+)
+# Signals after which an execution attempt is over (duration is measured to them).
+TERMINAL_SIGNALS = frozenset((
+    "complete", "error", "locked", "canceled", "interrupted", "timeout",
+    "rate-limited",
+))
+# Final task statuses in the tasks table.
+FINAL_STATUSES = ("complete", "failed", "revoked", "expired", "canceled",
+                  "interrupted", "locked", "lost")
+
+TABLES = ("runs", "events", "tasks", "queue_samples", "rollup_hourly")
+
+
+@migrations()
+def m001_initial(db):
+    db["runs"].create({
+        "id": str, "role": str, "host": str, "pid": int,
+        "started": float, "stopped": float, "stop_reason": str,
+        "workers": int, "worker_type": str, "queue": str, "backend": str,
+        "versions": str, "heartbeat": float,
+        "events_written": int, "events_dropped": int, "app": str,
+    }, pk="id", not_null={"role", "host", "pid", "started"},
+        defaults={"events_written": 0, "events_dropped": 0})
+
+    db["events"].create({
+        "id": int, "ts": float, "run_id": str, "queue": str,
+        "task_id": str, "task": str, "signal": str,
+        "attempt": int, "retries_left": int, "priority": int, "eta": float,
+        "duration": float, "wait": float,
+        "error_type": str, "error": str, "traceback": str, "fingerprint": str,
+        "args": str, "kwargs": str,
+        "host": str, "pid": int, "worker": str,
+    }, pk="id", not_null={"ts", "signal"})
+
+    db["tasks"].create({
+        "task_id": str, "task": str, "queue": str, "status": str,
+        "enqueued": float, "ready": float, "started": float,
+        "finished": float, "attempts": int, "wait": float, "duration": float,
+        "error_type": str, "error": str, "fingerprint": str,
+        "priority": int, "eta": float, "parent_id": str, "run_id": str,
+        "updated": float,
+    }, pk="task_id", not_null={"status"}, defaults={"attempts": 0})
+
+    db["queue_samples"].create({
+        "ts": float, "queue": str, "pending": int, "scheduled": int,
+        "in_flight": int, "run_id": str,
+    }, not_null={"ts"})
+
+    db["rollup_hourly"].create({
+        "hour": float, "task": str, "signal": str, "count": int,
+        "duration_sum": float, "duration_max": float, "wait_sum": float,
+    }, pk=("hour", "task", "signal"), defaults={"count": 0})
+
+    for table, columns in INDEXES:
+        db[table].create_index(columns, if_not_exists=True)
+
+
+# Every column a report, canned query or Datasette facet filters, sorts or
+# groups on has an index.
+INDEXES = (
+    ("events", ["ts"]),
+    ("events", ["task_id", "ts"]),
+    ("events", ["task", "ts"]),
+    ("events", ["signal", "ts"]),
+    ("events", ["run_id"]),
+    ("events", ["fingerprint"]),
+    ("tasks", ["status"]),
+    ("tasks", ["task", "finished"]),
+    ("tasks", ["finished"]),
+    ("tasks", ["enqueued"]),
+    ("tasks", ["run_id"]),
+    ("tasks", ["parent_id"]),
+    ("tasks", ["fingerprint"]),
+    ("tasks", ["duration"]),
+    ("queue_samples", ["ts"]),
+    ("runs", ["started"]),
+    ("rollup_hourly", ["task", "hour"]),
+)
+
+
+def connect(path, timeout=30):
+    """A sqlite3 connection tuned for the event store: WAL, NORMAL sync.
+
+    NORMAL is safe here: in WAL mode a killed process loses nothing that was
+    committed; only a power cut may lose the last commits of history.
+    """
+    conn = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
+    conn.execute("pragma journal_mode=wal")
+    conn.execute("pragma synchronous=normal")
+    conn.execute("pragma busy_timeout=%d" % int(timeout * 1000))
+    return conn
+
+
+def open_event_store(path, create=True):
+    """Open (and migrate) the event store at ``path``; a sqlite_utils Database.
+
+    With create=False the file must already be an event store. Raises
+    ValueError with a one-line message for anything that is not one.
+    """
+    check_event_store(path, must_exist=not create)
+    db = sqlite_utils.Database(connect(path))
+    try:
+        migrations.apply(db)
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise ValueError("cannot write event store %s: %s" % (path, exc))
+    return db
+
+
+def check_event_store(path, must_exist=True):
+    """Raise ValueError (one line) unless ``path`` is, or may become, an event store.
+
+    A missing file is fine when must_exist is False; a SQLite file with
+    tables but none of ours, or a non-SQLite file, is refused without being
+    written to.
+    """
+    import os
+
+    if not os.path.exists(path):
+        if must_exist:
+            raise ValueError("no event store at %s" % path)
+        return
+    if os.path.isdir(path):
+        raise ValueError("%s is a folder, not an event store" % path)
+    with open(path, "rb") as f:
+        header = f.read(16)
+    if not header:
+        if must_exist:
+            raise ValueError("%s is empty, not an event store" % path)
+        return
+    if header != b"SQLite format 3\x00":
+        raise ValueError("%s is not a SQLite database" % path)
+    conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        names = {row[0] for row in conn.execute(
+            "select name from sqlite_master where type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise ValueError("%s is not a readable SQLite database: %s" % (path, exc))
+    finally:
+        conn.close()
+    if names and "events" not in names:
+        raise ValueError(
+            "%s is a SQLite database but not a hueyscope event store "
+            "(no events table)" % path)
+    if must_exist and "events" not in names:
+        raise ValueError("%s is not a hueyscope event store" % path)

@@ -1,0 +1,78 @@
+"""Shared click option decorators and the one error type every command raises.
+
+Configuration enters through these options (and their HUEYSCOPE_* environment
+variables) and nowhere else: each command turns them into one
+:class:`hueyscope.settings.Settings` value.
+"""
+import functools
+
+import click
+
+from hueyscope.settings import Settings
+
+
+class BadInput(click.ClickException):
+    """Bad input from the user: printed as one ``Error: ...`` line, exit 2."""
+
+    exit_code = 2
+
+
+def queue_option(fn):
+    return click.option(
+        "--queue", "queue", envvar="HUEYSCOPE_QUEUE", default=None,
+        show_envvar=True,
+        help="Queue: a SQLite file path (default ./queue.db), or a redis:// URL.",
+    )(fn)
+
+
+def events_option(fn):
+    return click.option(
+        "--events", "events", envvar="HUEYSCOPE_EVENTS", default=None,
+        show_envvar=True,
+        help="Event store: SQLite file the recorder writes (default ./events.db).",
+    )(fn)
+
+
+def site_option(fn):
+    return click.option(
+        "--site", "--out", "site", envvar="HUEYSCOPE_SITE", default=None,
+        show_envvar=True,
+        help="Folder the HTML report is written to (default ./site).",
+    )(fn)
+
+
+def durability_option(fn):
+    return click.option(
+        "--durability", type=click.Choice(["full", "normal"]),
+        envvar="HUEYSCOPE_DURABILITY", default=None, show_envvar=True,
+        help="SQLite synchronous mode of the queue: full (default) survives "
+             "power loss; normal is faster and may lose the last commits on "
+             "power loss, never corrupts.",
+    )(fn)
+
+
+def app_option(fn):
+    return click.option(
+        "--app", "app", envvar="HUEYSCOPE_APP", default=None, show_envvar=True,
+        help="Huey instance to use, as module:attribute "
+             "(default: the demo catalogue, hueyscope.demo_tasks:huey).",
+    )(fn)
+
+
+def settings_options(fn):
+    """Add --queue, --events, --durability and --app and pass ``settings``."""
+
+    @queue_option
+    @events_option
+    @durability_option
+    @app_option
+    @functools.wraps(fn)
+    def wrapper(*args, queue, events, durability, app, **kwargs):
+        try:
+            settings = Settings.build(
+                queue=queue, events=events, durability=durability, app=app)
+        except ValueError as exc:
+            raise BadInput(str(exc))
+        return fn(*args, settings=settings, **kwargs)
+
+    return wrapper

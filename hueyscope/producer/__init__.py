@@ -1,0 +1,1 @@
+"""The producer: scenarios that enqueue work into the shared queue."""

@@ -1,0 +1,1 @@
+"""Static HTML reports rendered from one or more event stores."""

@@ -1,0 +1,84 @@
+"""The one place configuration enters hueyscope.
+
+A :class:`Settings` value is built from command-line flags, falling back to
+``HUEYSCOPE_*`` environment variables, falling back to defaults in the
+current folder. Commands export it back to the environment before they import
+a user's app, so an app that builds its Huey instance at import time (the
+huey way: ``hueyscope.demo_tasks:huey``) sees the same queue and event store
+as the command, and so do child processes.
+"""
+import dataclasses
+import os
+from urllib.parse import urlparse
+
+DEFAULT_QUEUE = "queue.db"
+DEFAULT_EVENTS = "events.db"
+DEFAULT_SITE = "site"
+DEFAULT_APP = "hueyscope.demo_tasks:huey"
+DURABILITY = ("full", "normal")
+
+ENV = {
+    "queue": "HUEYSCOPE_QUEUE",
+    "events": "HUEYSCOPE_EVENTS",
+    "site": "HUEYSCOPE_SITE",
+    "durability": "HUEYSCOPE_DURABILITY",
+    "app": "HUEYSCOPE_APP",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    queue: str = DEFAULT_QUEUE
+    events: str = DEFAULT_EVENTS
+    site: str = DEFAULT_SITE
+    durability: str = "full"
+    app: str = DEFAULT_APP
+
+    @classmethod
+    def build(cls, **flags):
+        """Flags win over environment variables, which win over defaults.
+
+        Raises ValueError with a one-line message for bad values.
+        """
+        values = {}
+        for field in dataclasses.fields(cls):
+            value = flags.get(field.name)
+            if value is None:
+                value = os.environ.get(ENV[field.name]) or None
+            if value is not None:
+                values[field.name] = str(value)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self):
+        if self.durability not in DURABILITY:
+            raise ValueError(
+                "durability must be 'full' or 'normal', not %r" % self.durability)
+        scheme = self.queue_scheme
+        if scheme not in ("sqlite", "redis"):
+            raise ValueError(
+                "unsupported queue URL %r: use a SQLite file path or redis://"
+                % self.queue)
+        if ":" not in self.app:
+            raise ValueError(
+                "--app must look like module:attribute, not %r" % self.app)
+
+    @property
+    def queue_scheme(self):
+        """'sqlite' for a file path (or sqlite:///path), else the URL scheme."""
+        if "://" not in self.queue:
+            return "sqlite"
+        return urlparse(self.queue).scheme
+
+    @property
+    def queue_path(self):
+        """The SQLite file of the queue (only for the sqlite scheme)."""
+        if self.queue.startswith("sqlite:///"):
+            return self.queue[len("sqlite:///"):]
+        return self.queue
+
+    def export_env(self):
+        """Write these settings to os.environ for imported apps and children."""
+        for name, var in ENV.items():
+            os.environ[var] = str(getattr(self, name))
