@@ -76,3 +76,26 @@ def settings_options(fn):
         return fn(*args, settings=settings, **kwargs)
 
     return wrapper
+
+
+class _OneLineParamType:
+    """Mixin: a bad value is BadInput (one ``Error:`` line, exit 2), not a
+    usage error with the whole usage text around it."""
+
+    def fail(self, message, param=None, ctx=None):
+        if param is not None:
+            hint = param.get_error_hint(ctx) if ctx is not None else param.name
+            message = "Invalid value for %s: %s" % (hint, message)
+        raise BadInput(message)
+
+
+class Choice(_OneLineParamType, click.Choice):
+    """click.Choice reporting a bad value on one line."""
+
+
+class IntRange(_OneLineParamType, click.IntRange):
+    """click.IntRange reporting a bad (or non-numeric) value on one line."""
+
+
+class FloatRange(_OneLineParamType, click.FloatRange):
+    """click.FloatRange reporting a bad (or non-numeric) value on one line."""

@@ -1,0 +1,175 @@
+"""``hueyscope consume``: run the huey consumer on the configured queue.
+
+Any user's Huey instance works (``--app myapp.tasks:huey``); the recorder is
+attached to it, so every signal lands in the event store. SIGINT and SIGTERM
+stop it gracefully: tasks in flight finish, everything is flushed, exit 0. A
+second signal interrupts the tasks still running (exit 1).
+"""
+import dataclasses
+import logging
+import os
+import sys
+import threading
+
+import click
+from huey.constants import WORKER_PROCESS, WORKER_THREAD
+from huey.exceptions import ConfigurationError
+
+import hueyscope
+from hueyscope.apps import open_app
+from hueyscope.consumer.runner import Consumer
+from hueyscope.options import BadInput, Choice, FloatRange, IntRange, settings_options
+from hueyscope.options import site_option
+
+logger = logging.getLogger("hueyscope.consumer")
+
+LOG_FORMAT = "[%(asctime)s] %(levelname)s %(processName)s %(threadName)s: %(message)s"
+
+
+class ReportLoop:
+    """Rebuild the static report every ``every`` seconds, in a thread.
+
+    A failed build is logged and retried at the next interval: the report is
+    a view of the event store and must never take the consumer down.
+    """
+
+    def __init__(self, events, site, every):
+        self.events = events
+        self.site = site
+        self.every = every
+        self.builds = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="hueyscope-report", daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self, final_build=True, timeout=60.0):
+        self._stop.set()
+        self._thread.join(timeout)
+        if final_build:
+            self.build()
+
+    def _run(self):
+        while not self._stop.wait(self.every):
+            self.build()
+
+    def build(self):
+        try:
+            from hueyscope.reports.builder import build_report
+
+            build_report([self.events], self.site)
+        except Exception as exc:
+            logger.warning("Report not rebuilt: %s: %s", type(exc).__name__, exc)
+            return False
+        self.builds += 1
+        logger.info("Report rebuilt in %s", self.site)
+        return True
+
+
+def configure_logging(level):
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+@click.command()
+@settings_options
+@site_option
+@click.option("-w", "--workers", type=IntRange(min=1), default=4, show_default=True,
+              help="Number of workers.")
+@click.option("-k", "--worker-type", type=Choice([WORKER_THREAD, WORKER_PROCESS]),
+              default=WORKER_THREAD, show_default=True,
+              help="Run tasks in threads or in forked processes.")
+@click.option("--periodic/--no-periodic", default=True, show_default=True,
+              help="Enqueue periodic (crontab) tasks.")
+@click.option("--initial-delay", type=FloatRange(min=0.001), default=0.1,
+              show_default=True, help="Seconds between polls of a busy queue.")
+@click.option("--max-delay", type=FloatRange(min=0.001), default=2.0,
+              show_default=True, help="Longest poll interval of an idle queue.")
+@click.option("--backoff", type=FloatRange(min=1.0), default=1.15,
+              show_default=True, help="Poll interval growth on an empty queue.")
+@click.option("--scheduler-interval", type=IntRange(min=1, max=60), default=1,
+              show_default=True,
+              help="Seconds between checks for due scheduled tasks "
+                   "(a factor of 60).")
+@click.option("--health-check-interval", type=FloatRange(min=0.1), default=10.0,
+              show_default=True,
+              help="Seconds between checks that restart dead workers.")
+@click.option("--health-check/--no-health-check", default=True, show_default=True,
+              help="Restart workers that died.")
+@click.option("--shutdown-timeout", type=FloatRange(min=0), default=None,
+              help="On a graceful stop, interrupt tasks still running after "
+                   "this many seconds (default: wait for them).")
+@click.option("--report-every", type=FloatRange(min=1), default=None,
+              metavar="SECONDS",
+              help="Rebuild the static report into --site every SECONDS.")
+@click.option("--flush-locks", is_flag=True,
+              help="Release the app's task locks before starting (after a "
+                   "consumer was killed while holding one).")
+@click.option("--heartbeat-every", type=FloatRange(min=0.1), default=2.0,
+              show_default=True,
+              help="Seconds between heartbeats and queue samples in the event store.")
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
+def consume(settings, site, workers, worker_type, periodic, initial_delay,
+            max_delay, backoff, scheduler_interval, health_check_interval,
+            health_check, shutdown_timeout, report_every, flush_locks,
+            heartbeat_every, quiet, verbose):
+    """Run the consumer: execute the tasks of the configured queue.
+
+    \b
+    Examples:
+        hueyscope consume --workers 4
+        hueyscope consume --app myapp.tasks:huey --worker-type process
+        hueyscope consume --report-every 60 --site /var/www/tasks
+
+    SIGINT (Ctrl-C) and SIGTERM stop it gracefully: tasks in flight finish,
+    then it exits 0. A second signal interrupts them.
+    """
+    if site is not None:
+        settings = dataclasses.replace(settings, site=site)
+    configure_logging(logging.WARNING if quiet else
+                      logging.DEBUG if verbose else logging.INFO)
+    if 60 % scheduler_interval:
+        raise BadInput("--scheduler-interval must be a factor of 60, not %d"
+                       % scheduler_interval)
+    try:
+        huey = open_app(settings)
+        recorder = hueyscope.attach(huey, events=settings.events)
+    except ValueError as exc:
+        raise BadInput(str(exc))
+    try:
+        consumer = Consumer(
+            huey, recorder=recorder, app=settings.app,
+            sample_interval=heartbeat_every, workers=workers,
+            worker_type=worker_type, periodic=periodic,
+            initial_delay=initial_delay, max_delay=max_delay, backoff=backoff,
+            scheduler_interval=scheduler_interval,
+            check_worker_health=health_check,
+            health_check_interval=health_check_interval,
+            shutdown_timeout=shutdown_timeout, flush_locks=flush_locks)
+    except ConfigurationError as exc:
+        raise BadInput(str(exc))
+    if huey.immediate:
+        raise BadInput("%s has immediate mode on; a consumer cannot run it"
+                       % settings.app)
+
+    reports = None
+    if report_every:
+        reports = ReportLoop(settings.events, settings.site, report_every)
+        reports.start()
+    logger.info("hueyscope consumer: %d %s worker(s) on %s, events in %s, "
+                "pid %d. Ctrl-C or SIGTERM stops gracefully.", workers,
+                worker_type, settings.queue, settings.events,
+                os.getpid())
+    try:
+        reason = consumer.run()
+    finally:
+        if reports is not None:
+            reports.stop()
+    sys.exit(0 if reason == "graceful" else 1)

@@ -1,0 +1,393 @@
+"""huey's consumer, made safe to embed, graceful on every stop signal, recorded.
+
+:class:`Consumer` is a subclass of :class:`huey.consumer.Consumer` that differs
+in three ways:
+
+1. It runs fully in any thread. huey 3.5.4 installs its signal handlers at
+   the end of ``start()``, after the workers started; in a non-main thread
+   ``signal.signal`` raises "signal only works in main thread", ``run()``
+   dies there and the health checks and the interrupted-task notification
+   never run, while the workers go on without supervision. This consumer
+   installs signal handlers only in the main thread, and anything (another
+   thread, a notebook cell, a test) can stop it with :meth:`request_stop`.
+
+2. SIGINT and SIGTERM are both graceful: tasks in flight finish, then
+   ``run()`` returns. A second signal (or ``request_stop(graceful=False)``)
+   interrupts the tasks still running. Process workers ignore SIGINT and
+   SIGTERM themselves, so the Ctrl-C a terminal sends to the whole process
+   group does not kill a task mid-way; the parent interrupts them with
+   SIGUSR1 when it decides to.
+
+3. It drives the hueyscope recorder: a ``runs`` row at start, a heartbeat and
+   a queue sample every few seconds, the stop reason and a full flush at the
+   end.
+"""
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+
+from huey import consumer as huey_consumer
+from huey.constants import WORKER_PROCESS
+
+logger = logging.getLogger("hueyscope.consumer")
+
+GRACEFUL_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# What the parent sends a worker process to interrupt its task.
+INTERRUPT_SIGNAL = signal.SIGUSR1
+# Seconds to wait for interrupted worker processes before killing them.
+INTERRUPT_GRACE = 3.0
+
+
+class _Counter:
+    """The part of multiprocessing.Value that Worker uses, for threads."""
+
+    def __init__(self):
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def get_lock(self):
+        return self._lock
+
+
+class Worker(huey_consumer.Worker):
+    """huey's worker, counting the task it is running in a shared counter."""
+
+    def __init__(self, huey, stop_flag, default_delay, max_delay, backoff,
+                 max_tasks=None, in_flight=None):
+        super().__init__(huey, stop_flag, default_delay, max_delay, backoff,
+                         max_tasks=max_tasks)
+        self.in_flight = in_flight
+
+    def loop(self, now=None):
+        # huey's Worker.loop, with the in-flight count around execute().
+        try:
+            task = self.huey.dequeue()
+        except Exception:
+            self._logger.exception("Error reading from queue")
+            self.sleep()
+            return
+        if task is None:
+            if not self.huey.storage.blocking:
+                self.sleep()
+            return
+        self.delay = self.default_delay
+        self.task_count += 1
+        self._add_in_flight(1)
+        try:
+            self.huey.execute(task, now)
+        except Exception:
+            self._logger.exception("Unhandled error during execution of "
+                                   "task %s.", task.id)
+        finally:
+            self._add_in_flight(-1)
+        if self.max_tasks and self.task_count >= self.max_tasks:
+            self._logger.info("Worker reached max tasks (%d), exiting.",
+                              self.max_tasks)
+            raise huey_consumer.WorkerRecycle()
+
+    def _add_in_flight(self, n):
+        if self.in_flight is not None:
+            with self.in_flight.get_lock():
+                self.in_flight.value += n
+
+
+class Scheduler(huey_consumer.Scheduler):
+    """huey's scheduler; flushes the recorder when its process ends.
+
+    The scheduler enqueues delayed and periodic tasks, so it records
+    'enqueued' events; as a worker process of its own it must flush them
+    before exiting, as huey's shutdown hooks only run in workers.
+    """
+
+    def shutdown(self):
+        from hueyscope.events.recorder import recorder_for
+
+        recorder = recorder_for(self.huey)
+        if recorder is not None:
+            recorder.flush(timeout=10.0)
+
+
+class GracefulProcessEnvironment(huey_consumer.ProcessEnvironment):
+    """Worker processes that leave every stop decision to their parent.
+
+    huey's ProcessEnvironment ignores the graceful signal in children and
+    interrupts them with the other one, so with both SIGINT and SIGTERM
+    graceful there is no signal left to interrupt with: children ignore both
+    (and SIGHUP) and are interrupted with SIGUSR1. If a child is busy with
+    no task (so it ignores SIGUSR1) and does not exit, it is killed after a
+    grace period, since multiprocessing's exit handler would otherwise wait
+    for it forever (its SIGTERM is ignored).
+    """
+
+    def init_child(self, process):
+        def interrupt(signum, frame):
+            if process.huey._tasks_in_flight:
+                raise KeyboardInterrupt
+
+        for signum in GRACEFUL_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(INTERRUPT_SIGNAL, interrupt)
+
+    def interrupt_workers(self, procs):
+        for proc in procs:
+            if proc.is_alive():
+                try:
+                    os.kill(proc.pid, INTERRUPT_SIGNAL)
+                except OSError:
+                    pass
+        deadline = time.monotonic() + INTERRUPT_GRACE
+        for proc in procs:
+            proc.join(max(deadline - time.monotonic(), 0))
+        for proc in procs:
+            if proc.is_alive():
+                logger.warning("Worker process %s did not stop, killing it.",
+                               proc.pid)
+                proc.kill()
+                proc.join(1)
+
+
+class Consumer(huey_consumer.Consumer):
+    """A huey consumer that embeds anywhere, stops gracefully, and records.
+
+    Takes huey's Consumer options plus:
+
+    ``recorder``
+        a :class:`hueyscope.events.recorder.Recorder` to drive (default: the
+        one attached to ``huey``, if any).
+    ``app``
+        the ``module:attribute`` path recorded in the ``runs`` row.
+    ``sample_interval``
+        seconds between heartbeats (each with a queue sample).
+    ``on_tick``
+        a callable run from the main loop every ``sample_interval`` seconds;
+        its exceptions are logged, never raised.
+
+    Run it with :meth:`run` (blocks until stopped) in any thread; stop it
+    with :meth:`request_stop` from any thread, or SIGINT / SIGTERM when it
+    runs in the main thread.
+    """
+
+    worker_class = Worker
+    scheduler_class = Scheduler
+
+    def __init__(self, huey, recorder=None, app=None, sample_interval=2.0,
+                 on_tick=None, **options):
+        # Counts tasks in flight across worker threads or processes.
+        if options.get("worker_type") == WORKER_PROCESS:
+            self.in_flight = multiprocessing.get_context("fork").Value("i", 0)
+        else:
+            self.in_flight = _Counter()
+        super().__init__(huey, **options)
+        if recorder is None:
+            from hueyscope.events.recorder import recorder_for
+
+            recorder = recorder_for(huey)
+        self.recorder = recorder
+        self.app = app
+        self.sample_interval = float(sample_interval)
+        self.on_tick = on_tick
+        self.run_id = None
+        self.stop_reason = None
+        self.health_checks = 0
+        self.started = threading.Event()
+        self.stopped = threading.Event()
+        self._request = None  # None, "graceful" or "now"
+        self._request_signal = None
+        self._wake = threading.Event()
+        self._request_lock = threading.Lock()
+        self._old_handlers = {}
+        # Signal -> (restart, graceful): both stop signals are graceful.
+        self._signal_actions = {signum: (False, True) for signum in GRACEFUL_SIGNALS}
+
+    # -- huey hooks -------------------------------------------------------
+
+    def get_environment(self, worker_type):
+        if worker_type == WORKER_PROCESS:
+            return GracefulProcessEnvironment(*GRACEFUL_SIGNALS)
+        return super().get_environment(worker_type)
+
+    def _create_worker(self):
+        return self.worker_class(
+            huey=self.huey, stop_flag=self.stop_flag,
+            default_delay=self.default_delay, max_delay=self.max_delay,
+            backoff=self.backoff, max_tasks=self.max_tasks,
+            in_flight=self.in_flight)
+
+    def _set_signal_handlers(self):
+        # Only the main thread may install signal handlers; embedded in any
+        # other thread, request_stop() is the way to stop.
+        if threading.current_thread() is not threading.main_thread():
+            logger.debug("Not in the main thread: no signal handlers.")
+            return
+        for signum in GRACEFUL_SIGNALS:
+            self._old_handlers[signum] = signal.signal(signum, self._handle_signal)
+
+    def _restore_signal_handlers(self):
+        for signum, handler in self._old_handlers.items():
+            try:
+                signal.signal(signum, handler)
+            except (TypeError, ValueError):
+                pass
+        self._old_handlers = {}
+
+    def _handle_signal(self, signum, frame):
+        # Runs in the main thread between two bytecodes: only plain
+        # assignments here (no locks, which the interrupted code may hold).
+        self._request_signal = signum
+        self._request = "now" if self._request else "graceful"
+
+    # -- stopping ---------------------------------------------------------
+
+    def request_stop(self, graceful=True):
+        """Ask the consumer to stop; returns at once, from any thread.
+
+        Graceful: tasks in flight finish first. ``graceful=False``, or a
+        request made while a graceful stop is under way with
+        ``graceful=False``, interrupts them.
+        """
+        with self._request_lock:
+            if not graceful:
+                self._request = "now"
+            elif self._request is None:
+                self._request = "graceful"
+        self._wake.set()
+
+    def wait_stopped(self, timeout=None):
+        """Block until run() has returned; True if it has."""
+        return self.stopped.wait(timeout)
+
+    def stop(self, graceful=False):
+        """Set the stop flag; if graceful, wait for the workers to finish.
+
+        Returns the stop reason: "graceful" when every worker finished on its
+        own, "shutdown-timeout" when shutdown_timeout elapsed first,
+        "interrupted" when a second stop request cut the wait short, or
+        "immediate" for a stop that did not wait.
+        """
+        self.stop_flag.set()
+        reason = "immediate"
+        if graceful:
+            logger.info("Shutting down gracefully...")
+            reason = self._join_workers()
+            if reason == "graceful":
+                logger.info("All workers have stopped.")
+                return reason
+            if reason == "shutdown-timeout":
+                logger.warning("Shutdown timeout of %ss elapsed, interrupting "
+                               "workers.", self.shutdown_timeout)
+            else:
+                logger.info("Received request to shut down now.")
+        self._interrupt_workers()
+        logger.info("Shutting down")
+        return reason
+
+    def _join_workers(self):
+        # Poll rather than block in join(), so that a second stop request
+        # (a signal or request_stop) is noticed while we wait.
+        deadline = None
+        if self.shutdown_timeout is not None:
+            deadline = time.monotonic() + self.shutdown_timeout
+        procs = [p for _, p in self.worker_threads] + [self.scheduler]
+        while any(self.environment.is_alive(p) for p in procs):
+            if self._request == "now":
+                return "interrupted"
+            if deadline is not None and time.monotonic() >= deadline:
+                return "shutdown-timeout"
+            for proc in procs:
+                if self.environment.is_alive(proc):
+                    proc.join(0.05)
+                    break
+        return "graceful"
+
+    # -- running ----------------------------------------------------------
+
+    def run(self):
+        """Start the workers and supervise them until a stop is requested."""
+        self.start()
+        reason = "error"
+        try:
+            self._begin_run()
+            self.started.set()
+            reason = self._supervise()
+        finally:
+            if reason == "error":
+                # Something raised in the loop: stop without waiting.
+                self.stop(graceful=False)
+            self._restore_signal_handlers()
+            self.huey.notify_interrupted_tasks()
+            self.stop_reason = reason
+            self._end_run(reason)
+            self.started.set()
+            self.stopped.set()
+        logger.info("Consumer exiting (%s).", reason)
+        return reason
+
+    def _supervise(self):
+        now = time.monotonic()
+        next_health = now + self._health_check_interval
+        next_sample = now
+        while True:
+            self._wake.wait(self._stop_flag_timeout)
+            self._wake.clear()
+            if self._request is not None:
+                if self._request_signal is not None:
+                    logger.info("Received %s",
+                                signal.Signals(self._request_signal).name)
+                return self.stop(graceful=self._request == "graceful")
+            now = time.monotonic()
+            if self._health_check and now >= next_health:
+                next_health = now + self._health_check_interval
+                self.check_worker_health()
+                self.health_checks += 1
+            if now >= next_sample:
+                next_sample = now + self.sample_interval
+                self._tick()
+
+    def _tick(self):
+        self._heartbeat()
+        if self.on_tick is not None:
+            try:
+                self.on_tick()
+            except Exception:
+                logger.exception("Periodic callback failed.")
+
+    def queue_sample(self):
+        """(pending, scheduled, in flight) right now."""
+        return (self.huey.pending_count(), self.huey.scheduled_count(),
+                self.in_flight.value)
+
+    def _begin_run(self):
+        if self.recorder is None:
+            return
+        try:
+            self.run_id = self.recorder.begin_run(
+                role="consumer", workers=self.workers,
+                worker_type=self.worker_type, app=self.app)
+        except Exception:
+            logger.exception("Could not record the start of this run.")
+
+    def _heartbeat(self):
+        if self.recorder is None:
+            return
+        try:
+            pending, scheduled, in_flight = self.queue_sample()
+            self.recorder.heartbeat(pending=pending, scheduled=scheduled,
+                                    in_flight=in_flight)
+        except Exception:
+            logger.exception("Could not record a heartbeat.")
+
+    def _end_run(self, reason):
+        if self.recorder is None:
+            return
+        try:
+            self._heartbeat()
+            if not self.recorder.end_run(reason=reason):
+                logger.warning("Some events were not written before the "
+                               "flush timed out.")
+        except Exception:
+            logger.exception("Could not record the end of this run.")
