@@ -3,10 +3,19 @@
 Each question is answered by one :class:`Query`. The report runs it with
 :func:`run`; ``hueyscope browse`` publishes the same text as a Datasette
 canned query. Parameters are SQLite named parameters (``:since``); an empty
-string means "no filter", which is what Datasette sends for a blank field.
+string means "no filter" (or the documented default), which is what Datasette
+sends for a blank field, and what :func:`run` passes for a parameter not given.
 
-Percentiles use the nearest-rank method with window functions, so they are
-computed inside SQLite without loading the rows into Python.
+Time parameters (``:since``) take unix seconds or an ISO-8601 date or
+datetime in UTC (``2024-06-01``, ``2024-06-01 12:30``).
+
+Percentiles use the nearest-rank method (the ceil(p * n)-th smallest value),
+computed inside SQLite with window functions over indexes, without loading the
+rows into Python.
+
+Every query is read-only and is planned against the indexes of
+:mod:`hueyscope.events.schema`: each one answers in milliseconds on a store
+of a million events (see ``benchmarks/browse_bench.py``).
 """
 import dataclasses
 
@@ -20,45 +29,101 @@ class Query:
     params: tuple = ()
 
 
-def _percentile_columns(column, alias):
+def _time(param):
+    """SQL turning ``:param`` (unix seconds or ISO-8601 UTC) into unix seconds."""
+    return ("(case when :{p} glob '[0-9][0-9][0-9][0-9]-*' "
+            "then (julianday(:{p}) - 2440587.5) * 86400.0 "
+            "else cast(:{p} as real) end)").format(p=param)
+
+
+def _since(column, param="since"):
+    """A WHERE term: ``column`` at or after ``:param``; true when it is blank."""
+    return "(:{p} = '' or {col} >= {t})".format(p=param, col=column, t=_time(param))
+
+
+def _task_filter(column="task"):
+    """A WHERE term: ``column`` equals ``:task``; true when it is blank."""
+    return "(:task = '' or {col} = :task)".format(col=column)
+
+
+# Unix time now, in SQL: a consumer is alive if it beat recently *now*.
+_NOW = "cast(strftime('%s', 'now') as real)"
+
+
+PERCENTILES = ((0.50, 50), (0.95, 95), (0.99, 99))
+
+
+def _nearest_rank(p, n):
+    """SQL for ceil(p * n), the nearest rank, without SQLite's math functions."""
+    return "(cast({p} * {n} as integer) + ({p} * {n} > cast({p} * {n} as integer)))".format(
+        p=p, n=n)
+
+
+def _percentile_ranks(n, alias):
+    return ", ".join("%s as %s_k%d" % (_nearest_rank(p, n), alias, label)
+                     for p, label in PERCENTILES)
+
+
+def _percentile_rowids(column, alias):
+    # One ordered pass over the task's slice of the (task, column, finished)
+    # index; only the rowids at the three ranks come out, so the values
+    # themselves are read back exactly, not through text.
+    picks = ", ".join(
+        "max(case when rk = c.{a}_k{l} then rid end)".format(a=alias, l=label)
+        for _, label in PERCENTILES)
+    return """(select json_array({picks}) from (
+      select t.rowid as rid, row_number() over (order by t.{col}) as rk
+      from tasks t
+      where t.task = c.task and t.{col} is not null and t.finished is not null
+        and {since}))""".format(picks=picks, col=column, since=_since("t.finished"))
+
+
+def _percentile_values(alias):
     return ",\n  ".join(
-        "min(case when {col}_rank >= {p} * n_{col} then {col} end) as {alias}_p{label}"
-        .format(col=column, p=p, alias=alias, label=label)
-        for p, label in ((0.50, 50), (0.95, 95), (0.99, 99))
-    )
+        "(select {a} from tasks where rowid = json_extract(p.{a}_rowids, '$[{i}]')) "
+        "as {out}_p{l}".format(a=alias, i=i, out="run" if alias == "duration" else alias,
+                               l=label)
+        for i, (_, label) in enumerate(PERCENTILES))
 
 
 QUERIES = {q.name: q for q in (
     Query(
         "recent_failures",
         "Recent failures",
-        "Tasks whose last attempt failed, newest first, with the error.",
+        "Tasks whose last attempt failed with no retry left, newest first, "
+        "with the error. Filter by task name (blank: all tasks).",
         """select task_id, task, finished, attempts, error_type, error, fingerprint, run_id
 from tasks
-where status = 'failed'
+where status = 'failed' and """ + _task_filter() + """
 order by finished desc
 limit 100""",
+        ("task",),
     ),
     Query(
         "failures_by_fingerprint",
         "Failures grouped by fingerprint",
         "Every error event grouped by its fingerprint (error type, normalised "
-        "message and innermost frame): how often, since when, which tasks.",
+        "message and innermost frame): how often, since when, which tasks. "
+        "Since: unix seconds or an ISO date (blank: all time).",
         """select fingerprint, error_type, min(error) as example_error,
   count(*) as errors, count(distinct task_id) as task_ids,
   group_concat(distinct task) as tasks,
-  min(ts) as first_seen, max(ts) as last_seen
+  min(ts) as first_seen, max(ts) as last_seen,
+  max(task_id) as example_task_id
 from events
-where signal = 'error' and fingerprint is not null
+where signal = 'error' and fingerprint is not null and """ + _since("ts") + """
 group by fingerprint
 order by errors desc""",
+        ("since",),
     ),
     Query(
         "task_history",
         "One task's full history",
-        "Every event recorded for one task id, in order.",
+        "Every event recorded for one task id, in order: enqueue, each "
+        "attempt with its wait, duration and error, retries, the outcome.",
         """select ts, signal, attempt, retries_left, duration, wait, error_type, error,
-  worker, host, pid, run_id
+  worker, host, pid, run_id, task, priority, eta, fingerprint, args, kwargs,
+  traceback
 from events
 where task_id = :task_id
 order by ts, id""",
@@ -67,67 +132,92 @@ order by ts, id""",
     Query(
         "retry_chains",
         "Retry chains",
-        "Tasks that were retried: attempts, final status and last error.",
+        "Tasks that were retried, newest first: attempts, final status (complete "
+        "means a retry succeeded), total time and the error of each failed "
+        "attempt. Filter by task name (blank: all tasks).",
         """select task_id, task, status, attempts, enqueued, finished,
-  finished - enqueued as total_seconds, error_type, error
+  finished - enqueued as total_seconds, error_type, error,
+  (select group_concat(e.attempt || ': ' || case when e.signal = 'locked'
+                         then 'lock held'
+                         else coalesce(e.error_type, '?') || ': ' || coalesce(e.error, '') end,
+                       char(10))
+   from events e
+   where e.task_id = tasks.task_id and e.signal in ('error', 'locked')) as attempt_errors
 from tasks
-where attempts > 1
+where attempts > 1 and """ + _task_filter() + """
 order by finished desc
 limit 200""",
+        ("task",),
     ),
     Query(
         "slowest_tasks",
         "Slowest task runs",
-        "The longest executions (seconds from executing to the terminal signal).",
+        "The longest executions (seconds from executing to the terminal "
+        "signal of the last attempt). Filter by task name (blank: all tasks).",
         """select task_id, task, status, duration, wait, started, finished, run_id
 from tasks
-where duration is not null
+where duration is not null and """ + _task_filter() + """
 order by duration desc
 limit 100""",
+        ("task",),
     ),
     Query(
         "latency_percentiles",
         "Queue wait and run time percentiles per task",
         "p50, p95 and p99 of queue wait and run time (seconds) per task name, "
-        "nearest-rank, over tasks finished since :since (unix seconds; blank "
-        "for all time).",
-        """with ranked as (
-  select task, duration, wait,
-    row_number() over (partition by task order by duration) as duration_rank,
-    count(duration) over (partition by task) as n_duration,
-    row_number() over (partition by task order by wait) as wait_rank,
-    count(wait) over (partition by task) as n_wait
-  from tasks
-  where finished is not null
-    and (:since = '' or finished >= cast(:since as real))
+        "nearest-rank, over tasks that ran and finished since :since (unix "
+        "seconds or an ISO date; blank for all time).",
+        # Counts come from covering indexes, then one window pass per task and
+        # measure picks the ranked rows: no sort of the whole table and no
+        # partition-wide window, which are what make this slow at 1M events.
+        """with d as (
+  select task, count(*) as n from tasks t
+  where t.duration is not null and t.finished is not null and """ + _since("t.finished") + """
+  group by task
+), w as (
+  select task, count(*) as n from tasks t
+  where t.wait is not null and t.finished is not null and """ + _since("t.finished") + """
+  group by task
+), c as materialized (
+  select d.task, d.n as finished, """ + _percentile_ranks("d.n", "duration") + """,
+    """ + _percentile_ranks("coalesce(w.n, 0)", "wait") + """
+  from d left join w on w.task = d.task
+), p as materialized (
+  select c.task, c.finished,
+    """ + _percentile_rowids("wait", "wait") + """ as wait_rowids,
+    """ + _percentile_rowids("duration", "duration") + """ as duration_rowids
+  from c
 )
-select task, count(*) as finished,
-  """ + _percentile_columns("wait", "wait") + """,
-  """ + _percentile_columns("duration", "run") + """
-from ranked
-group by task
+select task, finished,
+  """ + _percentile_values("wait") + """,
+  """ + _percentile_values("duration") + """
+from p
 order by task""",
         ("since",),
     ),
     Query(
         "throughput_per_hour",
         "Throughput per hour",
-        "Completed, failed and retried executions per hour, from the hourly "
-        "roll-ups (they survive pruning).",
+        "Enqueued, completed, failed and retried executions per hour, newest "
+        "first, from the hourly roll-ups (they survive pruning). Filter by "
+        "task name (blank: all tasks).",
         """select hour,
   sum(case when signal = 'complete' then count else 0 end) as completed,
   sum(case when signal = 'error' then count else 0 end) as errors,
   sum(case when signal = 'retrying' then count else 0 end) as retried,
   sum(case when signal = 'enqueued' then count else 0 end) as enqueued
 from rollup_hourly
+where """ + _task_filter() + """
 group by hour
 order by hour desc""",
+        ("task",),
     ),
     Query(
         "throughput_per_minute",
         "Throughput per minute",
-        "Completed and failed executions per minute over the last :hours hours "
-        "of recorded events (blank: 24).",
+        "Completed and failed executions per minute, newest first, over the "
+        "last :hours hours of recorded events (blank: 24). Filter by task "
+        "name (blank: all tasks).",
         """with bounds as (
   select max(ts) - 3600 * coalesce(nullif(:hours, ''), 24) as since from events
 )
@@ -136,20 +226,25 @@ select cast(ts / 60 as integer) * 60 as minute,
   sum(signal = 'error') as errors
 from events, bounds
 where signal in ('complete', 'error') and ts >= bounds.since
+  and """ + _task_filter() + """
 group by minute
 order by minute desc""",
-        ("hours",),
+        ("hours", "task"),
     ),
     Query(
         "in_flight_or_lost",
         "Tasks in flight or lost",
-        "Tasks still executing. 'lost' when the consumer run executing them "
-        "stopped, or has sent no heartbeat for :stale seconds (blank: 60).",
+        "Tasks still executing, oldest first. 'lost' when the consumer run "
+        "executing them has stopped, or has sent no heartbeat for :stale "
+        "seconds (blank: 60): a killed consumer loses its task.",
         """select t.task_id, t.task, t.started, t.run_id, r.host, r.pid,
   r.stopped, r.stop_reason, r.heartbeat,
-  case when r.stopped is not null
-         or r.heartbeat < (select max(ts) from events) - coalesce(nullif(:stale, ''), 60)
-       then 'lost' else 'in flight' end as state
+  round(""" + _NOW + """ - coalesce(r.heartbeat, r.started), 1) as heartbeat_age,
+  case when r.id is null then 'lost'
+       when r.stopped is not null then 'lost'
+       when coalesce(r.heartbeat, r.started)
+            < """ + _NOW + """ - coalesce(nullif(:stale, ''), 60) then 'lost'
+       else 'in flight' end as state
 from tasks t left join runs r on r.id = t.run_id
 where t.status = 'executing'
 order by t.started""",
@@ -158,28 +253,39 @@ order by t.started""",
     Query(
         "lock_contention",
         "Lock contention",
-        "Tasks that could not run because their lock was held.",
+        "Task names whose executions found their lock held (huey's 'locked' "
+        "signal), most contended first: how often, for how many task ids, "
+        "since when. Since: unix seconds or an ISO date (blank: all time).",
         """select task, count(*) as locked, count(distinct task_id) as task_ids,
   min(ts) as first_seen, max(ts) as last_seen
 from events
-where signal = 'locked'
-group by task
+where signal = 'locked' and """ + _since("ts") + """
+group by +task  -- "+": read the few 'locked' rows by signal, not every row by task
 order by locked desc""",
+        ("since",),
     ),
     Query(
         "consumer_runs",
         "Runs and heartbeats",
-        "Every process that recorded, newest first, with its last heartbeat "
-        "and how many events it wrote or could not write.",
+        "Every process that recorded, newest first, with its last heartbeat, "
+        "whether it is still beating (within :stale seconds, blank: 60), and "
+        "how many events it wrote or could not write.",
         """select id, role, host, pid, workers, worker_type, started, stopped,
-  stop_reason, heartbeat, events_written, events_dropped, queue, backend
+  stop_reason, heartbeat, events_written, events_dropped, queue, backend,
+  case when stopped is not null then 'stopped'
+       when role != 'consumer' then 'not a consumer'
+       when coalesce(heartbeat, started)
+            >= """ + _NOW + """ - coalesce(nullif(:stale, ''), 60) then 'running'
+       else 'silent' end as state
 from runs
 order by started desc""",
+        ("stale",),
     ),
     Query(
         "revoked_and_expired",
         "Revoked and expired tasks",
-        "Tasks that never ran because they were revoked or had expired.",
+        "Tasks that never ran because they were revoked or had expired, "
+        "newest first.",
         """select task_id, task, status, enqueued, eta, finished
 from tasks
 where status in ('revoked', 'expired')

@@ -1,0 +1,134 @@
+"""Build the Datasette instance that serves event stores.
+
+:func:`make_datasette` is the one place where configuration enters: the
+``hueyscope browse`` command and the tests both call it, so what is tested is
+what users run.
+
+Event stores are served in Datasette's normal, mutable mode. Immutable mode
+(``datasette -i``) reads the main database file only and ignores the
+write-ahead log, so tasks a running consumer has committed would look
+missing. Mutable databases are still read through ``mode=ro`` connections,
+and no writable canned query is configured, so browsing cannot change a store.
+"""
+import datetime
+import pathlib
+import sqlite3
+
+from datasette import hookimpl
+from datasette.app import Datasette
+from datasette.database import Database
+from datasette.plugins import pm
+from markupsafe import Markup, escape
+
+from hueyscope.browse.metadata import build_metadata
+from hueyscope.events.schema import check_event_store
+
+# Tuned for stores of millions of events on a small machine.
+SETTINGS = {
+    # Suggesting facets runs a GROUP BY per column on every table page.
+    "suggest_facets": False,
+    # The default facets (signal, task, status) scan an index of up to
+    # millions of entries: give them time rather than a "timed out" badge.
+    "facet_time_limit_ms": 1500,
+    # Canned queries answer in milliseconds; users' own SQL over a whole
+    # store may take seconds and should not be cut off at one.
+    "sql_time_limit_ms": 10000,
+    # Tracebacks and JSON arguments make long cells.
+    "truncate_cells_html": 300,
+}
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+# Five digits of year 2000 onwards: a float this big in a time column is a
+# timestamp, not a count that happens to share a column name.
+_EPOCH_2000 = 946684800
+
+
+def database_names(paths):
+    """A unique Datasette name per file: its stem, then stem_2, stem_3..."""
+    names = []
+    for path in paths:
+        stem = pathlib.Path(path).stem or "events"
+        name, i = stem, 2
+        while name in names:
+            name = "%s_%d" % (stem, i)
+            i += 1
+        names.append(name)
+    return names
+
+
+def internal_tables(path):
+    """Tables of ``path`` nobody needs to browse: ours (``_...``) and FTS."""
+    conn = sqlite3.connect("file:%s?mode=ro" % pathlib.Path(path).resolve(), uri=True)
+    try:
+        rows = conn.execute(
+            "select name, coalesce(sql, '') from sqlite_master where type = 'table'"
+        ).fetchall()
+    finally:
+        conn.close()
+    fts = [name for name, sql in rows if "using fts" in sql.lower()]
+    return sorted(
+        name for name, sql in rows
+        if name.startswith("_")
+        or name in fts
+        or any(name.startswith(f + "_") for f in fts)
+    )
+
+
+def make_datasette(paths, settings=None, metadata=None):
+    """A Datasette serving each event store in ``paths``, read-only.
+
+    Raises ValueError (one line) if a path is not an event store. ``settings``
+    override :data:`SETTINGS`; ``metadata`` replaces the generated metadata
+    (tests use it to check a configuration, users should not need it).
+    """
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise ValueError("no event store given")
+    for path in paths:
+        check_event_store(path, must_exist=True)
+    names = database_names(paths)
+    if metadata is None:
+        metadata = build_metadata(
+            {name: internal_tables(path) for name, path in zip(names, paths)})
+    ds = Datasette(
+        metadata=metadata,
+        settings=dict(SETTINGS, **(settings or {})),
+    )
+    for name, path in zip(names, paths):
+        ds.add_database(Database(ds, path=path, is_mutable=True), name=name)
+    _register_plugin()
+    return ds
+
+
+def is_local(host):
+    """True if ``host`` only accepts connections from this machine."""
+    return host in LOCAL_HOSTS or host.startswith("127.")
+
+
+def _register_plugin():
+    import sys
+
+    module = sys.modules[__name__]
+    if not pm.is_registered(module):
+        pm.register(module, name="hueyscope")
+
+
+def iso(ts):
+    """Unix seconds as ISO-8601 UTC, to the millisecond: 2024-05-01 12:00:00.250Z."""
+    dt = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+    return dt.strftime("%Y-%m-%d %H:%M:%S.") + "%03dZ" % (dt.microsecond // 1000)
+
+
+@hookimpl
+def render_cell(value, column, database, datasette):
+    """Show timestamps of event stores as ISO-8601 UTC (raw value on hover)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    config = datasette.plugin_config("hueyscope", database=database, fallback=False)
+    if not config or column not in config.get("time_columns", ()):
+        return None
+    if value < _EPOCH_2000:
+        return None
+    return Markup('<span class="hs-time" title="{}">{}</span>').format(
+        escape(repr(value)), escape(iso(value)))

@@ -1,0 +1,123 @@
+"""``hueyscope browse``: open event stores in Datasette.
+
+The server runs in this process through Datasette's Python API and uvicorn,
+the way ``datasette serve`` does, so the instance served is exactly the one
+:func:`hueyscope.browse.app.make_datasette` builds and the tests check.
+"""
+import signal
+import socket
+import threading
+import time
+import webbrowser
+
+import click
+
+from hueyscope.options import BadInput, events_option
+from hueyscope.settings import Settings
+
+
+@click.command()
+@click.argument("events_db", nargs=-1, type=click.Path(dir_okay=True))
+@events_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on. Anything but loopback exposes the "
+                   "store (task arguments included) to the network.")
+@click.option("-p", "--port", default=8001, show_default=True,
+              type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port).")
+@click.option("--open", "open_browser", is_flag=True,
+              help="Open a web browser once the server is up.")
+def browse(events_db, events, host, port, open_browser):
+    """Browse event stores in Datasette, read-only.
+
+    EVENTS_DB are one or more event stores (default: the configured one,
+    --events or HUEYSCOPE_EVENTS). Each becomes a database named after its
+    file; tables and columns are described, and the questions the report
+    answers are there as canned queries. Ctrl-C or SIGTERM stops the server.
+    """
+    from hueyscope.browse.app import is_local, make_datasette
+
+    if not events_db:
+        try:
+            events_db = (Settings.build(events=events).events,)
+        except ValueError as exc:
+            raise BadInput(str(exc))
+    paths = list(dict.fromkeys(events_db))
+    try:
+        ds = make_datasette(paths)
+    except ValueError as exc:
+        raise BadInput(str(exc))
+    if not is_local(host):
+        click.secho(
+            "Warning: listening on %s: anyone who can reach this machine can "
+            "read the event store, and it may hold task arguments. Put it "
+            "behind a password, e.g. `pip install datasette-auth-passwords`." % host,
+            fg="yellow", err=True)
+    sock = _listen(host, port)
+    url = "http://%s:%d/" % (_url_host(host), sock.getsockname()[1])
+    names = [name for name in ds.databases if name != "_internal"]
+    for name in names:
+        click.echo("%s: %s" % (name, ds.databases[name].path))
+    click.echo("Serving at %s (Ctrl-C to stop)" % url)
+    # One store: open its page, with the tables and canned queries.
+    open_url = url + (names[0] if len(names) == 1 else "")
+    _serve(ds, sock, open_url if open_browser else None)
+
+
+def _listen(host, port):
+    """A listening socket, so a busy port is one clear error, not a traceback."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        raise BadInput("cannot listen on %s:%d: %s" % (host, port, exc.strerror or exc))
+    return sock
+
+
+def _url_host(host):
+    if host in ("0.0.0.0", "", "::"):
+        return "127.0.0.1"
+    return "[%s]" % host if ":" in host else host
+
+
+def _serve(ds, sock, open_url):
+    """Run uvicorn on ``sock`` until SIGINT or SIGTERM, then return (exit 0)."""
+    import asyncio
+
+    import uvicorn
+
+    asyncio.run(ds.invoke_startup())
+    server = uvicorn.Server(uvicorn.Config(
+        ds.app(), log_level="warning", lifespan="on", workers=1))
+    # uvicorn re-raises the stop signal once it has shut down; handlers
+    # installed here receive it, so a requested stop exits 0, not as killed.
+    stopped_by = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: stopped_by.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    if open_url:
+        threading.Thread(target=_open_when_up, args=(server, open_url),
+                         daemon=True).start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+    if stopped_by:
+        click.echo("Stopped (%s)." % signal.Signals(stopped_by[0]).name, err=True)
+
+
+def _open_when_up(server, url, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not server.started and not server.should_exit:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+    if server.started:
+        webbrowser.open(url)
