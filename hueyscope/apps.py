@@ -73,8 +73,11 @@ def check_queue_path(settings):
             raise ValueError("cannot write queue %s: permission denied" % path)
         return
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
+    if not os.path.exists(folder):
         raise ValueError("cannot create queue %s: folder %s does not exist" % (
+            path, folder))
+    if not os.path.isdir(folder):
+        raise ValueError("cannot create queue %s: %s is not a folder" % (
             path, folder))
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError("cannot create queue %s: folder %s is not writable" % (

@@ -16,7 +16,7 @@ from hueyscope.settings import DEFAULT_APP
 
 
 @click.command()
-@click.argument("scenario", type=Choice(sorted(SCENARIOS)))
+@click.argument("scenario", type=Choice(sorted(SCENARIOS)), metavar="SCENARIO")
 @click.option("-n", "--count", type=IntRange(min=0), default=None,
               help="load: number of tasks (default 1000); other scenarios: "
                    "rounds (default 1).")
