@@ -1,0 +1,49 @@
+"""``hueyscope report``: render the static HTML report of one or more event stores."""
+import sys
+
+import click
+
+from hueyscope.options import BadInput, events_option, site_option
+from hueyscope.settings import Settings
+
+
+@click.command()
+@click.argument("event_stores", nargs=-1, metavar="[EVENTS_DB]...")
+@events_option
+@site_option
+@click.option(
+    "--datasette-url", metavar="URL", default=None,
+    envvar="HUEYSCOPE_DATASETTE_URL", show_envvar=True,
+    help="Base URL of a Datasette serving the event stores (e.g. "
+         "http://localhost:8001): numbers also link to its rows and queries.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bar, print only the path of index.html.")
+def report(event_stores, events, site, datasette_url, quiet):
+    """Render a static HTML report of EVENTS_DB (default: the --events store).
+
+    Give several event stores (one per host) to merge them into one report.
+    The site is written to a temporary folder next to --out and swapped in
+    when complete, so a web server can serve --out while it is rebuilt. It
+    needs no server and no network: open index.html from disk.
+
+    \b
+        hueyscope report --out site/
+        hueyscope report host-a.db host-b.db --out site/
+        hueyscope report --out site/ --datasette-url http://localhost:8001
+    """
+    try:
+        settings = Settings.build(events=events, site=site)
+    except ValueError as exc:
+        raise BadInput(str(exc))
+    sources = list(event_stores) or [settings.events]
+    from hueyscope.reports.builder import build_report
+
+    try:
+        index = build_report(sources, settings.site, datasette_url=datasette_url,
+                             progress=not quiet and sys.stderr.isatty())
+    except ValueError as exc:
+        raise BadInput(str(exc))
+    except OSError as exc:
+        raise BadInput("cannot write the report to %s: %s" % (
+            settings.site, exc.strerror or exc))
+    click.echo(str(index))
