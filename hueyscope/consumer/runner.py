@@ -266,11 +266,11 @@ class Consumer(huey_consumer.Consumer):
 
         Returns the stop reason: "graceful" when every worker finished on its
         own, "shutdown-timeout" when shutdown_timeout elapsed first,
-        "interrupted" when a second stop request cut the wait short, or
-        "immediate" for a stop that did not wait.
+        or "interrupted" when the tasks in flight were interrupted (a stop
+        that did not wait, or a second stop request during the wait).
         """
         self.stop_flag.set()
-        reason = "immediate"
+        reason = "interrupted"
         if graceful:
             logger.info("Shutting down gracefully...")
             reason = self._join_workers()
@@ -308,10 +308,12 @@ class Consumer(huey_consumer.Consumer):
 
     def run(self):
         """Start the workers and supervise them until a stop is requested."""
-        self.start()
+        # The run begins before the workers start, so that forked worker
+        # processes record under it instead of starting runs of their own.
+        self._begin_run()
         reason = "error"
         try:
-            self._begin_run()
+            self.start()
             self.started.set()
             reason = self._supervise()
         finally:
