@@ -18,6 +18,7 @@ from datasette import hookimpl
 from datasette.app import Datasette
 from datasette.database import Database
 from datasette.plugins import pm
+from datasette.utils.asgi import Response
 from markupsafe import Markup, escape
 
 from hueyscope.browse.metadata import build_metadata
@@ -91,13 +92,14 @@ def make_datasette(paths, settings=None, metadata=None):
     if metadata is None:
         metadata = build_metadata(
             {name: internal_tables(path) for name, path in zip(names, paths)})
+    # Before Datasette(): it builds its routes (and client) when created.
+    _register_plugin()
     ds = Datasette(
         metadata=metadata,
         settings=dict(SETTINGS, **(settings or {})),
     )
     for name, path in zip(names, paths):
         ds.add_database(Database(ds, path=path, is_mutable=True), name=name)
-    _register_plugin()
     return ds
 
 
@@ -132,3 +134,35 @@ def render_cell(value, column, database, datasette):
         return None
     return Markup('<span class="hs-time" title="{}">{}</span>').format(
         escape(repr(value)), escape(iso(value)))
+
+
+# Column descriptions as a compact, scrollable two-column list, so the rows
+# stay above the fold; times on one line.
+CSS = """
+dl.column-descriptions {
+  display: grid; grid-template-columns: max-content 1fr; gap: 0.15em 1.2em;
+  font-size: 0.85em; max-height: 11em; overflow-y: auto;
+  border-left: 3px solid #d0d7de; padding: 0.2em 0.8em; margin: 0.5em 0 1em;
+}
+dl.column-descriptions dt { font-weight: bold; margin: 0; }
+dl.column-descriptions dd { margin: 0; color: #444; }
+.hs-time { white-space: nowrap; }
+"""
+CSS_PATH = "/-/hueyscope.css"
+
+
+async def _css(request):
+    return Response(CSS, content_type="text/css; charset=utf-8")
+
+
+@hookimpl
+def register_routes():
+    return [(r"^/-/hueyscope\.css$", _css)]
+
+
+@hookimpl
+def extra_css_urls(database, datasette):
+    if database and datasette.plugin_config("hueyscope", database=database,
+                                            fallback=False):
+        return [datasette.urls.path(CSS_PATH)]
+    return []

@@ -15,7 +15,6 @@ DESCRIPTION_HTML = (
     "task id) or the canned queries below each database.</p>"
     "<p>Read-only: nothing here can change the store.</p>"
 )
-ABOUT = "hueyscope"
 
 # Columns holding a point in time (unix seconds, UTC): shown as ISO-8601.
 TIME_COLUMNS = (
@@ -165,6 +164,8 @@ TABLES = {
     },
 }
 
+HIDE_SQL_LINES = 12
+
 # Internal tables nobody needs to browse.
 ALWAYS_HIDDEN = ("_sqlite_migrations",)
 
@@ -178,6 +179,8 @@ def canned_queries():
             "sql": q.sql,
             "params": list(q.params),
             "write": False,
+            # Long SQL behind a "show" link, so the answer comes first.
+            "hide_sql": q.sql.count("\n") >= HIDE_SQL_LINES,
         }
         for q in QUERIES.values()
     }
@@ -202,7 +205,6 @@ def build_metadata(databases):
     return {
         "title": TITLE,
         "description_html": DESCRIPTION_HTML,
-        "about": ABOUT,
         "databases": {
             name: database_metadata(hidden) for name, hidden in databases.items()
         },
