@@ -80,9 +80,11 @@ def seconds(value):
     if value < 60:
         return "%.3g s" % value
     if value < 3600:
-        return "%d min %d s" % (value // 60, value % 60)
+        minutes, rest = divmod(int(round(value)), 60)
+        return "%d min %d s" % (minutes, rest) if rest else "%d min" % minutes
     if value < 86400 * 2:
-        return "%d h %d min" % (value // 3600, value % 3600 // 60)
+        hours, rest = divmod(int(round(value)) // 60, 60)
+        return "%d h %d min" % (hours, rest) if rest else "%d h" % hours
     return "%.1f days" % (value / 86400)
 
 
@@ -529,7 +531,7 @@ def attempts_of(events):
 
 
 def runs_detail(store, now):
-    runs = store.query("consumer_runs")
+    runs = store.query("consumer_runs", stale=STALE_SECONDS)
     processed = {}
     for row in store.rows(
             "select run_id, task, status, count(*) as n from tasks "
@@ -544,15 +546,15 @@ def runs_detail(store, now):
     return runs
 
 
-def run_state(run, now):
+def run_state(run, now=None):
+    """How a run ended, or whether it is still beating."""
     if run["stopped"] is not None:
         return run["stop_reason"] or "stopped"
-    if run["role"] != "consumer":
-        return "running"
-    if run["heartbeat"] is None or now is None or \
-            run["heartbeat"] < now - STALE_SECONDS:
+    if run.get("state") == "silent":
         return "silent (no heartbeat)"
-    return "running"
+    if run.get("state") == "not a consumer":
+        return "running"
+    return run.get("state") or "running"
 
 
 def locks(store):
@@ -658,20 +660,12 @@ order by chain.root, chain.depth""", *ids)
 
 
 def task_details(store, name):
-    recent = store.rows(
-        "select task_id, finished, attempts, error_type, error, fingerprint, run_id "
-        "from tasks where task = ? and status = 'failed' "
-        "order by finished desc limit ?", name, TOP)
-    slowest = store.rows(
-        "select task_id, status, duration, wait, started, finished, run_id "
-        "from tasks where task = ? and +duration is not null "
-        "order by +duration desc limit ?", name, TOP // 2)
-    hourly = store.rows(
-        "select hour as t, sum(case when signal = 'complete' then count else 0 end) "
-        "as completed, sum(case when signal = 'error' then count else 0 end) as errors, "
-        "sum(case when signal = 'retrying' then count else 0 end) as retried "
-        "from rollup_hourly where task = ? group by hour order by hour", name)
+    recent = store.query("recent_failures", task=name)[:TOP]
+    slowest = store.query("slowest_tasks", task=name)[:TOP // 2]
+    hourly = store.query("throughput_per_hour", task=name)
+    hourly.reverse()
     for p in hourly:
+        p["t"] = p["hour"]
         p["failed"] = max((p["errors"] or 0) - (p["retried"] or 0), 0)
     return {"recent_failures": recent, "slowest": slowest, "hourly": hourly}
 

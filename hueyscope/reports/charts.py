@@ -7,6 +7,7 @@ they scale to a phone and print as vectors. Bars carry a ``<title>`` so a
 hover shows the exact value without any script.
 """
 import datetime
+import math
 
 from markupsafe import Markup, escape
 
@@ -29,15 +30,21 @@ def _fmt(value):
     return "%.2g" % value
 
 
-def _nice_max(value):
-    """Round an axis maximum up to 1, 2 or 5 times a power of ten."""
+def _axis(value):
+    """A round y-axis: (maximum, gridline step) covering ``value``.
+
+    The step is 1, 2, 2.5 or 5 times a power of ten, chosen so that three or
+    four gridlines span the data.
+    """
     if not value or value <= 0:
-        return 1
-    magnitude = 10 ** (len(str(int(value))) - 1)
-    for step in (1, 2, 5, 10):
-        if value <= step * magnitude:
-            return step * magnitude
-    return 10 * magnitude
+        return 4, 1
+    rough = value / 4
+    magnitude = 10 ** math.floor(math.log10(rough))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10)
+                if rough <= m * magnitude * (1 + 1e-9))
+    if value >= 1 and step < 1:
+        step = 1  # counts: no gridlines at fractions
+    return step * math.ceil(value / step - 1e-9), step
 
 
 def _iso(ts, hours=True):
@@ -45,13 +52,15 @@ def _iso(ts, hours=True):
     return dt.strftime("%Y-%m-%dT%H:%MZ" if hours else "%Y-%m-%d")
 
 
-def _frame(label, body, y_max):
+def _frame(label, body, axis):
     """The svg element, y gridlines and labels around a plot body."""
+    y_max, step = axis
     plot_h = HEIGHT - TOP - BOTTOM
     grid = []
-    for i in range(5):
-        value = y_max * i / 4
-        y = TOP + plot_h - plot_h * i / 4
+    lines = int(round(y_max / step))
+    for i in range(lines + 1):
+        value = step * i
+        y = TOP + plot_h - plot_h * value / y_max
         grid.append(
             '<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>'
             '<text class="axis" x="%d" y="%.1f" text-anchor="end">%s</text>'
@@ -100,7 +109,8 @@ def stacked_bars(points, series, label, start, end, step):
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
     span = max(end - start, step)
-    y_max = _nice_max(max(sum(p[k] or 0 for k, _, _ in series) for p in points))
+    axis = _axis(max(sum(p[k] or 0 for k, _, _ in series) for p in points))
+    y_max = axis[0]
     bar_w = max(plot_w * step / span - 0.6, 0.6)
     bars = []
     for p in points:
@@ -117,7 +127,7 @@ def stacked_bars(points, series, label, start, end, step):
                 '<title>%s %s: %s</title></rect>'
                 % (css, x, y, bar_w, h, _iso(p["t"]), escape(name), value))
             base += value
-    return _frame(label, "".join(bars) + _time_axis(start, end), y_max)
+    return _frame(label, "".join(bars) + _time_axis(start, end), axis)
 
 
 def area(points, key, label, start, end, css="depth", peak_key=None):
@@ -128,7 +138,8 @@ def area(points, key, label, start, end, css="depth", peak_key=None):
     plot_h = HEIGHT - TOP - BOTTOM
     span = max(end - start, 1)
     top = max((p[peak_key or key] or 0) for p in points)
-    y_max = _nice_max(top)
+    axis = _axis(top)
+    y_max = axis[0]
 
     def xy(p, k):
         x = LEFT + plot_w * (p["t"] - start) / span
@@ -144,7 +155,7 @@ def area(points, key, label, start, end, css="depth", peak_key=None):
     if peak_key:
         body.append('<polyline class="peak" points="%s"/>'
                     % " ".join(xy(p, peak_key) for p in points))
-    return _frame(label, "".join(body) + _time_axis(start, end), y_max)
+    return _frame(label, "".join(body) + _time_axis(start, end), axis)
 
 
 def histogram(buckets, label, css="bar"):
@@ -153,7 +164,8 @@ def histogram(buckets, label, css="bar"):
         return empty(label)
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
-    y_max = _nice_max(max(c for _, c in buckets))
+    axis = _axis(max(c for _, c in buckets))
+    y_max = axis[0]
     slot = plot_w / len(buckets)
     body = []
     for i, (name, count) in enumerate(buckets):
@@ -166,7 +178,7 @@ def histogram(buckets, label, css="bar"):
             % (css, x + 1, TOP + plot_h - h, max(slot - 2, 1), h,
                escape(name), count, x + slot / 2, HEIGHT - BOTTOM + 18,
                escape(name)))
-    return _frame(label, "".join(body), y_max)
+    return _frame(label, "".join(body), axis)
 
 
 def empty(label):
