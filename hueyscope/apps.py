@@ -65,9 +65,9 @@ def check_queue_path(settings):
     if settings.queue_scheme != "sqlite":
         return
     path = settings.queue_path
-    check_sqlite_file(path)
     if os.path.isdir(path):
         raise ValueError("queue %s is a folder, not a SQLite file" % path)
+    check_sqlite_file(path)
     if os.path.exists(path):
         if not os.access(path, os.R_OK | os.W_OK):
             raise ValueError("cannot write queue %s: permission denied" % path)

@@ -22,6 +22,7 @@ in three ways:
    a queue sample every few seconds, the stop reason and a full flush at the
    end.
 """
+import collections
 import logging
 import multiprocessing
 import os
@@ -52,19 +53,52 @@ class _Counter:
         return self._lock
 
 
+class TakenLog:
+    """The tasks thread workers took off the queue, in the exact order taken.
+
+    Which worker's 'executing' signal comes first says little when several
+    workers dequeue within milliseconds: one may wait on SQLite for its
+    revocation check while the next runs ahead. Dequeues are serialised by
+    the queue anyway (SQLite takes an exclusive lock for each), so holding a
+    Python lock across dequeue-and-note costs nothing and gives the true
+    order: what a priority queue promises. Keeps the last ``size`` entries.
+    """
+
+    def __init__(self, size=1000):
+        self.lock = threading.Lock()
+        self.entries = collections.deque(maxlen=size)
+        self.count = 0
+
+    def note(self, task):
+        self.count += 1
+        self.entries.append((self.count, time.time(), task.id, task.name,
+                             task.priority))
+
+
 class Worker(huey_consumer.Worker):
     """huey's worker, counting the task it is running in a shared counter."""
 
     def __init__(self, huey, stop_flag, default_delay, max_delay, backoff,
-                 max_tasks=None, in_flight=None):
+                 max_tasks=None, in_flight=None, taken=None):
         super().__init__(huey, stop_flag, default_delay, max_delay, backoff,
                          max_tasks=max_tasks)
         self.in_flight = in_flight
+        # A blocking storage waits inside dequeue(): never under a lock.
+        self.taken = None if huey.storage.blocking else taken
+
+    def dequeue(self):
+        if self.taken is None:
+            return self.huey.dequeue()
+        with self.taken.lock:
+            task = self.huey.dequeue()
+            if task is not None:
+                self.taken.note(task)
+            return task
 
     def loop(self, now=None):
         # huey's Worker.loop, with the in-flight count around execute().
         try:
-            task = self.huey.dequeue()
+            task = self.dequeue()
         except Exception:
             self._logger.exception("Error reading from queue")
             self.sleep()
@@ -182,6 +216,9 @@ class Consumer(huey_consumer.Consumer):
             self.in_flight = multiprocessing.get_context("fork").Value("i", 0)
         else:
             self.in_flight = _Counter()
+        # Thread workers only: forked processes would each keep their own.
+        self.taken = TakenLog() if options.get("worker_type", "thread") == "thread" \
+            else None
         super().__init__(huey, **options)
         if recorder is None:
             from hueyscope.events.recorder import recorder_for
@@ -216,7 +253,7 @@ class Consumer(huey_consumer.Consumer):
             huey=self.huey, stop_flag=self.stop_flag,
             default_delay=self.default_delay, max_delay=self.max_delay,
             backoff=self.backoff, max_tasks=self.max_tasks,
-            in_flight=self.in_flight)
+            in_flight=self.in_flight, taken=self.taken)
 
     def _set_signal_handlers(self):
         # Only the main thread may install signal handlers; embedded in any

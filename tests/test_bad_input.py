@@ -1,0 +1,86 @@
+"""Bad input: one ``Error:`` line, exit code 2, no traceback, no file touched."""
+import hashlib
+import sqlite3
+
+import pytest
+
+from conftest import assert_one_line_error
+
+NOT_SQLITE = b"id,name\n1,not a database\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["produce", "nope"], "Invalid value for 'SCENARIO': 'nope' is not one of"),
+    (["produce", "load", "--count", "-1"], "-1 is not in the range x>=0"),
+    (["produce", "load", "--count", "ten"], "'ten' is not a valid integer"),
+    (["produce", "mixed", "--timeout", "-5"], "--timeout"),
+    (["produce", "mixed", "--app", "os:path"], "--app does not apply to produce"),
+    (["consume", "--workers", "0"], "0 is not in the range x>=1"),
+    (["consume", "--workers", "many"], "'many' is not a valid integer"),
+    (["consume", "--worker-type", "fiber"], "'fiber' is not one of 'thread', 'process'"),
+    (["consume", "--max-delay", "-1"], "--max-delay"),
+    (["consume", "--scheduler-interval", "7"], "must be a factor of 60"),
+    (["consume", "--app", "no_such_module_xyz:huey"],
+     "cannot import no_such_module_xyz: no module named no_such_module_xyz"),
+    (["consume", "--app", "os:path"], "os:path is a module, not a Huey instance"),
+    (["consume", "--app", "json:dumps"], "json:dumps is a function, not a Huey instance"),
+    (["consume", "--app", "os:no_such_attr"], "module os has no attribute no_such_attr"),
+    (["consume", "--app", "hueyscope.demo_tasks"], "--app must look like module:attribute"),
+    (["consume", "--queue", "missing/dir/queue.db"], "folder"),
+    (["produce", "mixed", "--queue", "missing/dir/queue.db"], "does not exist"),
+    (["produce", "mixed", "--queue", "."], "is a folder"),
+])
+def test_one_line_errors(cli, args, message):
+    result = cli.run(*args)
+    assert_one_line_error(result)
+    assert message in result.stderr
+    assert not cli.queue.exists()
+
+
+def test_app_whose_import_fails(cli):
+    (cli.folder / "brokenapp.py").write_text("raise RuntimeError('boom\\nsecond line')\n")
+    result = cli.run("consume", "--app", "brokenapp:huey")
+    assert_one_line_error(result)
+    assert "cannot import brokenapp: RuntimeError: boom" in result.stderr
+
+
+def test_queue_under_a_file_is_unwritable(cli):
+    (cli.folder / "afile").write_text("x")
+    for command in (["produce", "mixed"], ["consume"]):
+        result = cli.run(*command, "--queue", "afile/queue.db")
+        assert_one_line_error(result)
+        assert "afile" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["produce", "mixed"], ["consume"], ["status"],
+                                     ["produce", "load", "--count", "5"]])
+def test_queue_file_that_is_not_sqlite_is_left_alone(cli, command):
+    cli.queue.write_bytes(NOT_SQLITE)
+    result = cli.run(*command)
+    assert_one_line_error(result)
+    assert "is not a SQLite database" in result.stderr
+    assert cli.queue.read_bytes() == NOT_SQLITE
+    assert sorted(p.name for p in cli.folder.iterdir()) == ["queue.db"]
+
+
+def test_event_store_that_is_not_ours_is_left_alone(cli):
+    foreign = cli.folder / "foreign.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("create table invoices (total real)")
+    conn.commit()
+    conn.close()
+    digest = hashlib.sha256(foreign.read_bytes()).hexdigest()
+    result = cli.run("consume", "--events", str(foreign))
+    assert_one_line_error(result)
+    assert "not a hueyscope event store" in result.stderr
+    assert hashlib.sha256(foreign.read_bytes()).hexdigest() == digest
+
+
+def test_demo_refuses_a_folder_it_did_not_make(cli):
+    precious = cli.folder / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    result = cli.run("demo", "--dir", str(precious))
+    assert_one_line_error(result)
+    assert "not a hueyscope demo folder" in result.stderr
+    assert (precious / "thesis.txt").read_text() == "years of work"

@@ -1,0 +1,73 @@
+"""``hueyscope status``: read-only counts of the queue file."""
+import hashlib
+import json
+import re
+import signal
+import sqlite3
+
+from conftest import assert_one_line_error, wait_until
+
+
+def status(cli):
+    result = cli.run("status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["queues"]["hueyscope"]
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_counts_pending_then_results(cli):
+    assert cli.run("produce", "mixed").returncode == 0
+    assert cli.run("produce", "schedule").returncode == 0
+    before = status(cli)
+    # Delayed tasks wait in the queue until a consumer moves them to the schedule.
+    assert before == {"pending": 10, "scheduled": 0, "next_due": None,
+                      "results": 0, "revoked": 1, "locks": []}
+    text = cli.run("status")
+    assert re.search(r"pending +10 ", text.stdout), text.stdout
+    assert "none held" in text.stdout
+    consumer = cli.start("consume", "--no-periodic", "--max-delay", "0.2",
+                         name="consumer")
+    wait_until(lambda: status(cli)["results"] == 8, timeout=30,
+               message="8 results (7 mixed + 1 delayed)")
+    assert consumer.stop(signal.SIGTERM) == 0
+    after = status(cli)
+    assert after["pending"] == 0 and after["scheduled"] == 0
+
+
+def test_shows_a_lock_while_a_locked_job_runs(cli):
+    consumer = cli.start("consume", "--no-periodic", "--max-delay", "0.2",
+                         name="consumer")
+    assert cli.run("produce", "locks").returncode == 0
+    wait_until(lambda: status(cli)["locks"] == ["demo:daily-sync"], timeout=30,
+               message="the lock to show up")
+    assert "demo:daily-sync" in cli.run("status").stdout
+    assert consumer.stop(signal.SIGTERM) == 0
+
+
+def test_never_writes_the_queue_file(cli):
+    assert cli.run("produce", "pipeline").returncode == 0
+    conn = sqlite3.connect(cli.queue)
+    conn.execute("pragma wal_checkpoint(truncate)")
+    conn.close()
+    before = digest(cli.queue)
+    status(cli)
+    assert digest(cli.queue) == before
+
+
+def test_refuses_files_that_are_not_a_huey_queue(cli):
+    missing = cli.run("status", "--queue", "nothere.db")
+    assert_one_line_error(missing)
+    assert "no queue at nothere.db" in missing.stderr
+    other = cli.folder / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("create table notes (body text)")
+    conn.commit()
+    conn.close()
+    before = digest(other)
+    result = cli.run("status", "--queue", str(other))
+    assert_one_line_error(result)
+    assert "not a huey queue" in result.stderr
+    assert digest(other) == before
