@@ -124,9 +124,9 @@ def slug(text):
 
 
 def tilde_encode(value):
-    """Datasette's encoding of primary keys in URL paths."""
+    """Datasette's encoding of primary keys in URL paths (spaces become +)."""
     return "".join(
-        c if re.match(r"[A-Za-z0-9_-]", c) else
+        c if re.match(r"[A-Za-z0-9_-]", c) else "+" if c == " " else
         "".join("~%02X" % b for b in c.encode("utf-8"))
         for c in str(value))
 

@@ -1,0 +1,323 @@
+"""The static report, built from real event stores and read back as HTML.
+
+The main store is ``recorded_store`` (real produce + consume processes); the
+numbers on the pages are checked against SQL on that store. Synthetic stores
+(hueyscope.events.synthetic) add scale, runs that were killed and merging.
+"""
+import os
+import re
+import sqlite3
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+import sqlite_utils
+from datasette.utils import tilde_encode
+
+from conftest import assert_one_line_error, run_cli, cli_env
+from hueyscope.events.synthetic import build_synthetic
+from hueyscope.reports.builder import MARKER, build_report, slug
+from report_helpers import (as_int, copy_store, pages, parse, rows,
+                            table_with)
+
+DATASETTE = "http://datasette.test:8001"
+
+
+@pytest.fixture(scope="module")
+def recorded_site(recorded_store, tmp_path_factory):
+    """The report of the recorded store, built by the real command line."""
+    folder = tmp_path_factory.mktemp("recorded-site")
+    site = folder / "site"
+    result = run_cli(["report", str(recorded_store), "--out", str(site)],
+                     folder, env=cli_env(folder))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(site / "index.html")
+    return site
+
+
+@pytest.fixture(scope="module")
+def synthetic_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("synthetic") / "synth.db"
+    build_synthetic(path, events=20_000, seed=7, days=3)
+    return path
+
+
+def status_counts(store):
+    return dict(rows(store, "select status, count(*) from tasks group by 1"))
+
+
+def test_index_totals_match_the_store(recorded_store, recorded_site, recorded_expected):
+    index = parse(recorded_site / "index.html")
+    statuses = status_counts(recorded_store)
+    assert statuses == recorded_expected["status"]  # the run we report on
+    stats = {k: as_int(v) for k, v in index.stats.items()}
+    assert stats["Tasks"] == sum(statuses.values())
+    assert stats["Completed"] == statuses.get("complete", 0)
+    assert stats["Failed"] == statuses.get("failed", 0)
+    assert stats["Revoked"] == statuses.get("revoked", 0)
+    assert stats["Expired"] == statuses.get("expired", 0)
+    assert stats["Retried"] == rows(
+        recorded_store, "select count(*) from tasks where attempts > 1")[0][0]
+    assert stats["Lost"] == 0  # graceful stop: nothing left executing
+    # The period covered is the first and last event, ISO-8601 UTC.
+    first, last, n = rows(recorded_store,
+                          "select min(ts), max(ts), count(*) from events")[0]
+    text = (recorded_site / "index.html").read_text()
+    assert iso(first) in text and iso(last) in text
+    assert "{:,} events".format(n) in text
+
+
+def iso(ts):
+    import datetime
+    return datetime.datetime.fromtimestamp(
+        ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_tasks_table_and_task_pages(recorded_store, recorded_site):
+    index = parse(recorded_site / "index.html")
+    listed = {row["Task"]: row for row in table_with(index, "Run p50")}
+    names = dict(rows(recorded_store, "select task, count(*) from tasks group by 1"))
+    assert set(listed) == set(names)
+    for name, total in names.items():
+        assert as_int(listed[name]["Tasks"]) == total
+        page_path = recorded_site / "tasks" / ("%s.html" % slug(name))
+        page = parse(page_path)
+        stats = {k: as_int(v) for k, v in page.stats.items()}
+        by_status = dict(rows(recorded_store, "select status, count(*) from tasks "
+                              "where task = ? group by 1", (name,)))
+        assert stats["Tasks"] == total
+        assert stats["Completed"] == by_status.get("complete", 0)
+        assert stats["Failed"] == by_status.get("failed", 0)
+        # Attempts distribution equals the tasks table's.
+        attempts = dict(rows(recorded_store, "select attempts, count(*) from tasks "
+                             "where task = ? and attempts > 0 group by 1", (name,)))
+        shown = {as_int(r["Attempts"]): as_int(r["Tasks"])
+                 for r in table_with(page, "Share")}
+        assert shown == attempts, name
+        # Every task that ran shows a run time histogram.
+        html = page_path.read_text()
+        if any(attempts):
+            assert html.count("<rect") >= 1
+
+
+def test_flaky_attempts_and_retry_chains(recorded_store, recorded_site):
+    retried = rows(recorded_store, "select task_id, status, attempts from tasks "
+                   "where attempts > 1 order by finished desc")
+    assert retried, "the recorded run retries flaky calls"
+    page = parse(recorded_site / "retries.html")
+    stats = {k: as_int(v) for k, v in page.stats.items()}
+    assert stats["Retried tasks"] == len(retried)
+    assert stats["Then completed"] == sum(1 for r in retried if r[1] == "complete")
+    text = (recorded_site / "retries.html").read_text()
+    # Each chain lists one row per execution, with its outcome.
+    for task_id, status, attempts in retried:
+        assert task_id[:8] in text
+    executions = rows(recorded_store, "select count(*) from events e join tasks t "
+                      "on t.task_id = e.task_id where t.attempts > 1 "
+                      "and e.signal = 'executing'")[0][0]
+    chain_rows = [r for t in page.tables for r in t[1:]
+                  if len(t[0]) == 6 and t[0][0] == "#"]
+    assert len(chain_rows) == executions
+    assert "transient failure" in text
+
+
+def test_failures_grouped_by_fingerprint(recorded_store, recorded_site):
+    page = parse(recorded_site / "failures.html")
+    groups = rows(recorded_store, "select error_type, count(*), min(ts), max(ts) "
+                  "from events where signal = 'error' group by fingerprint")
+    shown = table_with(page, "Final failures")
+    assert len(shown) == len(groups)
+    assert sorted(as_int(r["Errors"]) for r in shown) == sorted(g[1] for g in groups)
+    text = (recorded_site / "failures.html").read_text()
+    assert "Traceback (most recent call last)" in text
+    for _, _, first, last in groups:
+        assert iso(first) in text and iso(last) in text
+
+
+def test_runs_pipelines_schedules_locks(recorded_store, recorded_site, recorded_expected):
+    runs = rows(recorded_store, "select id, role, stop_reason, pid from runs")
+    listing = table_with(parse(recorded_site / "runs.html"), "Last heartbeat")
+    assert len(listing) == len(runs)
+    consumer = [r for r in runs if r[1] == "consumer"]
+    assert len(consumer) == recorded_expected["consumer_runs"]
+    run_page = recorded_site / "runs" / ("%s.html" % slug(consumer[0][0]))
+    page = parse(run_page)
+    processed = table_with(page, "Completed")
+    executed = rows(recorded_store, "select count(*) from tasks where run_id = ?",
+                    (consumer[0][0],))[0][0]
+    assert sum(as_int(r["Tasks"]) for r in processed) == executed
+    html = run_page.read_text()
+    assert recorded_expected["consumer_stop_reason"] in html
+    assert str(consumer[0][3]) in html
+
+    pipes = (recorded_site / "pipelines.html").read_text()
+    chains = rows(recorded_store, "select count(*) from tasks t where parent_id is null "
+                  "and exists (select 1 from tasks c where c.parent_id = t.task_id)")[0][0]
+    outcomes = table_with(parse(recorded_site / "pipelines.html"), "Outcome")
+    assert sum(as_int(r["Chains"]) for r in outcomes) == chains
+    assert pipes.count('class="steps"') == min(chains, 25)
+
+    sched = parse(recorded_site / "schedules.html")
+    revoked = table_with(sched, "Status")
+    gone = rows(recorded_store, "select count(*) from tasks "
+                "where status in ('revoked', 'expired')")[0][0]
+    assert len([r for r in revoked if r.get("Status") in ("revoked", "expired")]) == gone
+
+    locked = rows(recorded_store, "select count(*) from events where signal = 'locked'")[0][0]
+    contention = table_with(parse(recorded_site / "locks.html"), "Locked events")
+    assert sum(as_int(r["Locked events"]) for r in contention) == locked >= 1
+
+
+def test_no_external_urls_and_every_internal_link_resolves(recorded_site):
+    checked = 0
+    for path in pages(recorded_site):
+        page = parse(path)
+        for tag, attr, url in page.urls:
+            assert not re.match(r"(?i)\s*(https?:)?//", url), (path, url)
+            assert not url.lower().startswith(("javascript:", "data:")), (path, url)
+            target = urlparse(url)
+            if target.path:
+                resolved = (path.parent / unquote(target.path)).resolve()
+                assert resolved.is_file(), (path, url)
+                assert recorded_site.resolve() in resolved.parents
+            if target.fragment:
+                anchor_page = parse(resolved) if target.path else page
+                assert target.fragment in anchor_page.ids, (path, url)
+            checked += 1
+    assert checked > 100
+    css = (recorded_site / "static" / "style.css").read_text()
+    assert "url(" not in css and "@import" not in css
+    assert "<script" not in "".join(p.read_text() for p in pages(recorded_site))
+
+
+def test_datasette_links(recorded_store, tmp_path):
+    site = tmp_path / "site"
+    build_report([recorded_store], site, datasette_url=DATASETTE + "/")
+    db = Path(recorded_store).stem
+    task_id, name = rows(recorded_store, "select task_id, task from tasks "
+                         "where status = 'failed'")[0]
+    external = set()
+    for path in pages(site):
+        for _, _, url in parse(path).urls:
+            if "://" in url:
+                assert url.startswith(DATASETTE + "/" + db + "/"), url
+                external.add(url)
+    assert "%s/%s/task_history?task_id=%s" % (DATASETTE, db, task_id) in external
+    assert any(u.startswith("%s/%s/tasks?task=" % (DATASETTE, db)) for u in external)
+    assert "%s/%s/recent_failures" % (DATASETTE, db) in external
+    run_id = rows(recorded_store, "select id from runs where role = 'consumer'")[0][0]
+    assert "%s/%s/runs/%s" % (DATASETTE, db, tilde_encode(run_id)) in external
+
+
+def test_hostile_text_is_escaped_and_file_names_are_safe(recorded_store, tmp_path):
+    store = copy_store(recorded_store, tmp_path / "hostile.db")
+    name = '<script>alert("task")</script>/../../evil'
+    message = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
+    db = sqlite_utils.Database(store)
+    now = rows(store, "select max(ts) from events")[0][0]
+    db["tasks"].insert({
+        "task_id": "../<b>id</b>", "task": name, "queue": "q", "status": "failed",
+        "enqueued": now - 2, "started": now - 1, "finished": now, "attempts": 1,
+        "wait": 0.5, "duration": 1.0, "error_type": "<i>Boom</i>",
+        "error": message, "fingerprint": "<fp>", "updated": now})
+    db["events"].insert({
+        "ts": now, "task_id": "../<b>id</b>", "task": name, "signal": "error",
+        "attempt": 1, "retries_left": 0, "duration": 1.0,
+        "error_type": "<i>Boom</i>", "error": message, "fingerprint": "<fp>",
+        "traceback": "Traceback\n" + message, "host": "<h1>host</h1>"})
+    db.close()
+    site = tmp_path / "site"
+    build_report([store], site)
+    everything = "".join(p.read_text() for p in pages(site))
+    assert "<script" not in everything
+    assert "<img" not in everything and "<i>Boom" not in everything
+    assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in everything
+    task_pages = sorted(p.name for p in (site / "tasks").iterdir())
+    assert all(re.fullmatch(r"[a-z0-9-]+\.html", n) for n in task_pages), task_pages
+    hostile_page = site / "tasks" / ("%s.html" % slug(name))
+    assert hostile_page.is_file()
+    assert "&lt;script&gt;alert(&#34;task&#34;)" in hostile_page.read_text()
+    # Nothing was written outside the site.
+    assert {p.name for p in tmp_path.iterdir()
+            if not p.name.startswith("hostile.db")} == {"site"}
+
+
+def test_synthetic_store_numbers(synthetic_store, tmp_path):
+    site = tmp_path / "site"
+    seen = []
+    build_report([synthetic_store], site, progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1][0] == seen[-1][1]
+    stats = {k: as_int(v) for k, v in parse(site / "index.html").stats.items()}
+    counts = status_counts(synthetic_store)
+    assert stats["Tasks"] == sum(counts.values())
+    assert stats["Failed"] == counts["failed"]
+    assert stats["Revoked"] == counts["revoked"] > 0
+    assert stats["Expired"] == counts["expired"] > 0
+    assert stats["Locked"] == counts["locked"] > 0
+    # The killed consumer left tasks executing: they are lost, and its page says so.
+    killed = rows(synthetic_store, "select id from runs where stop_reason = 'killed'")
+    assert len(killed) == 1
+    stranded = rows(synthetic_store, "select count(*) from tasks where "
+                    "status = 'executing' and run_id = ?", killed[0])[0][0]
+    assert stranded >= 3 and stats["Lost"] >= stranded
+    left = table_with(parse(site / "runs" / ("%s.html" % slug(killed[0][0]))), "State")
+    assert len(left) == stranded and {r["State"] for r in left} == {"lost"}
+    # Periodic heartbeats are found, pipelines summarised.
+    assert "heartbeat" in (site / "schedules.html").read_text()
+    assert 'class="steps"' in (site / "pipelines.html").read_text()
+
+
+def test_several_stores_merge_into_one_report(recorded_store, synthetic_store, tmp_path):
+    site = tmp_path / "site"
+    build_report([recorded_store, synthetic_store], site)
+    stats = {k: as_int(v) for k, v in parse(site / "index.html").stats.items()}
+    a, b = status_counts(recorded_store), status_counts(synthetic_store)
+    assert stats["Tasks"] == sum(a.values()) + sum(b.values())
+    assert stats["Completed"] == a["complete"] + b["complete"]
+    runs = table_with(parse(site / "runs.html"), "Last heartbeat")
+    assert len(runs) == sum(rows(p, "select count(*) from runs")[0][0]
+                            for p in (recorded_store, synthetic_store))
+    text = (site / "index.html").read_text()
+    assert Path(recorded_store).stem in text and "synth" in text
+
+
+def test_rebuild_swaps_the_site_atomically(synthetic_store, tmp_path):
+    site = tmp_path / "site"
+    build_report([synthetic_store], site)
+    (site / "stale.html").write_text("from an older build")
+    first = (site / "index.html").stat().st_ino
+    index = build_report([synthetic_store], site)
+    assert index == site / "index.html" and index.is_file()
+    assert not (site / "stale.html").exists()
+    assert (site / MARKER).exists() and index.stat().st_ino != first
+    # No temporary or old folders left next to it.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+def test_command_refuses_bad_input(cli, synthetic_store, tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    result = cli.run("report", str(synthetic_store), "--out", str(foreign))
+    assert_one_line_error(result)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    assert_one_line_error(cli.run("report", str(tmp_path / "missing.db")))
+    not_db = tmp_path / "x.db"
+    not_db.write_text("hello")
+    assert_one_line_error(cli.run("report", str(not_db)))
+    assert not_db.read_text() == "hello"
+    assert_one_line_error(cli.run("report", str(synthetic_store),
+                                  "--datasette-url", "javascript:alert(1)"))
+    other = sqlite3.connect(str(tmp_path / "other.db"))
+    other.execute("create table foo (x)")
+    other.close()
+    assert_one_line_error(cli.run("report", str(tmp_path / "other.db")))
+    assert not cli.site.exists()
+
+
+def test_command_uses_the_configured_store(cli, synthetic_store):
+    copy_store(synthetic_store, cli.events)
+    result = cli.run("report")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(cli.site / "index.html")
+    assert (cli.site / "static" / "style.css").is_file()
