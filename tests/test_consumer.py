@@ -237,3 +237,27 @@ def test_embedded_consumer_stops_gracefully_or_at_once(embedded_huey):
     assert consumer.stop_reason == "interrupted"
     assert scalar(events, "select status from tasks where task_id = ?",
                   (cut.id,)) == "interrupted"
+
+
+def test_report_every_rebuilds_the_site_and_never_stops_the_consumer(cli):
+    consumer = cli.start("consume", "--no-periodic", "--report-every", "1",
+                         name="consumer")
+    assert cli.run("produce", "pipeline", "--wait").returncode == 0
+    index = cli.site / "index.html"
+    wait_until(index.exists, timeout=30, message="the report")
+    first = index.stat().st_mtime_ns
+    wait_until(lambda: index.exists() and index.stat().st_mtime_ns != first,
+               timeout=30, message="a rebuilt report")
+    assert consumer.stop() == 0, consumer.describe()
+
+    # A folder that is not a report: every build fails, the consumer runs on.
+    precious = cli.folder / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep")
+    consumer = cli.start("consume", "--no-periodic", "--report-every", "1",
+                         "--site", str(precious), name="consumer2")
+    wait_until(lambda: "Report not rebuilt" in consumer.stderr, timeout=30,
+               message="a failed build to be logged")
+    assert cli.run("produce", "pipeline", "--wait").returncode == 0
+    assert consumer.stop() == 0, consumer.describe()
+    assert sorted(p.name for p in precious.iterdir()) == ["notes.txt"]
