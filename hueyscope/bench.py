@@ -1,0 +1,210 @@
+"""``hueyscope bench``: what recording costs, measured side by side.
+
+The same workload -- N small tasks enqueued, then drained by a consumer --
+runs on bare SqliteHuey, on SqliteHuey with the hueyscope recorder, with
+huey.contrib.stats, and with a naive insert-per-signal handler. Each round
+runs every variant once, in a fresh child process and a fresh folder, in
+rotating order; the figure per variant is the median over rounds and is
+quoted as a ratio to bare SqliteHuey measured in the same run, because this
+is a shared, noisy machine and only ratios travel.
+
+The drain clock starts when the consumer starts and stops when the last
+task's result is stored and (for the recorder) its events are committed.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import click
+
+from hueyscope.options import BadInput
+
+VARIANTS = ("bare", "hueyscope", "contrib.stats", "naive")
+
+
+def _workload(huey):
+    @huey.task()
+    def noop(i):
+        return i
+
+    return noop
+
+
+def _naive_recorder(huey, path):
+    """One INSERT and commit per signal: what a first attempt usually looks like."""
+    import sqlite3
+    import threading
+
+    local = threading.local()
+
+    def conn():
+        if not hasattr(local, "conn"):
+            local.conn = sqlite3.connect(path, timeout=30)
+            local.conn.execute("pragma journal_mode=wal")
+            local.conn.execute(
+                "create table if not exists events (ts, task_id, task, signal)")
+        return local.conn
+
+    @huey.signal()
+    def record(signal, task, exc=None):
+        c = conn()
+        c.execute("insert into events values (?, ?, ?, ?)",
+                  (time.time(), task.id, task.name, signal))
+        c.commit()
+
+
+def run_variant(variant, tasks, workers, worker_type, durability, folder):
+    """Run one variant in this process; returns drain seconds."""
+    from hueyscope.queue import make_huey
+    from hueyscope.settings import Settings
+
+    settings = Settings(queue=os.path.join(folder, "queue.db"),
+                        events=os.path.join(folder, "events.db"),
+                        durability=durability)
+    huey = make_huey(settings, name="bench")
+    noop = _workload(huey)
+    recorder = None
+    if variant == "hueyscope":
+        from hueyscope.events.recorder import attach
+
+        recorder = attach(huey, events=settings.events)
+        recorder.begin_run(role="bench", workers=workers, worker_type=worker_type)
+    elif variant == "contrib.stats":
+        import peewee
+        from huey.contrib.stats import HueyStats
+
+        HueyStats(huey, peewee.SqliteDatabase(
+            os.path.join(folder, "stats.db"),
+            pragmas={"journal_mode": "wal"})).connect()
+    elif variant == "naive":
+        _naive_recorder(huey, os.path.join(folder, "naive.db"))
+
+    for i in range(tasks):
+        noop(i)
+    if recorder is not None:
+        recorder.flush(timeout=120)
+
+    consumer = huey.create_consumer(
+        workers=workers, worker_type=worker_type, initial_delay=0.001,
+        max_delay=0.01, check_worker_health=False, periodic=False)
+    start = time.perf_counter()
+    consumer.start()
+    storage = huey.storage
+    while storage.result_store_size() < tasks:
+        time.sleep(0.002)
+    if recorder is not None:
+        recorder.flush(timeout=120)
+    elapsed = time.perf_counter() - start
+    consumer.stop(graceful=True)
+    if recorder is not None:
+        recorder.end_run("bench")
+        stats = recorder.stats()
+        expected = 3 * tasks  # enqueued, executing, complete
+        if stats["written"] != expected or stats["dropped"]:
+            raise RuntimeError("recorder wrote %(written)s events, dropped "
+                               "%(dropped)s" % stats + ", expected %d" % expected)
+    return elapsed
+
+
+def writer_capacity(events, folder):
+    """Events per second the writer turns into committed rows (no huey around)."""
+    from huey import MemoryHuey
+
+    from hueyscope.events.recorder import Recorder
+
+    huey = MemoryHuey("bench")
+    noop = _workload(huey)
+    recorder = Recorder(huey, os.path.join(folder, "writer.db"))
+    recorder.begin_run(role="bench")
+    signals = ("enqueued", "executing", "complete")
+    batch = []
+    now = time.time()
+    for i in range(events // 3):
+        task = noop.s(i)
+        for n, signal in enumerate(signals):
+            batch.append((now + i * 1e-4 + n * 1e-5, signal, task, 0, None,
+                          None, 0.001 if signal == "complete" else None,
+                          None, "Worker-1"))
+    recorder._ensure_run()
+    start = time.perf_counter()
+    for i in range(0, len(batch), recorder.batch_size):
+        recorder._write(recorder._rows(batch[i:i + recorder.batch_size]))
+    elapsed = time.perf_counter() - start
+    return len(batch) / elapsed
+
+
+def _child(variant, tasks, workers, worker_type, durability):
+    with tempfile.TemporaryDirectory(prefix="hueyscope-bench-") as folder:
+        if variant == "writer":
+            return writer_capacity(tasks, folder)
+        return run_variant(variant, tasks, workers, worker_type, durability,
+                           folder)
+
+
+def _run_child(variant, tasks, workers, worker_type, durability):
+    code = ("import json, sys; from hueyscope.bench import _child; "
+            "print(json.dumps(_child(*json.loads(sys.argv[1]))))")
+    args = json.dumps([variant, tasks, workers, worker_type, durability])
+    proc = subprocess.run([sys.executable, "-c", code, args],
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise click.ClickException("%s variant failed: %s" % (variant, tail))
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+@click.command()
+@click.option("--tasks", default=3000, show_default=True, type=click.IntRange(1),
+              help="Tasks per variant and round.")
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--worker-type", type=click.Choice(["thread", "process"]),
+              default="thread", show_default=True)
+@click.option("--durability", type=click.Choice(["full", "normal"]),
+              default="full", show_default=True)
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(1),
+              help="Each round runs every variant once, in rotating order.")
+@click.option("--variants", default=",".join(VARIANTS), show_default=True,
+              help="Comma-separated subset of: " + ", ".join(VARIANTS))
+@click.option("--writer-events", default=300_000, show_default=True,
+              type=click.IntRange(0), help="Events for the writer-only figure (0: skip).")
+def bench(tasks, workers, worker_type, durability, rounds, variants,
+          writer_events):
+    """Drain rate of bare SqliteHuey vs. with recorders, side by side.
+
+    Prints tasks/s per variant (median over rounds) and the ratio to bare
+    SqliteHuey from the same run, then the writer's own capacity in events/s.
+    """
+    chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or not chosen:
+        raise BadInput("unknown variant(s) %s: choose from %s" % (
+            ", ".join(unknown) or "(none)", ", ".join(VARIANTS)))
+    if "bare" not in chosen:
+        chosen.insert(0, "bare")
+    click.echo("workload: %d tasks, %d %s workers, durability %s, %d rounds"
+               % (tasks, workers, worker_type, durability, rounds))
+    times = {v: [] for v in chosen}
+    with click.progressbar(length=rounds * len(chosen), label="running",
+                           file=sys.stderr) as bar:
+        for r in range(rounds):
+            order = chosen[r % len(chosen):] + chosen[:r % len(chosen)]
+            for variant in order:
+                times[variant].append(_run_child(
+                    variant, tasks, workers, worker_type, durability))
+                bar.update(1)
+    base = tasks / statistics.median(times["bare"])
+    click.echo("%-14s %10s %8s   %s" % ("variant", "tasks/s", "ratio",
+                                        "per-round tasks/s"))
+    for variant in chosen:
+        rate = tasks / statistics.median(times[variant])
+        click.echo("%-14s %10.0f %7.2fx   %s" % (
+            variant, rate, rate / base,
+            " ".join("%.0f" % (tasks / t) for t in times[variant])))
+    if writer_events:
+        rate = _run_child("writer", writer_events, 0, "", "")
+        click.echo("writer capacity: %.0f events/s (%d events, batches of 5000)"
+                   % (rate, writer_events))
