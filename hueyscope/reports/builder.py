@@ -404,18 +404,33 @@ def summarise(cube, lost_rows):
 
 
 def overall_percentiles(store):
-    """p50 / p95 / p99 of queue wait and run time over all finished tasks."""
+    """p50 / p95 / p99 of queue wait and run time over all finished tasks.
+
+    Nearest-rank, like queries.latency_percentiles: the value at rank
+    ceil(p * n). Run times are read at their rank straight from the duration
+    index; waits (no index of their own) are ranked with a window function.
+    """
     out = {}
-    for column in ("wait", "duration"):
-        row = store.one(
-            "select count(*) as n, "
-            "min(case when r >= 0.50 * n then {c} end) as p50, "
-            "min(case when r >= 0.95 * n then {c} end) as p95, "
-            "min(case when r >= 0.99 * n then {c} end) as p99 "
-            "from (select {c}, row_number() over (order by {c}) as r, "
-            "count(*) over () as n from tasks "
-            "where {c} is not null and finished is not null)".format(c=column))
-        out[column] = row
+    # A run time is only recorded with the end of an execution, so "has a
+    # duration" means finished, and the duration index alone answers.
+    n = store.one("select count(*) as n from tasks where duration is not null")["n"]
+    row = {"n": n}
+    for p in (50, 95, 99):
+        rank = max(1, math.ceil(p * n / 100.0 - 1e-9))
+        value = store.one(
+            "select duration from tasks where duration is not null "
+            "order by duration limit 1 offset ?",
+            rank - 1) if n else {}
+        row["p%d" % p] = value.get("duration")
+    out["duration"] = row
+    out["wait"] = store.one(
+        "select count(*) as n, "
+        "min(case when r >= 0.50 * n then wait end) as p50, "
+        "min(case when r >= 0.95 * n then wait end) as p95, "
+        "min(case when r >= 0.99 * n then wait end) as p99 "
+        "from (select wait, row_number() over (order by wait) as r, "
+        "count(*) over () as n from tasks "
+        "where wait is not null and finished is not null)")
     return out
 
 
@@ -563,7 +578,8 @@ def locks(store):
         "select ts, task_id, task, attempt, retries_left, host, worker, run_id "
         "from events where signal = 'locked' order by ts desc limit ?", NEWEST)
     gave_up = {r["task"]: r["n"] for r in store.rows(
-        "select task, count(*) as n from tasks where status = 'locked' group by 1")}
+        "select task, count(*) as n from tasks where status = 'locked' "
+        "group by +task")}  # "+": read the few locked rows by status
     for row in contention:
         row["gave_up"] = gave_up.get(row["task"], 0)
     return {"contention": contention, "recent": recent}
@@ -613,41 +629,50 @@ def schedules(store, summaries):
 
 
 PIPELINE_CTE = """with recursive chain(root, task_id, depth) as (
-  select t.task_id, t.task_id, 0 from tasks t where {roots}
+  select task_id, task_id, 0 from ({roots})
   union all
   select chain.root, c.task_id, chain.depth + 1
   from chain join tasks c on c.parent_id = chain.task_id
   where chain.depth < 50
 )"""
+# First steps of pipelines: parents of a step that have no parent themselves,
+# found from the (few) rows with a parent, not by probing every task.
+ROOTS = """select distinct c.parent_id as task_id from tasks c
+  join tasks p on p.task_id = c.parent_id
+  where c.parent_id is not null and p.parent_id is null"""
+BROKEN = ("'failed', 'revoked', 'expired', 'locked', 'canceled', "
+          "'interrupted', 'timeout'")
 
 
 def pipelines(store):
-    has_child = ("t.parent_id is null and exists "
-                 "(select 1 from tasks c where c.parent_id = t.task_id)")
-    shapes = store.rows(PIPELINE_CTE.format(roots=has_child) + """,
+    if not store.rows("select 1 from tasks where parent_id is not null limit 1"):
+        return {"shapes": [], "chains": []}
+    shapes = store.rows(PIPELINE_CTE.format(roots=ROOTS) + """,
 per_root as (
   select chain.root, count(*) as steps,
     sum(t.status = 'complete') as done,
-    min(case when t.status in ('failed', 'revoked', 'expired', 'locked',
-      'canceled', 'interrupted', 'timeout') then chain.depth end) as broke_at
+    -- the earliest broken step: depth and name in one sortable string
+    min(case when t.status in (%s)
+        then printf('%%04d', chain.depth) || t.task end) as broken
   from chain join tasks t on t.task_id = chain.task_id group by chain.root
 )
 select r.task as first_step, p.steps,
   case when p.done = p.steps then 'complete'
-       when p.broke_at is not null then 'broken' else 'in progress' end as outcome,
-  (select t2.task from chain c2 join tasks t2 on t2.task_id = c2.task_id
-   where c2.root = p.root and c2.depth = p.broke_at) as broken_step,
+       when p.broken is not null then 'broken' else 'in progress' end as outcome,
+  substr(p.broken, 5) as broken_step,
   count(*) as chains
 from per_root p join tasks r on r.task_id = p.root
-group by 1, 2, 3, 4 order by 1, chains desc""")
+group by 1, 2, 3, 4 order by 1, chains desc""" % BROKEN)
     newest = store.rows(
-        "select t.task_id from tasks t where %s order by t.enqueued desc limit ?"
-        % has_child, NEWEST // 2)
+        "select t.task_id from tasks t where t.parent_id is null and exists "
+        "(select 1 from tasks c where c.parent_id = t.task_id) "
+        "order by t.enqueued desc limit ?", NEWEST // 2)
     chains = []
     if newest:
         ids = [r["task_id"] for r in newest]
         steps = store.rows(PIPELINE_CTE.format(
-            roots="t.task_id in (%s)" % ",".join("?" * len(ids))) + """
+            roots="select task_id from tasks where task_id in (%s)"
+            % ",".join("?" * len(ids))) + """
 select chain.root, chain.depth, t.task_id, t.task, t.status, t.enqueued,
   t.started, t.finished, t.duration, t.attempts, t.error_type, t.error
 from chain join tasks t on t.task_id = chain.task_id
@@ -661,7 +686,12 @@ order by chain.root, chain.depth""", *ids)
 
 def task_details(store, name):
     recent = store.query("recent_failures", task=name)[:TOP]
-    slowest = store.query("slowest_tasks", task=name)[:TOP // 2]
+    # slowest_tasks answers this too, but its optional task filter keeps
+    # SQLite off the (task, duration) index: this form reads 10 index entries.
+    slowest = store.rows(
+        "select task_id, task, status, duration, wait, started, finished, run_id "
+        "from tasks where task = ? and duration is not null "
+        "order by task desc, duration desc limit ?", name, TOP // 2)
     hourly = store.query("throughput_per_hour", task=name)
     hourly.reverse()
     for p in hourly:
