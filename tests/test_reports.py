@@ -321,3 +321,35 @@ def test_command_uses_the_configured_store(cli, synthetic_store):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(cli.site / "index.html")
     assert (cli.site / "static" / "style.css").is_file()
+
+
+def test_empty_store_and_racing_rebuilds(tmp_path, synthetic_store):
+    import threading
+
+    from hueyscope.events.schema import open_event_store
+
+    open_event_store(str(tmp_path / "fresh.db")).close()
+    index = build_report([tmp_path / "fresh.db"], tmp_path / "empty-site")
+    assert "no events recorded yet" in index.read_text()
+    assert {k: as_int(v) for k, v in parse(index).stats.items()}["Tasks"] == 0
+
+    # A consumer's periodic rebuild and a manual one may overlap: each
+    # finishes, and one complete site is left, with no debris beside it.
+    site = tmp_path / "site"
+    errors = []
+
+    def rebuild():
+        try:
+            for _ in range(3):
+                build_report([synthetic_store], site)
+        except Exception as exc:  # reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=rebuild) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert (site / "index.html").is_file() and (site / "static" / "style.css").is_file()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]

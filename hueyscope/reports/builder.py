@@ -750,16 +750,35 @@ def check_out(out):
                 "refusing to replace it" % out)
 
 
-def swap_in(tmp, out):
-    """Rename the old site away, the new one in, then delete the old one."""
+def swap_in(tmp, out, attempts=5):
+    """Rename the old site away, the new one in, then delete the old one.
+
+    Between the two renames ``out`` is missing for an instant; a web server
+    serving it sees either the whole old site or the whole new one. Two
+    builds racing (a consumer's periodic rebuild and a manual one) retry
+    until one of them wins the last rename.
+    """
     out = Path(out)
-    old = None
-    if out.exists():
-        old = out.parent / (".%s.old-%s" % (out.name, uuid.uuid4().hex[:8]))
-        os.rename(out, old)
-    os.rename(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    olds = []
+    try:
+        for _ in range(attempts):
+            if out.exists():
+                old = out.parent / (".%s.old-%s" % (out.name, uuid.uuid4().hex[:8]))
+                try:
+                    os.rename(out, old)
+                    olds.append(old)
+                except FileNotFoundError:
+                    pass  # another build moved it away first
+            try:
+                os.rename(tmp, out)
+                return
+            except OSError:
+                if not out.exists():
+                    raise
+        raise OSError("%s kept being replaced by another build" % out)
+    finally:
+        for old in olds:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 class _Progress:
