@@ -332,7 +332,8 @@ def period(store):
     roll = store.one("select min(hour) as first, max(hour) as last, "
                      "sum(count) as events from rollup_hourly")
     first = row.get("first")
-    if roll.get("first") is not None and (first is None or roll["first"] < first):
+    if roll.get("first") is not None and (
+            first is None or roll["first"] < first // 3600 * 3600):
         first = roll["first"]  # older events were pruned; roll-ups remain
     return {"first": first, "last": row.get("last") or roll.get("last"),
             "events": row.get("events") or 0,
