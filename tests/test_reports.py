@@ -63,7 +63,8 @@ def test_index_totals_match_the_store(recorded_store, recorded_site, recorded_ex
     first, last, n = rows(recorded_store,
                           "select min(ts), max(ts), count(*) from events")[0]
     text = (recorded_site / "index.html").read_text()
-    assert iso(first) in text and iso(last) in text
+    assert '<time datetime="%s">' % iso(first) in text
+    assert '<time datetime="%s">' % iso(last) in text
     assert "{:,} events".format(n) in text
 
 
