@@ -707,7 +707,9 @@ def histogram_pairs(buckets):
     if not used:
         return []
     labels = _bucket_labels()
-    return [(labels[i], buckets[i]) for i in range(used[0], used[-1] + 1)]
+    short = ["0"] + [edge_label(e) for e in EDGES]
+    return [(short[i], buckets[i], labels[i])
+            for i in range(used[0], used[-1] + 1)]
 
 
 # -- rendering -------------------------------------------------------------

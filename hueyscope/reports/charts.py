@@ -159,24 +159,30 @@ def area(points, key, label, start, end, css="depth", peak_key=None):
 
 
 def histogram(buckets, label, css="bar"):
-    """Vertical bars with a text label under each: (label, count) pairs."""
-    if not buckets or not any(c for _, c in buckets):
+    """Vertical bars, one per bucket: (axis label, count[, hover title]).
+
+    Axis labels are kept short (a bucket's lower edge); the hover title can
+    say the whole range.
+    """
+    if not buckets or not any(b[1] for b in buckets):
         return empty(label)
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
-    axis = _axis(max(c for _, c in buckets))
+    axis = _axis(max(b[1] for b in buckets))
     y_max = axis[0]
     slot = plot_w / len(buckets)
     body = []
-    for i, (name, count) in enumerate(buckets):
+    for i, bucket in enumerate(buckets):
+        name, count = bucket[0], bucket[1]
+        title = bucket[2] if len(bucket) > 2 else name
         x = LEFT + slot * i
         h = plot_h * count / y_max
         body.append(
             '<rect class="%s" x="%.1f" y="%.1f" width="%.1f" height="%.1f">'
             '<title>%s: %s</title></rect>'
-            '<text class="axis" x="%.1f" y="%d" text-anchor="middle">%s</text>'
+            '<text class="axis" x="%.1f" y="%d" text-anchor="start">%s</text>'
             % (css, x + 1, TOP + plot_h - h, max(slot - 2, 1), h,
-               escape(name), count, x + slot / 2, HEIGHT - BOTTOM + 18,
+               escape(title), count, x + 1, HEIGHT - BOTTOM + 18,
                escape(name)))
     return _frame(label, "".join(body), axis)
 
