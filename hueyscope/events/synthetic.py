@@ -293,10 +293,9 @@ class _Generator:
                 break
             self.emit(started, run, task_id, name, "executing", wait=wait,
                       **common)
+            # Like the recorder: the task's wait is its latest execution's.
             row.update(status="executing", started=started, run_id=run.id,
-                       attempts=attempt, updated=started)
-            if row["wait"] is None:
-                row["wait"] = wait
+                       attempts=attempt, updated=started, wait=wait)
             if attempt <= locked_attempts:
                 duration = rng.uniform(0.0005, 0.003)
                 signal, error = "locked", None
