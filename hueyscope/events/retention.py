@@ -1,0 +1,220 @@
+"""Retention: delete old history from the event store, keep the totals.
+
+``hueyscope prune --older-than 30d`` deletes, from the event store:
+
+- ``events`` rows older than the cutoff;
+- ``tasks`` rows that finished before the cutoff -- never a task that may
+  still run (waiting, enqueued, scheduled, executing or retrying), however
+  old;
+- ``queue_samples`` older than the cutoff.
+
+It keeps ``rollup_hourly`` (the writer maintains the roll-ups in the same
+transaction as the events, so per-task totals survive pruning) and ``runs``
+(one small row per process, and the context of every roll-up).
+
+Rows are deleted in chunks of a few thousand, each chunk in its own short
+transaction, so a consumer recording into the same store waits at most one
+chunk, never the whole prune. ``--vacuum`` then gives the freed pages back
+to the file system; VACUUM needs the store to itself for a moment.
+
+:func:`prune_store` is the same operation as a function, for automatic
+retention from a long-running process (the command is ``prune``, the name
+the command line looks up, hence the different name).
+"""
+import os
+import re
+import sqlite3
+import time
+
+import click
+import sqlite_utils
+
+from hueyscope.events import schema
+from hueyscope.options import BadInput, _OneLineParamType, events_option
+from hueyscope.settings import Settings
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+
+# Statuses of tasks that may still run: their rows are never pruned.
+ACTIVE_STATUSES = ("waiting", "enqueued", "scheduled", "executing", "retrying")
+# Rows deleted per transaction.
+CHUNK = 5000
+# Tables prune reads or writes; anything lacking one is not an event store.
+REQUIRED_TABLES = ("events", "tasks", "queue_samples", "rollup_hourly", "runs")
+
+
+def parse_duration(text):
+    """Seconds in a duration like ``90s``, ``15m``, ``12h``, ``30d``, ``2w``.
+
+    Raises ValueError (one line) for anything else, and for zero.
+    """
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError(
+            "%r is not a duration: use a number and a unit, one of s, m, h, "
+            "d, w (e.g. 90s, 15m, 12h, 30d, 2w)" % text)
+    seconds = float(match.group(1)) * UNITS[match.group(2).lower()]
+    if seconds <= 0:
+        raise ValueError("duration must be more than zero, not %r" % text)
+    return seconds
+
+
+class Duration(_OneLineParamType, click.ParamType):
+    """A click parameter for durations such as ``30d``: value in seconds."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _open(db_or_path):
+    """(connection, close_when_done) for a path, a sqlite3 connection or a
+    sqlite_utils Database."""
+    if isinstance(db_or_path, sqlite_utils.Database):
+        return db_or_path.conn, False
+    if isinstance(db_or_path, sqlite3.Connection):
+        return db_or_path, False
+    path = os.fspath(db_or_path)
+    schema.check_event_store(path, must_exist=True)
+    conn = schema.connect(path)
+    return conn, True
+
+
+def _check_tables(conn):
+    names = {row[0] for row in conn.execute(
+        "select name from sqlite_master where type = 'table'")}
+    missing = [t for t in REQUIRED_TABLES if t not in names]
+    if missing:
+        raise ValueError("not a hueyscope event store (no %s table)"
+                         % ", ".join(missing))
+
+
+def _delete_in_chunks(conn, sql, params, chunk):
+    """Run a ``delete ... where rowid in (select ... limit ?)`` until it
+    deletes nothing; one short transaction per chunk. Returns the count."""
+    total = 0
+    while True:
+        conn.execute("begin immediate")
+        try:
+            deleted = conn.execute(sql, (*params, chunk)).rowcount
+            conn.execute("commit")
+        except BaseException:
+            conn.execute("rollback")
+            raise
+        total += deleted
+        if deleted < chunk:
+            return total
+
+
+DELETE_EVENTS = """delete from events where id in (
+  select id from events where ts < ? limit ?)"""
+
+DELETE_TASKS = """delete from tasks where rowid in (
+  select rowid from tasks where finished < ? and status not in (%s) limit ?)
+""" % ", ".join("'%s'" % s for s in ACTIVE_STATUSES)
+
+DELETE_SAMPLES = """delete from queue_samples where rowid in (
+  select rowid from queue_samples where ts < ? limit ?)"""
+
+
+def prune_store(db_or_path, older_than_seconds, vacuum=False, chunk=CHUNK, now=None):
+    """Delete events, finished tasks and queue samples older than a cutoff.
+
+    ``db_or_path`` is the event store: a path, a sqlite3 connection (not in
+    a transaction) or a sqlite_utils Database. The cutoff is ``now`` (default:
+    the current time) minus ``older_than_seconds``. Roll-ups and runs are
+    kept. With ``vacuum`` the file is compacted afterwards.
+
+    Returns a dict: ``cutoff`` (unix seconds), ``events``, ``tasks`` and
+    ``queue_samples`` (rows deleted), ``vacuumed`` and, with vacuum,
+    ``size_before`` / ``size_after`` in bytes. Raises ValueError (one line)
+    for a bad duration or something that is not an event store.
+    """
+    if older_than_seconds is None or older_than_seconds <= 0:
+        raise ValueError("older_than_seconds must be more than zero, not %r"
+                         % older_than_seconds)
+    cutoff = (time.time() if now is None else now) - older_than_seconds
+    conn, owned = _open(db_or_path)
+    try:
+        if conn.in_transaction:
+            raise ValueError("prune needs a connection outside any transaction")
+        try:
+            _check_tables(conn)
+        except sqlite3.DatabaseError as exc:
+            raise ValueError("cannot read the event store: %s" % exc)
+        outcome = {"cutoff": cutoff, "vacuumed": False}
+        # Tasks first: a task row is the summary pages read, and it should
+        # not outlive nothing but its events.
+        outcome["tasks"] = _delete_in_chunks(conn, DELETE_TASKS, (cutoff,), chunk)
+        outcome["events"] = _delete_in_chunks(conn, DELETE_EVENTS, (cutoff,), chunk)
+        outcome["queue_samples"] = _delete_in_chunks(
+            conn, DELETE_SAMPLES, (cutoff,), chunk)
+        if vacuum:
+            outcome["size_before"] = _size(conn)
+            conn.execute("vacuum")
+            # In WAL mode VACUUM writes the compacted pages to the WAL;
+            # checkpoint so the main file (and the WAL) actually shrink.
+            conn.execute("pragma wal_checkpoint(truncate)")
+            outcome["size_after"] = _size(conn)
+            outcome["vacuumed"] = True
+        return outcome
+    finally:
+        if owned:
+            conn.close()
+
+
+def _size(conn):
+    pages = conn.execute("pragma page_count").fetchone()[0]
+    size = conn.execute("pragma page_size").fetchone()[0]
+    return pages * size
+
+
+def _iso(ts):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _mb(n):
+    return "%.1f MB" % (n / 1e6)
+
+
+@click.command()
+@click.option("--older-than", "older_than", type=Duration(), required=True,
+              metavar="DURATION",
+              help="Delete what is older than this: 90s, 15m, 12h, 30d, 2w.")
+@click.option("--vacuum", is_flag=True,
+              help="Compact the file afterwards (needs the store to itself "
+                   "for a moment).")
+@events_option
+def prune(older_than, vacuum, events):
+    """Delete old events, finished tasks and queue samples from the event store.
+
+    Roll-ups (per task and hour) and runs are kept, so totals in reports
+    survive. Tasks that may still run are never deleted, however old. Safe
+    while a consumer records: rows go in small transactions.
+
+    \b
+    Examples:
+        hueyscope prune --older-than 30d
+        hueyscope prune --older-than 2w --vacuum --events /var/lib/app/events.db
+    """
+    try:
+        path = Settings.build(events=events).events
+        outcome = prune_store(path, older_than, vacuum=vacuum)
+    except ValueError as exc:
+        raise BadInput(str(exc))
+    except sqlite3.DatabaseError as exc:
+        raise BadInput("cannot prune %s: %s" % (path, exc))
+    click.echo("pruned %s: deleted %d events, %d tasks, %d queue samples "
+               "older than %s; kept roll-ups and runs" % (
+                   path, outcome["events"], outcome["tasks"],
+                   outcome["queue_samples"], _iso(outcome["cutoff"])))
+    if outcome["vacuumed"]:
+        click.echo("vacuumed: %s -> %s" % (_mb(outcome["size_before"]),
+                                           _mb(outcome["size_after"])))
