@@ -201,23 +201,33 @@ class Store:
             "max(duration_max) as duration_max, sum(wait_sum) as wait_sum "
             "from (%s) group by hour, task, signal" % union("rollup_hourly"))
         # A task enqueued on one host and executed on another has a row in
-        # each store: keep the newest row, with the earliest enqueue time.
-        renamed = {"enqueued": "_enq as enqueued", "parent_id": "_parent as parent_id"}
-        columns = ", ".join(renamed.get(c, c) for c in TASK_COLUMNS)
+        # each store. Copy every row, then fold the (usually few) task ids
+        # seen twice into their newest row, with the earliest enqueue, the
+        # pipeline parent and the attempts of all hosts.
+        columns = ", ".join(TASK_COLUMNS)
+        conn.execute("create temp table tasks as select %s, _db from (%s)"
+                     % (columns, union("tasks")))
+        conn.execute("create index temp.tasks_task_id on tasks (task_id)")
         conn.execute(
-            "create temp table tasks as select %s, _db from ("
-            "select *, row_number() over ("
-            "partition by task_id order by updated desc) as _n, "
-            "min(enqueued) over (partition by task_id) as _enq, "
-            "max(parent_id) over (partition by task_id) as _parent "
-            "from (%s)) where _n = 1" % (columns, union("tasks")))
-        for columns in (("task_id",), ("status",), ("task", "finished"),
-                        ("finished",), ("enqueued",), ("run_id",),
-                        ("parent_id",), ("fingerprint",), ("duration",),
+            "create temp table _twice as select task_id, min(enqueued) as enq, "
+            "max(parent_id) as parent, sum(attempts) as tries, "
+            "(select t.rowid from tasks t where t.task_id = d.task_id "
+            " order by t.updated desc limit 1) as keep "
+            "from tasks d group by task_id having count(*) > 1")
+        conn.execute(
+            "delete from tasks where task_id in (select task_id from _twice) "
+            "and rowid not in (select keep from _twice)")
+        conn.execute(
+            "update tasks set enqueued = d.enq, parent_id = d.parent, "
+            "attempts = d.tries from _twice d where tasks.rowid = d.keep")
+        for columns in (("status",), ("task", "finished"), ("finished",),
+                        ("enqueued",), ("run_id",), ("parent_id",),
+                        ("fingerprint",), ("duration",),
                         ("task", "wait", "finished"),
                         ("task", "duration", "finished")):
             conn.execute("create index temp.tasks_%s on tasks (%s)" % (
                 "_".join(columns), ", ".join(columns)))
+        self.schemas = schemas
 
     def query(self, name, **params):
         """Run a named query from hueyscope.events.queries."""
@@ -327,8 +337,19 @@ def _bucket_labels():
 
 
 def period(store):
-    row = store.one("select min(ts) as first, max(ts) as last, count(*) as events "
-                    "from events")
+    if store.merged:
+        # Per file, where the ts index answers min, max and count at once.
+        parts = [store.one("select min(ts) as first, max(ts) as last, "
+                           "count(*) as events from %s.events" % schema)
+                 for schema in store.schemas]
+        firsts = [p["first"] for p in parts if p.get("first") is not None]
+        lasts = [p["last"] for p in parts if p.get("last") is not None]
+        row = {"first": min(firsts) if firsts else None,
+               "last": max(lasts) if lasts else None,
+               "events": sum(p.get("events") or 0 for p in parts)}
+    else:
+        row = store.one("select min(ts) as first, max(ts) as last, "
+                        "count(*) as events from events")
     roll = store.one("select min(hour) as first, max(hour) as last, "
                      "sum(count) as events from rollup_hourly")
     first = row.get("first")
@@ -586,7 +607,7 @@ def locks(store):
     return {"contention": contention, "recent": recent}
 
 
-def schedules(store, summaries):
+def schedules(store, summaries, last=None):
     scheduled_now = store.rows(
         "select task_id, task, enqueued, eta, attempts from tasks "
         "where status = 'scheduled' order by eta limit ?", NEWEST)
@@ -600,7 +621,7 @@ def schedules(store, summaries):
     # pipeline steps, also enqueued by consumers, have a parent. Looking at
     # the last two days finds them without reading every enqueue event; the
     # counts then come from the roll-ups.
-    last = store.one("select max(ts) as last from events").get("last") or 0
+    last = last or 0
     names = [r["task"] for r in store.rows(
         "select distinct e.task from events e join runs r on r.id = e.run_id "
         "where e.signal = 'enqueued' and e.ts >= ? and r.role = 'consumer' "
@@ -613,13 +634,16 @@ def schedules(store, summaries):
             "max(hour) as last_hour from rollup_hourly "
             "where signal = 'enqueued' and task in (%s) group by task "
             "order by runs desc" % ",".join("?" * len(names)), *names)
+    edges = {}
+    if names:
+        edges = {r["task"]: r for r in store.rows(
+            "select task, min(ts) as first, max(ts) as last from events "
+            "where task in (%s) group by task" % ",".join("?" * len(names)),
+            *names)}
     for row in periodic:
-        edges = store.one(
-            "select (select min(ts) from events where task = ?) as first, "
-            "(select max(ts) from events where task = ?) as last",
-            row["task"], row["task"])
-        row.update(first=edges.get("first") or row["first_hour"],
-                   last=edges.get("last") or row["last_hour"])
+        edge = edges.get(row["task"], {})
+        row.update(first=edge.get("first") or row["first_hour"],
+                   last=edge.get("last") or row["last_hour"])
     for row in periodic:
         row["every"] = ((row["last"] - row["first"]) / (row["runs"] - 1)
                         if row["runs"] > 1 else None)
@@ -902,7 +926,7 @@ def collect(store, bar):
     bar.step()
     data["locks"] = locks(store)
     bar.step()
-    data["schedules"] = schedules(store, summaries)
+    data["schedules"] = schedules(store, summaries, last)
     bar.step()
     data["pipelines"] = pipelines(store)
     bar.step()
