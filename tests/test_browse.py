@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -377,16 +378,25 @@ def test_browse_stops_on_sigterm(served):
         httpx.get(url, timeout=2)
 
 
-def test_public_host_warns_and_stops_on_sigint(cli, known):
+def test_public_host_warns_opens_browser_stops_on_sigint(cli, known):
     store = shutil.copy(known[0], cli.folder / "events.db")
-    started = cli.start("browse", store, "--host", "0.0.0.0", "--port", "0")
+    opened = cli.folder / "opened.txt"
+    # webbrowser runs $BROWSER with the URL: a stand-in browser that notes it.
+    browser = "%s -c \"import sys; open('%s', 'w').write(sys.argv[1])\" %%s" % (
+        sys.executable, opened)
+    started = cli.start("browse", store, "--host", "0.0.0.0", "--port", "0",
+                        "--open", BROWSER=browser)
     url = wait_until(lambda: _served_url(started) or started.proc.poll(),
                      timeout=30, message="the server to start")
     assert isinstance(url, str), started.describe()
     assert "datasette-auth-passwords" in started.stderr
     assert "task arguments" in started.stderr
     assert httpx.get(url + "events.json", timeout=10).status_code == 200
+    wait_until(lambda: opened.exists() and opened.read_text(), timeout=20,
+               message="the browser to be opened")
+    assert opened.read_text() == url + "events"
     assert started.stop(signal.SIGINT, timeout=20) == 0, started.describe()
+    assert "Stopped (SIGINT)" in started.stderr
 
 
 # -- a real browser ---------------------------------------------------------------

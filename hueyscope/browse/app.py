@@ -98,9 +98,17 @@ def make_datasette(paths, settings=None, metadata=None):
         metadata=metadata,
         settings=dict(SETTINGS, **(settings or {})),
     )
+    # Datasette adds an in-memory database when given no files: not ours.
+    if "_memory" in ds.databases:
+        ds.remove_database("_memory")
     for name, path in zip(names, paths):
         ds.add_database(Database(ds, path=path, is_mutable=True), name=name)
     return ds
+
+
+def store_names(ds):
+    """Names of the event stores ``ds`` serves (not Datasette's own)."""
+    return [name for name in ds.databases if not name.startswith("_")]
 
 
 def is_local(host):

@@ -35,7 +35,7 @@ def browse(events_db, events, host, port, open_browser):
     file; tables and columns are described, and the questions the report
     answers are there as canned queries. Ctrl-C or SIGTERM stops the server.
     """
-    from hueyscope.browse.app import is_local, make_datasette
+    from hueyscope.browse.app import is_local, make_datasette, store_names
 
     if not events_db:
         try:
@@ -55,7 +55,7 @@ def browse(events_db, events, host, port, open_browser):
             fg="yellow", err=True)
     sock = _listen(host, port)
     url = "http://%s:%d/" % (_url_host(host), sock.getsockname()[1])
-    names = [name for name in ds.databases if name != "_internal"]
+    names = store_names(ds)
     for name in names:
         click.echo("%s: %s" % (name, ds.databases[name].path))
     click.echo("Serving at %s (Ctrl-C to stop)" % url)
