@@ -334,3 +334,82 @@ def test_attached_app_records_under_the_stock_huey_consumer(tmp_path):
     assert scalar(events, "select count(*) from tasks where status = "
                   "'complete' and run_id = (select id from runs where "
                   "role = 'consumer')") == 6
+
+
+def chattr(flag, *paths):
+    result = subprocess.run(["chattr", flag, *map(str, paths)],
+                            capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_unwritable_store_tasks_complete_and_drops_are_counted(tmp_path, caplog):
+    """The event store made immutable mid-run (``chattr +i``, which stops
+    root too): the consumer keeps running tasks, the recorder gives up after
+    ``give_up_after`` and counts what it could not write.
+
+    events.db and events.db-wal are made immutable, not events.db-shm:
+    SQLite maps the -shm file into memory and writes it through the mapping,
+    and a write fault there is SIGBUS for the whole process, which is not a
+    failure a recorder can handle -- nor one a real read-only store causes
+    (SQLite opens such a store read-only or not at all).
+    """
+    queue, events, counts = tmp_path / "queue.db", tmp_path / "events.db", tmp_path / "counts"
+    huey, recorder, tasks = rh.build(queue, events, counts=counts,
+                                     give_up_after=1.0, flush_interval=0.05)
+    consumer = Consumer(huey, workers=2, periodic=False, max_delay=0.1,
+                        sample_interval=0.5)
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    caplog.set_level(logging.WARNING, logger="hueyscope.recorder")
+    frozen = [events, Path("%s-wal" % events)]
+    thread.start()
+    try:
+        first = [tasks.ok(i) for i in range(3)]
+        assert [r.get(blocking=True, timeout=10) for r in first] == [0, 1, 2]
+        wait_until(lambda: scalar(events, "select count(*) from events where "
+                                  "signal = 'complete'") == 3,
+                   timeout=10, message="the first tasks recorded")
+        assert recorder.flush(timeout=10)
+        before = sum(rh.emitted(counts).values())
+        assert before == rh.recorded(events).total()
+
+        chattr("+i", *frozen)
+        try:
+            blind = [tasks.ok(10 + i) for i in range(10)]
+            # Tasks still run: their results are in the queue.
+            assert [r.get(blocking=True, timeout=10) for r in blind] == \
+                list(range(10, 20))
+            wait_until(lambda: recorder.stats()["dropped"] > 0
+                       and recorder.stats()["pending"] == 0,
+                       timeout=15, message="the recorder to give up")
+            assert scalar(events, "select count(*) from events") == before
+        finally:
+            chattr("-i", *frozen)
+        after = [tasks.ok(30 + i) for i in range(2)]
+        assert [r.get(blocking=True, timeout=10) for r in after] == [30, 31]
+        consumer.request_stop()
+        assert consumer.wait_stopped(20)
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, frozen)], capture_output=True)
+        consumer.request_stop(graceful=False)
+        thread.join(20)
+    assert consumer.stop_reason == "graceful"
+    assert recorder.flush(timeout=10)
+
+    huey_emitted = rh.emitted(counts)
+    in_store = rh.recorded(events)
+    missing = huey_emitted - in_store
+    # Nothing recorded that huey did not emit; the rest went missing.
+    assert in_store - huey_emitted == collections.Counter()
+    # The blind window's tasks are the missing ones, at least in part...
+    assert missing.total() > 0
+    blind_ids = {r.id for r in blind}
+    assert {task_id for _, task_id in missing} <= blind_ids
+    # ...and after the store came back, recording went on.
+    assert all(in_store[("complete", r.id)] == 1 for r in after)
+    # Every missing event is counted in the run row, and was logged.
+    dropped = scalar(events, "select sum(events_dropped) from runs")
+    assert dropped == missing.total() == recorder.stats()["dropped"]
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR
+              and "not recorded" in r.getMessage()]
+    assert logged
