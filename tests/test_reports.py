@@ -354,3 +354,36 @@ def test_empty_store_and_racing_rebuilds(tmp_path, synthetic_store):
     assert not errors
     assert (site / "index.html").is_file() and (site / "static" / "style.css").is_file()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_task_split_across_hosts_is_one_task(recorded_store, tmp_path):
+    """Enqueued on a web host, executed on a worker: one row each, one task."""
+    web = copy_store(recorded_store, tmp_path / "web.db")
+    worker = copy_store(recorded_store, tmp_path / "worker.db")
+    with sqlite3.connect(str(web)) as conn:
+        # The producer's host only saw the enqueue.
+        conn.execute("delete from events where signal != 'enqueued'")
+        conn.execute("update tasks set status = 'enqueued', started = null, "
+                     "finished = null, attempts = 0, duration = null, wait = null, "
+                     "error_type = null, error = null, fingerprint = null, "
+                     "run_id = null, updated = enqueued")
+        conn.execute("delete from runs where role = 'consumer'")
+    with sqlite3.connect(str(worker)) as conn:
+        conn.execute("delete from events where signal = 'enqueued'")
+        conn.execute("update tasks set enqueued = null")
+        conn.execute("delete from runs where role != 'consumer'")
+    site = tmp_path / "site"
+    build_report([web, worker], site)
+    stats = {k: as_int(v) for k, v in parse(site / "index.html").stats.items()}
+    counts = status_counts(recorded_store)
+    assert stats["Tasks"] == sum(counts.values())
+    assert stats["Completed"] == counts["complete"]
+    assert stats["Failed"] == counts["failed"]
+    assert stats["Retried"] == rows(
+        recorded_store, "select count(*) from tasks where attempts > 1")[0][0]
+    # The earliest enqueue comes from the web host, the rest from the worker.
+    retries = parse(site / "retries.html")
+    assert {k: as_int(v) for k, v in retries.stats.items()}["Retried tasks"] == \
+        stats["Retried"]
+    first = rows(recorded_store, "select min(ts) from events")[0][0]
+    assert '<time datetime="%s">' % iso(first) in (site / "index.html").read_text()
