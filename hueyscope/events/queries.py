@@ -75,7 +75,9 @@ def _percentile_rowids(column, alias):
       select t.rowid as rid, row_number() over (order by t.{col}) as rk
       from tasks t
       where t.task = c.task and t.{col} is not null and t.finished is not null
-        and {since}))""".format(picks=picks, col=column, since=_since("t.finished"))
+        and {since})
+    where rk >= c.{a}_k50)""".format(picks=picks, col=column, a=alias,
+                                    since=_since("t.finished"))
 
 
 def _percentile_values(alias):
