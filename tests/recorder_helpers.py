@@ -24,7 +24,7 @@ import threading
 import types
 from pathlib import Path
 
-from huey.exceptions import CancelExecution
+from huey.exceptions import CancelExecution, RetryTask
 
 import hueyscope
 from hueyscope.queue import make_huey
@@ -106,13 +106,24 @@ def define_tasks(huey):
     def step_three(x):
         return {"stored": x}
 
+    # Asks huey for another go (RetryTask) until it ran ``times`` times;
+    # the runs are counted in a file, as the task has no other state.
+    @huey.task()
+    def retry_until(path, times):
+        runs = len(Path(path).read_text()) + 1 if Path(path).exists() else 1
+        with open(path, "a") as f:
+            f.write("x")
+        if runs < times:
+            raise RetryTask()
+        return runs
+
     @huey.pre_execute()
     def cancel_some(task):
         if task.name == "cancel_me":
             raise CancelExecution(retry=False)
 
     return types.SimpleNamespace(
-        ok=ok, always_fail=always_fail, guarded=guarded, cancel_me=cancel_me,
+        ok=ok, always_fail=always_fail, guarded=guarded, cancel_me=cancel_me, retry_until=retry_until,
         step_one=step_one, step_two=step_two, step_three=step_three)
 
 
