@@ -21,7 +21,7 @@ from datasette.plugins import pm
 from datasette.utils.asgi import Response
 from markupsafe import Markup, escape
 
-from hueyscope.browse.metadata import build_metadata
+from hueyscope.browse.metadata import TIME_COLUMNS, build_metadata
 from hueyscope.events.schema import check_event_store
 
 # Tuned for stores of millions of events on a small machine.
@@ -133,12 +133,12 @@ def iso(ts):
 @hookimpl
 def render_cell(value, column, database, datasette):
     """Show timestamps of event stores as ISO-8601 UTC (raw value on hover)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    # Cheap checks first: this runs for every cell of every page.
+    if column not in TIME_COLUMNS or not isinstance(value, (int, float)) \
+            or isinstance(value, bool) or value < _EPOCH_2000:
         return None
     config = datasette.plugin_config("hueyscope", database=database, fallback=False)
     if not config or column not in config.get("time_columns", ()):
-        return None
-    if value < _EPOCH_2000:
         return None
     return Markup('<span class="hs-time" title="{}">{}</span>').format(
         escape(repr(value)), escape(iso(value)))
