@@ -319,6 +319,18 @@ def test_bad_input_is_one_line_exit_2(cli, bad_inputs):
     assert_one_line_error(cli.run("browse", "--port", "0"))
 
 
+def test_busy_port_is_one_line_exit_2(cli, known):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = cli.run("browse", str(known[0]), "--port", str(port), timeout=30)
+    assert_one_line_error(result)
+    assert "cannot listen on 127.0.0.1:%d" % port in result.stderr
+
+
 # -- the served process --------------------------------------------------------
 
 def _served_url(started):

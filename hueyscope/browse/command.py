@@ -4,6 +4,7 @@ The server runs in this process through Datasette's Python API and uvicorn,
 the way ``datasette serve`` does, so the instance served is exactly the one
 :func:`hueyscope.browse.app.make_datasette` builds and the tests check.
 """
+import os
 import signal
 import socket
 import threading
@@ -42,7 +43,12 @@ def browse(events_db, events, host, port, open_browser):
             events_db = (Settings.build(events=events).events,)
         except ValueError as exc:
             raise BadInput(str(exc))
-    paths = list(dict.fromkeys(events_db))
+    # The same file given twice (a.db, ./a.db) is served once.
+    paths, seen = [], set()
+    for path in events_db:
+        if os.path.realpath(path) not in seen:
+            seen.add(os.path.realpath(path))
+            paths.append(path)
     try:
         ds = make_datasette(paths)
     except ValueError as exc:
