@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from hueyscope.options import BadInput
+from hueyscope.options import BadInput, Path as PathType, no_args_option
 from hueyscope.settings import Settings
 
 MARKER = ".hueyscope-demo"
@@ -31,12 +31,12 @@ STOP_TIMEOUT = 30.0
 class Demo:
     """The state of one demo run: its folder, clock, and the checks it made."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, no_args=None):
         self.folder = Path(folder)
         self.settings = Settings.build(
             queue=str(self.folder / "queue.db"),
             events=str(self.folder / "events.db"),
-            site=str(self.folder / "site"))
+            site=str(self.folder / "site"), no_args=no_args)
         self.t0 = time.monotonic()
         self.failures = []
         self.huey = self.tasks = self.recorder = self.consumer = None
@@ -363,10 +363,11 @@ def _log_to(path):
 
 @click.command()
 @click.option("--dir", "folder", default="demo-run", show_default=True,
-              type=click.Path(file_okay=False),
+              type=PathType(file_okay=False),
               help="Folder for the demo's queue, event store and report; "
                    "recreated on each run.")
-def demo(folder):
+@no_args_option
+def demo(folder, no_args):
     """Run producer and consumer together and show every behaviour.
 
     Priorities, retries, a task id in a result, locks, a pipeline, delayed
@@ -378,7 +379,7 @@ def demo(folder):
                        "process; run the demo in a process of its own")
     folder = prepare_folder(folder)
     _log_to(folder / "consumer.log")
-    run = Demo(folder)
+    run = Demo(folder, no_args=no_args)
     click.echo("hueyscope demo in %s" % folder)
     click.echo("  producer: this process; consumer: %d thread workers in a "
                "thread of it; log in %s" % (WORKERS, folder / "consumer.log"))

@@ -43,7 +43,7 @@ def site_option(fn):
 
 def durability_option(fn):
     return click.option(
-        "--durability", type=click.Choice(["full", "normal"]),
+        "--durability", type=Choice(["full", "normal"]),
         envvar="HUEYSCOPE_DURABILITY", default=None, show_envvar=True,
         help="SQLite synchronous mode of the queue: full (default) survives "
              "power loss; normal is faster and may lose the last commits on "
@@ -59,8 +59,26 @@ def app_option(fn):
     )(fn)
 
 
+def no_args_option(fn):
+    """``--no-args``: record no task arguments (args and kwargs stay NULL).
+
+    Passes ``no_args=True`` when given and ``None`` otherwise, so that
+    HUEYSCOPE_NO_ARGS=1 still applies through :meth:`Settings.build`.
+    Combined with :func:`settings_options` it goes into ``settings.no_args``.
+    """
+    return click.option(
+        "--no-args", "no_args", is_flag=True, flag_value=True, default=None,
+        help="Record no task arguments in the event store (args and kwargs "
+             "stay empty). Env: HUEYSCOPE_NO_ARGS=1.",
+    )(fn)
+
+
 def settings_options(fn):
-    """Add --queue, --events, --durability and --app and pass ``settings``."""
+    """Add --queue, --events, --durability and --app and pass ``settings``.
+
+    A command that also has :func:`no_args_option` gets its value in
+    ``settings.no_args``.
+    """
 
     @queue_option
     @events_option
@@ -70,7 +88,8 @@ def settings_options(fn):
     def wrapper(*args, queue, events, durability, app, **kwargs):
         try:
             settings = Settings.build(
-                queue=queue, events=events, durability=durability, app=app)
+                queue=queue, events=events, durability=durability, app=app,
+                no_args=kwargs.pop("no_args", None))
         except ValueError as exc:
             raise BadInput(str(exc))
         return fn(*args, settings=settings, **kwargs)
@@ -99,3 +118,23 @@ class IntRange(_OneLineParamType, click.IntRange):
 
 class FloatRange(_OneLineParamType, click.FloatRange):
     """click.FloatRange reporting a bad (or non-numeric) value on one line."""
+
+
+class Path(_OneLineParamType, click.Path):
+    """click.Path reporting a bad path (a file where a folder is needed, a
+    missing one that must exist) on one line."""
+
+
+class HttpURL(_OneLineParamType, click.ParamType):
+    """An http:// or https:// URL with a host, checked before any work starts."""
+
+    name = "url"
+
+    def convert(self, value, param, ctx):
+        from urllib.parse import urlparse
+
+        parsed = urlparse(str(value))
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            self.fail("must be an http:// or https:// URL, not %r" % value,
+                      param, ctx)
+        return value

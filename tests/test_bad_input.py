@@ -84,3 +84,48 @@ def test_demo_refuses_a_folder_it_did_not_make(cli):
     assert_one_line_error(result)
     assert "not a hueyscope demo folder" in result.stderr
     assert (precious / "thesis.txt").read_text() == "years of work"
+
+
+# Every option with a constrained value (a choice, a range, a duration, a
+# path, a URL) reports a bad value as one line, on every command; the
+# environment variable behind an option too.
+BAD_VALUES = [
+    (["demo", "--dir", "afile"], "'afile' is a file"),
+    (["produce", "mixed", "--durability", "fast"], "'fast' is not one of 'full', 'normal'"),
+    (["consume", "--durability", "fast"], "'fast' is not one of 'full', 'normal'"),
+    (["status", "--durability", "fast"], "'fast' is not one of 'full', 'normal'"),
+    (["status", {"HUEYSCOPE_DURABILITY": "fast"}], "HUEYSCOPE_DURABILITY"),
+    (["consume", "--retention", "3x"], "'3x' is not a duration"),
+    (["consume", "--heartbeat-every", "0"], "--heartbeat-every"),
+    (["consume", "--report-every", "soon"], "'soon' is not a valid float"),
+    (["report", "--datasette-url", "ftp://x"], "must be an http:// or https:// URL"),
+    (["browse", "--port", "-5"], "-5 is not in the range 0<=x<=65535"),
+    (["browse", "--port", "70000"], "70000 is not in the range"),
+    (["prune", "--older-than", "3x"], "'3x' is not a duration"),
+    (["prune", "--older-than", "0d"], "more than zero"),
+    (["bench", "--tasks", "-1"], "-1 is not in the range x>=1"),
+    (["bench", "--workers", "x"], "'x' is not a valid integer"),
+    (["bench", "--worker-type", "fiber"], "'fiber' is not one of 'thread', 'process'"),
+    (["bench", "--durability", "fast"], "'fast' is not one of 'full', 'normal'"),
+    (["bench", "--rounds", "0"], "0 is not in the range x>=1"),
+    (["bench", "--writer-events", "-3"], "-3 is not in the range x>=0"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_VALUES,
+                         ids=[" ".join(a for a in args if isinstance(a, str))
+                              for args, _ in BAD_VALUES])
+def test_bad_option_values_are_one_line(cli, args, message):
+    from hueyscope.events.schema import open_event_store
+
+    # A real event store and a plain file, so that only the bad value is wrong.
+    open_event_store(str(cli.events)).close()
+    (cli.folder / "afile").write_text("x")
+    before = {p.name: p.stat().st_mtime_ns for p in cli.folder.iterdir()}
+    env = {}
+    if isinstance(args[-1], dict):
+        *args, env = args
+    result = cli.run(*args, **env)
+    assert_one_line_error(result)
+    assert message in result.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in cli.folder.iterdir()} == before

@@ -255,8 +255,6 @@ def test_capture_args_off_stores_none(tmp_path):
     assert rows == [(None, None), (None, None)]
 
 
-@pytest.mark.xfail(strict=True, reason="--no-args is not implemented by "
-                   "hueyscope produce / consume yet")
 @pytest.mark.timeout(60)
 def test_no_args_flag_turns_capture_off(cli):
     result = cli.run("produce", "mixed", "--no-args")

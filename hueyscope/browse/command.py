@@ -13,7 +13,7 @@ import webbrowser
 
 import click
 
-from hueyscope.options import BadInput, events_option
+from hueyscope.options import BadInput, IntRange, events_option
 from hueyscope.settings import Settings
 
 
@@ -24,7 +24,7 @@ from hueyscope.settings import Settings
               help="Interface to listen on. Anything but loopback exposes the "
                    "store (task arguments included) to the network.")
 @click.option("-p", "--port", default=8001, show_default=True,
-              type=click.IntRange(0, 65535),
+              type=IntRange(0, 65535),
               help="Port to listen on (0: any free port).")
 @click.option("--open", "open_browser", is_flag=True,
               help="Open a web browser once the server is up.")

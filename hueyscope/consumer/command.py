@@ -17,9 +17,11 @@ from huey.exceptions import ConfigurationError
 
 import hueyscope
 from hueyscope.apps import open_app
+from hueyscope.consumer.retention import RetentionLoop
 from hueyscope.consumer.runner import Consumer
+from hueyscope.events.retention import Duration
 from hueyscope.options import BadInput, Choice, FloatRange, IntRange, settings_options
-from hueyscope.options import site_option
+from hueyscope.options import no_args_option, site_option
 
 logger = logging.getLogger("hueyscope.consumer")
 
@@ -80,6 +82,7 @@ def configure_logging(level):
 @click.command()
 @settings_options
 @site_option
+@no_args_option
 @click.option("-w", "--workers", type=IntRange(min=1), default=4, show_default=True,
               help="Number of workers.")
 @click.option("-k", "--worker-type", type=Choice([WORKER_THREAD, WORKER_PROCESS]),
@@ -108,6 +111,11 @@ def configure_logging(level):
 @click.option("--report-every", type=FloatRange(min=1), default=None,
               metavar="SECONDS",
               help="Rebuild the static report into --site every SECONDS.")
+@click.option("--retention", type=Duration(), default=None, metavar="DURATION",
+              envvar="HUEYSCOPE_RETENTION", show_envvar=True,
+              help="Prune the event store of what is older than this (90s, "
+                   "15m, 12h, 30d, 2w): at start, then every tenth of it "
+                   "(1 min to 1 h). Roll-ups are kept; never vacuums.")
 @click.option("--flush-locks", is_flag=True,
               help="Release the app's task locks before starting (after a "
                    "consumer was killed while holding one).")
@@ -118,8 +126,8 @@ def configure_logging(level):
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
 def consume(settings, site, workers, worker_type, periodic, initial_delay,
             max_delay, backoff, scheduler_interval, health_check_interval,
-            health_check, shutdown_timeout, report_every, flush_locks,
-            heartbeat_every, quiet, verbose):
+            health_check, shutdown_timeout, report_every, retention,
+            flush_locks, heartbeat_every, quiet, verbose):
     """Run the consumer: execute the tasks of the configured queue.
 
     \b
@@ -127,6 +135,7 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
         hueyscope consume --workers 4
         hueyscope consume --app myapp.tasks:huey --worker-type process
         hueyscope consume --report-every 60 --site /var/www/tasks
+        hueyscope consume --retention 30d --no-args
 
     SIGINT (Ctrl-C) and SIGTERM stop it gracefully: tasks in flight finish,
     then it exits 0. A second signal interrupts them.
@@ -159,10 +168,13 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
         raise BadInput("%s has immediate mode on; a consumer cannot run it"
                        % settings.app)
 
-    reports = None
+    reports = pruning = None
     if report_every:
         reports = ReportLoop(settings.events, settings.site, report_every)
         reports.start()
+    if retention:
+        pruning = RetentionLoop(settings.events, retention)
+        pruning.start()
     logger.info("hueyscope consumer: %d %s worker(s) on %s, events in %s, "
                 "pid %d. Ctrl-C or SIGTERM stops gracefully.", workers,
                 worker_type, settings.queue, settings.events,
@@ -170,6 +182,8 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
     try:
         reason = consumer.run()
     finally:
+        if pruning is not None:
+            pruning.stop()
         if reports is not None:
             reports.stop()
     sys.exit(0 if reason == "graceful" else 1)

@@ -3,7 +3,7 @@ import sys
 
 import click
 
-from hueyscope.options import BadInput, events_option, site_option
+from hueyscope.options import BadInput, HttpURL, events_option, site_option
 from hueyscope.settings import Settings
 
 
@@ -12,7 +12,7 @@ from hueyscope.settings import Settings
 @events_option
 @site_option
 @click.option(
-    "--datasette-url", metavar="URL", default=None,
+    "--datasette-url", metavar="URL", type=HttpURL(), default=None,
     envvar="HUEYSCOPE_DATASETTE_URL", show_envvar=True,
     help="Base URL of a Datasette serving the event stores (e.g. "
          "http://localhost:8001): numbers also link to its rows and queries.")
