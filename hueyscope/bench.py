@@ -21,7 +21,7 @@ import time
 
 import click
 
-from hueyscope.options import BadInput
+from hueyscope.options import BadInput, Choice, IntRange
 
 VARIANTS = ("bare", "hueyscope", "contrib.stats", "naive")
 
@@ -111,7 +111,12 @@ def run_variant(variant, tasks, workers, worker_type, durability, folder):
 
 
 def writer_capacity(events, folder):
-    """Events per second the writer turns into committed rows (no huey around)."""
+    """Events per second the writer thread turns into committed rows.
+
+    The buffer is filled with ``events`` signals of finished tasks (enqueued,
+    executing, complete), as fast as huey could, then the clock runs while
+    the writer thread drains it through the real flush path.
+    """
     from huey import MemoryHuey
 
     from hueyscope.events.recorder import Recorder
@@ -120,21 +125,25 @@ def writer_capacity(events, folder):
     noop = _workload(huey)
     recorder = Recorder(huey, os.path.join(folder, "writer.db"))
     recorder.begin_run(role="bench")
-    signals = ("enqueued", "executing", "complete")
-    batch = []
+    recorder.flush()  # the run row and schema exist before the clock starts
+    items = []
     now = time.time()
     for i in range(events // 3):
         task = noop.s(i)
-        for n, signal in enumerate(signals):
-            batch.append((now + i * 1e-4 + n * 1e-5, signal, task, 0, None,
-                          None, 0.001 if signal == "complete" else None,
-                          None, "Worker-1"))
-    recorder._ensure_run()
+        items.append((now, "enqueued", task, 0, None, None, None, None, "Main"))
+        items.append((now + 0.001, "executing", task, 0, None, None, None,
+                      None, "Worker-1"))
+        items.append((now + 0.002, "complete", task, 0, None, None, 0.001,
+                      None, "Worker-1"))
     start = time.perf_counter()
-    for i in range(0, len(batch), recorder.batch_size):
-        recorder._write(recorder._rows(batch[i:i + recorder.batch_size]))
+    recorder._buffer.extend(items)
+    if not recorder.flush(timeout=600):
+        raise RuntimeError("writer did not finish")
     elapsed = time.perf_counter() - start
-    return len(batch) / elapsed
+    if recorder.stats()["written"] != len(items):
+        raise RuntimeError("writer wrote %d of %d events" % (
+            recorder.stats()["written"], len(items)))
+    return len(items) / elapsed
 
 
 def _child(variant, tasks, workers, worker_type, durability):
@@ -158,19 +167,19 @@ def _run_child(variant, tasks, workers, worker_type, durability):
 
 
 @click.command()
-@click.option("--tasks", default=3000, show_default=True, type=click.IntRange(1),
+@click.option("--tasks", default=3000, show_default=True, type=IntRange(1),
               help="Tasks per variant and round.")
-@click.option("--workers", default=4, show_default=True, type=click.IntRange(1))
-@click.option("--worker-type", type=click.Choice(["thread", "process"]),
+@click.option("--workers", default=4, show_default=True, type=IntRange(1))
+@click.option("--worker-type", type=Choice(["thread", "process"]),
               default="thread", show_default=True)
-@click.option("--durability", type=click.Choice(["full", "normal"]),
+@click.option("--durability", type=Choice(["full", "normal"]),
               default="full", show_default=True)
-@click.option("--rounds", default=5, show_default=True, type=click.IntRange(1),
+@click.option("--rounds", default=5, show_default=True, type=IntRange(1),
               help="Each round runs every variant once, in rotating order.")
 @click.option("--variants", default=",".join(VARIANTS), show_default=True,
               help="Comma-separated subset of: " + ", ".join(VARIANTS))
 @click.option("--writer-events", default=300_000, show_default=True,
-              type=click.IntRange(0), help="Events for the writer-only figure (0: skip).")
+              type=IntRange(0), help="Events for the writer-only figure (0: skip).")
 def bench(tasks, workers, worker_type, durability, rounds, variants,
           writer_events):
     """Drain rate of bare SqliteHuey vs. with recorders, side by side.

@@ -23,7 +23,9 @@ ENV = {
     "site": "HUEYSCOPE_SITE",
     "durability": "HUEYSCOPE_DURABILITY",
     "app": "HUEYSCOPE_APP",
+    "no_args": "HUEYSCOPE_NO_ARGS",
 }
+TRUE = ("1", "true", "yes", "on")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Settings:
     site: str = DEFAULT_SITE
     durability: str = "full"
     app: str = DEFAULT_APP
+    no_args: bool = False  # record no task arguments at all
 
     @classmethod
     def build(cls, **flags):
@@ -45,8 +48,14 @@ class Settings:
             value = flags.get(field.name)
             if value is None:
                 value = os.environ.get(ENV[field.name]) or None
-            if value is not None:
-                values[field.name] = str(value)
+            if value is None:
+                continue
+            if field.type is bool or field.type == "bool":
+                value = value if isinstance(value, bool) else (
+                    str(value).strip().lower() in TRUE)
+            else:
+                value = str(value)
+            values[field.name] = value
         settings = cls(**values)
         settings.validate()
         return settings
@@ -81,4 +90,6 @@ class Settings:
     def export_env(self):
         """Write these settings to os.environ for imported apps and children."""
         for name, var in ENV.items():
-            os.environ[var] = str(getattr(self, name))
+            value = getattr(self, name)
+            os.environ[var] = ("1" if value else "0") if isinstance(value, bool) \
+                else str(value)

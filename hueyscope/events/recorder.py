@@ -72,10 +72,14 @@ def attach(huey, events=None, **options):
     with _attach_lock:
         recorder = _recorders.get(huey)
         if recorder is None:
-            if events is None:
-                from hueyscope.settings import Settings
+            # Unset options come from the one place configuration enters, so
+            # an app that attaches at import follows `--events`/`--no-args`.
+            from hueyscope.settings import Settings
 
-                events = Settings.build().events
+            settings = Settings.build()
+            if events is None:
+                events = settings.events
+            options.setdefault("capture_args", not settings.no_args)
             recorder = Recorder(huey, events, **options)
             _recorders[huey] = recorder
         return recorder
@@ -86,7 +90,11 @@ def recorder_for(huey):
     return _recorders.get(huey)
 
 
+_CONTAINERS = (dict, list, tuple)
+
+
 def _redact(value, keys, depth=0):
+    """A copy of ``value`` with the values of secret-looking keys replaced."""
     if depth > 8:
         return value
     if isinstance(value, dict):
@@ -97,10 +105,28 @@ def _redact(value, keys, depth=0):
     return value
 
 
+def _needs_redaction(values):
+    # The common case -- a few scalars -- needs no copy: only a container
+    # can hold a key to redact.
+    for v in values:
+        if isinstance(v, _CONTAINERS):
+            return True
+    return False
+
+
+_encode = json.JSONEncoder(default=repr, ensure_ascii=False).encode
+
+
 def _dump(value, keys, limit):
     """JSON text of ``value`` with redaction; non-JSON values as repr; truncated."""
     try:
-        text = json.dumps(_redact(value, keys), default=repr, ensure_ascii=False)
+        if isinstance(value, dict):
+            if value and (_needs_redaction(value.values()) or any(
+                    isinstance(k, str) and k.lower() in keys for k in value)):
+                value = _redact(value, keys)
+        elif _needs_redaction(value):
+            value = _redact(value, keys)
+        text = _encode(value)
     except Exception:  # a repr() that raises, a recursive structure...
         text = json.dumps(repr(value))
     if limit and len(text) > limit:
@@ -214,7 +240,7 @@ class Recorder:
         self._run_row_dirty = False
         self._samples = []
         self._ended = False
-        self._closing = False
+        self._runs_begun = 0
 
     def _after_fork_in_child(self):
         # The buffer and thread belong to the parent, which still writes them;
@@ -263,12 +289,20 @@ class Recorder:
 
     def begin_run(self, role="consumer", workers=None, worker_type=None,
                   app=None):
-        """Start (or restate) the ``runs`` row of this process; returns its id."""
+        """Start (or restate) the ``runs`` row of this process; returns its id.
+
+        After end_run, this starts a new run: a consumer stopped and started
+        again in one process (a notebook) gets one row per run.
+        """
         with self._state_lock:
-            if self.run_id is None or self.pid != self._run_pid:
+            if self.run_id is None or self.pid != self._run_pid or self._ended:
                 started = time.time()
+                self._runs_begun += 1
                 self.run_id = "%s:%d:%d" % (self.host, self.pid, int(started))
+                if self._runs_begun > 1:
+                    self.run_id += ".%d" % self._runs_begun
                 self._run_pid = self.pid
+                self._ended = False
                 self._run_row = {
                     "id": self.run_id, "role": role, "host": self.host,
                     "pid": self.pid, "started": started, "workers": workers,
@@ -429,6 +463,11 @@ class Recorder:
             db = schema.open_event_store(self.path)
             self._conn = db.conn
             self._conn.isolation_level = None  # we BEGIN ourselves
+            # Index pages of random task ids are rewritten batch after batch:
+            # checkpointing every 40 MB of WAL instead of 4 MB, with the
+            # pages cached, writes each of them back once, not ten times.
+            self._conn.execute("pragma wal_autocheckpoint=10000")
+            self._conn.execute("pragma cache_size=-32000")
         return self._conn
 
     def _close_conn(self):
@@ -442,18 +481,22 @@ class Recorder:
     # -- turning buffered signals into rows --------------------------------
 
     def _rows(self, batch):
-        """(events rows, tasks params, rollup deltas) for one batch."""
+        """(events rows, tasks rows, rollup rows, late task ids) for one batch.
+
+        All of a batch's signals for one task fold into a single ``tasks``
+        row (see :func:`_fold`), so the table and its indexes are touched once
+        per task per batch, not once per signal.
+        """
         run_id = self.run_id
         host, pid, queue = self.host, self.pid, self.queue_name
         capture, keys, limit = self.capture_args, self.redact, self.max_arg_chars
-        events, tasks, late = [], [], []
+        events, late = [], []
+        tasks = {}
         rollup = {}
         for ts, signal, task, retries, priority, eta, duration, exc, worker in batch:
             task_id = task.id
             name = task.name
-            default_retries = getattr(type(task), "default_retries", 0) or 0
-            attempt = max(1, default_retries - (retries or 0) + 1)
-            eta_ts = _timestamp(eta)
+            eta_ts = _timestamp(eta) if eta is not None else None
             error_type = error = tb_text = fp = None
             if exc is not None:
                 error_type = type(exc).__name__
@@ -462,52 +505,68 @@ class Recorder:
                 tb_text = "".join(traceback.format_exception(
                     type(exc), exc, tb))[-20000:]
                 fp = fingerprint(error_type, error, tb)
-            if capture and signal in ("enqueued", "scheduled", "executing") \
-                    or (capture and exc is not None):
-                args = _dump(list(task.args), keys, limit)
+            # Arguments do not change between signals: store them where a
+            # reader looks for them (what was enqueued, what ran, what
+            # failed), not on every row.
+            if capture and (signal in ("enqueued", "executing")
+                            or exc is not None):
+                args = _dump(task.args, keys, limit)
                 kwargs = _dump(task.kwargs, keys, limit)
             else:
                 args = kwargs = None
-            events.append((ts, run_id, queue, task_id, name, signal, attempt,
-                           retries, priority, eta_ts, duration, error_type,
-                           error, tb_text, fp, args, kwargs, host, pid, worker))
 
-            ready = None
-            if signal in ("enqueued", "scheduled"):
-                ready = max(ts, eta_ts or 0)
-            finished = ts if signal in FINAL_STATUS else None
             executing = signal == "executing"
-            tasks.append((
-                task_id, name, queue, STATUS[signal],
-                ts if signal == "enqueued" else None,
-                ready, ts if executing else None, finished,
-                1 if executing else 0, duration, error_type, error, fp,
-                priority, eta_ts, None,
-                run_id if (executing or finished) else None, ts,
-            ))
+            ready = max(ts, eta_ts or 0) if signal in ("enqueued", "scheduled") else None
+            finished = ts if signal in FINAL_STATUS else None
+            row = [task_id, name, queue, STATUS[signal],
+                   ts if signal == "enqueued" else None, ready,
+                   ts if executing else None, finished, 1 if executing else 0,
+                   duration, error_type, error, fp, priority, eta_ts, None,
+                   run_id if (executing or finished) else None, ts, None]
+            current = tasks.get(task_id)
+            if current is None:
+                tasks[task_id] = row
+            else:
+                _fold(current, row)
+                row = current
+            wait = row[18] if executing else None
+            # Executions of this task so far in this batch (plus one for the
+            # execution an enqueue or schedule leads to); made absolute in
+            # SQL once the batch's total is known -- see ATTEMPTS.
+            executions = row[8] + (signal in ("enqueued", "scheduled"))
+            events.append([ts, run_id, queue, task_id, name, signal,
+                           executions, retries, priority, eta_ts, duration,
+                           wait, error_type, error, tb_text, fp, args, kwargs,
+                           host, pid, worker])
+
             if signal == "enqueued":
-                late.append((task_id,))
-            if signal == "enqueued" and task.on_complete is not None:
+                late.append(task_id)
                 # A pipeline: its later steps exist now, waiting on this one.
                 parent, child = task, task.on_complete
                 while child is not None:
-                    tasks.append((child.id, child.name, queue, "waiting", None,
-                                  None, None, None, 0, None, None, None, None,
-                                  child.priority, None, parent.id, None, ts))
+                    waiting = [child.id, child.name, queue, "waiting", None, None,
+                               None, None, 0, None, None, None, None,
+                               child.priority, None, parent.id, None, ts, None]
+                    if child.id in tasks:
+                        _fold(tasks[child.id], waiting)
+                    else:
+                        tasks[child.id] = waiting
                     parent, child = child, child.on_complete
 
             key = ((ts // 3600) * 3600, name, signal)
             agg = rollup.get(key)
             if agg is None:
-                agg = rollup[key] = [0, 0.0, 0.0, 0.0]
+                agg = rollup[key] = [0, 0.0, 0.0]
             agg[0] += 1
             if duration is not None:
                 agg[1] += duration
                 if duration > agg[2]:
                     agg[2] = duration
-        rollups = [(h, t, s, a[0], a[1], a[2], a[3])
+        for event in events:
+            event[6] -= tasks[event[3]][8]
+        rollups = [(h, t, s, a[0], a[1], a[2], 0.0)
                    for (h, t, s), a in rollup.items()]
-        return events, tasks, rollups, late
+        return events, list(tasks.values()), rollups, late
 
     def _write(self, rows):
         events, tasks, rollups, late = rows
@@ -525,8 +584,10 @@ class Recorder:
                 conn.executemany(INSERT_EVENTS, events[1:])
                 conn.executemany(UPSERT_TASK, tasks)
                 conn.executemany(UPSERT_ROLLUP, rollups)
+                conn.execute(ATTEMPTS, (first,))
                 conn.execute(FILL_WAIT, (first,))
-                conn.executemany(FILL_LATE_WAIT, late)
+                if late:
+                    conn.execute(FILL_LATE_WAIT, (json.dumps(late),))
                 conn.execute(ROLLUP_WAIT, (first,))
             if samples:
                 conn.executemany(INSERT_SAMPLE, samples)
@@ -551,6 +612,38 @@ class Recorder:
             self._written += len(events)
 
 
+def _fold(row, new):
+    """Fold a later signal's tasks row into an earlier one of the same batch.
+
+    Applying the folded row with UPSERT_TASK gives what applying both rows
+    in order would: first non-null for names and parent, earliest enqueue,
+    latest for times, status and errors, attempts summed, ``finished``
+    cleared by a later start, and the wait of an execution whose ready time
+    is in this batch computed here.
+    """
+    for i in (1, 2, 15):
+        if row[i] is None:
+            row[i] = new[i]
+    if new[3] != "waiting":
+        row[3] = new[3]
+    if new[4] is not None and (row[4] is None or new[4] < row[4]):
+        row[4] = new[4]
+    if new[6] is not None:
+        row[18] = new[6] - row[5] if row[5] is not None else None
+        row[6] = new[6]
+        row[7] = None
+    if new[5] is not None:
+        row[5] = new[5]
+    if new[7] is not None:
+        row[7] = new[7]
+    row[8] += new[8]
+    for i in (9, 10, 11, 12, 13, 14, 16):
+        if new[i] is not None:
+            row[i] = new[i]
+    if new[17] > row[17]:
+        row[17] = new[17]
+
+
 def _timestamp(value):
     """huey etas are naive UTC datetimes (utc=True); return unix seconds."""
     if value is None:
@@ -563,9 +656,9 @@ def _timestamp(value):
 
 
 INSERT_EVENTS = """insert into events (ts, run_id, queue, task_id, task, signal,
-  attempt, retries_left, priority, eta, duration, error_type, error, traceback,
-  fingerprint, args, kwargs, host, pid, worker)
-values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+  attempt, retries_left, priority, eta, duration, wait, error_type, error,
+  traceback, fingerprint, args, kwargs, host, pid, worker)
+values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 
 # One statement for every signal, applied in order. Signals from different
 # processes can arrive out of order (a producer flushes its 'enqueued' after
@@ -573,8 +666,8 @@ values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 # time, and a late 'ready' still yields the wait of an execution already seen.
 UPSERT_TASK = """insert into tasks (task_id, task, queue, status, enqueued, ready,
   started, finished, attempts, duration, error_type, error, fingerprint,
-  priority, eta, parent_id, run_id, updated)
-values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+  priority, eta, parent_id, run_id, updated, wait)
+values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
 on conflict (task_id) do update set
   task = coalesce(tasks.task, excluded.task),
   queue = coalesce(tasks.queue, excluded.queue),
@@ -587,7 +680,8 @@ on conflict (task_id) do update set
   ready = case when excluded.ready is not null
                 and excluded.updated >= coalesce(tasks.updated, 0)
                then excluded.ready else coalesce(tasks.ready, excluded.ready) end,
-  wait = case when excluded.started is not null then excluded.started - tasks.ready
+  wait = case when excluded.wait is not null then excluded.wait
+              when excluded.started is not null then excluded.started - tasks.ready
               when tasks.wait is null and tasks.started is not null
                    and excluded.ready is not null
                    and tasks.started >= excluded.ready
@@ -611,13 +705,22 @@ on conflict (task_id) do update set
 # The wait of an execution is known once its task row has a 'ready' time:
 # copy it onto executing events still missing it (this batch's, and older
 # ones whose producer flushed late).
+# attempt counts executions, whatever set the retries (the task's default,
+# the call, RetryTask): the batch holds each event's offset from its task's
+# execution count, which the tasks row now has, across processes too.
+ATTEMPTS = """update events set attempt = attempt + coalesce(
+    (select t.attempts from tasks t where t.task_id = events.task_id), 0)
+where id >= ?"""
+
 FILL_WAIT = """update events set wait = (
     select t.wait from tasks t where t.task_id = events.task_id)
 where id >= ? and signal = 'executing' and wait is null"""
 
 FILL_LATE_WAIT = """update events set wait = (
     select t.wait from tasks t where t.task_id = events.task_id)
-where task_id = ? and signal = 'executing' and wait is null"""
+where +signal = 'executing' and wait is null and task_id in (
+    select task_id from tasks
+    where task_id in (select value from json_each(?)) and started is not null)"""
 
 ROLLUP_WAIT = """insert into rollup_hourly (hour, task, signal, count,
   duration_sum, duration_max, wait_sum)

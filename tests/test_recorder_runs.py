@@ -1,0 +1,36 @@
+"""Runs rows: one per begin_run/end_run cycle, whatever the process does."""
+import sqlite3
+
+from huey import SqliteHuey
+
+import hueyscope
+
+
+def runs(path):
+    with sqlite3.connect(path) as conn:
+        return conn.execute(
+            "select id, role, stop_reason, stopped is not null from runs "
+            "order by started, id").fetchall()
+
+
+def test_a_run_begun_after_end_run_is_a_new_run(tmp_path):
+    huey = SqliteHuey("q", filename=str(tmp_path / "queue.db"))
+    recorder = hueyscope.attach(huey, events=str(tmp_path / "events.db"))
+    first = recorder.begin_run("consumer", workers=2)
+    assert recorder.end_run("graceful")
+    second = recorder.begin_run("consumer", workers=2)
+    assert recorder.end_run("interrupted")
+    assert first != second
+    assert runs(tmp_path / "events.db") == [
+        (first, "consumer", "graceful", 1),
+        (second, "consumer", "interrupted", 1),
+    ]
+
+
+def test_begin_run_twice_restates_the_same_run(tmp_path):
+    huey = SqliteHuey("q", filename=str(tmp_path / "queue.db"))
+    recorder = hueyscope.attach(huey, events=str(tmp_path / "events.db"))
+    first = recorder.begin_run("producer")
+    assert recorder.begin_run("consumer", workers=4) == first
+    assert recorder.end_run("graceful")
+    assert runs(tmp_path / "events.db") == [(first, "consumer", "graceful", 1)]
