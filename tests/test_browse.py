@@ -187,6 +187,61 @@ def test_known_percentiles_are_nearest_rank(known):
     assert since == rows(ds, "known", "latency_percentiles", since="1700000280")
 
 
+
+def _nearest_rank(values, p):
+    """The ceil(p * n)-th smallest value, computed in Python."""
+    values = sorted(values)
+    return values[max(1, -(-int(round(p * 1000)) * len(values) // 1000)) - 1] \
+        if values else None
+
+
+def test_percentiles_and_slowest_match_python(tmp_path):
+    """Ties, a task with run times but no waits, a task filter: exact answers."""
+    path = tmp_path / "ranks.db"
+    db = open_event_store(str(path))
+    rows_ = []
+    for i in range(203):  # n not a multiple of 100: p95 and p99 ranks round up
+        rows_.append({"task_id": "a%d" % i, "task": "ties", "status": "complete",
+                      "started": 1000.0 + i, "finished": 1001.0 + i,
+                      "wait": float(i % 7), "duration": (i * 37 % 101) / 10.0})
+    for i in range(5):
+        rows_.append({"task_id": "b%d" % i, "task": "no_wait", "status": "complete",
+                      "started": 2000.0 + i, "finished": 2001.0 + i,
+                      "wait": None, "duration": 0.5 + i})
+    rows_.append({"task_id": "c0", "task": "never_ran", "status": "revoked"})
+    db["tasks"].insert_all(rows_)
+    db.conn.commit()
+    db.close()
+    ds = make_datasette([path])
+
+    by_task = {r["task"]: r for r in rows(ds, "ranks", "latency_percentiles")}
+    assert set(by_task) == {"ties", "no_wait"}
+    for name, r in by_task.items():
+        mine = [t for t in rows_ if t["task"] == name]
+        assert r["finished"] == len(mine)
+        for p in (50, 95, 99):
+            assert r["wait_p%d" % p] == _nearest_rank(
+                [t["wait"] for t in mine if t["wait"] is not None], p / 100)
+            assert r["run_p%d" % p] == _nearest_rank(
+                [t["duration"] for t in mine], p / 100)
+    assert by_task["no_wait"]["wait_p50"] is None
+    # Since: only what finished at or after it.
+    late = rows(ds, "ranks", "latency_percentiles", since="1101")
+    assert {r["task"]: r["finished"] for r in late} == {"ties": 103, "no_wait": 5}
+    assert late[1]["run_p50"] == _nearest_rank(
+        [t["duration"] for t in rows_[100:203]], 0.5)
+
+    everyone = rows(ds, "ranks", "slowest_tasks")
+    assert [r["duration"] for r in everyone] == sorted(
+        (t["duration"] for t in rows_ if t.get("duration") is not None),
+        reverse=True)[:100]
+    for name in ("ties", "no_wait"):
+        slowest = rows(ds, "ranks", "slowest_tasks", task=name)
+        assert {r["task"] for r in slowest} == {name}
+        assert [r["duration"] for r in slowest] == sorted(
+            (t["duration"] for t in rows_ if t["task"] == name), reverse=True)[:100]
+    assert rows(ds, "ranks", "slowest_tasks", task="never_ran") == []
+
 def test_known_lost_and_silent_consumers(known):
     _, ds = known
     states = {r["task_id"]: r["state"] for r in rows(ds, "known", "in_flight_or_lost")}
