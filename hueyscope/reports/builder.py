@@ -711,12 +711,7 @@ order by chain.root, chain.depth""", *ids)
 
 def task_details(store, name):
     recent = store.query("recent_failures", task=name)[:TOP]
-    # slowest_tasks answers this too, but its optional task filter keeps
-    # SQLite off the (task, duration) index: this form reads 10 index entries.
-    slowest = store.rows(
-        "select task_id, task, status, duration, wait, started, finished, run_id "
-        "from tasks where task = ? and duration is not null "
-        "order by task desc, duration desc limit ?", name, TOP // 2)
+    slowest = store.query("slowest_tasks", task=name)[:TOP // 2]
     hourly = store.query("throughput_per_hour", task=name)
     hourly.reverse()
     for p in hourly:
