@@ -32,14 +32,27 @@ def urls(db_name, path):
     task_id = conn.execute(
         "select task_id from tasks where attempts > 2 order by finished desc limit 1"
     ).fetchone()[0]
+    # The busiest task name: filters by task walk the most rows for it.
+    task = conn.execute(
+        "select task from tasks group by task order by count(*) desc limit 1"
+    ).fetchone()[0]
+    # The last day of recorded history.
+    day = int(conn.execute("select max(finished) from tasks").fetchone()[0]) - 86400
     conn.close()
     out = []
     for name in QUERIES:
         extra = "&task_id=%s" % task_id if name == "task_history" else ""
         out.append(("query %s" % name, "/%s/%s.json?_shape=objects%s" % (
             db_name, name, extra)))
-    out.append(("query latency_percentiles (since 1 day)",
-                "/%s/latency_percentiles.json?since=2024-06-01" % db_name))
+    for name, param, value, label in (
+            ("latency_percentiles", "since", day, "since 1 day"),
+            ("slowest_tasks", "task", task, "task=" + task),
+            ("recent_failures", "task", task, "task=" + task),
+            ("retry_chains", "task", task, "task=" + task),
+            ("throughput_per_hour", "task", task, "task=" + task),
+            ("throughput_per_minute", "task", task, "task=" + task)):
+        out.append(("query %s (%s)" % (name, label), "/%s/%s.json?_shape=objects&%s=%s" % (
+            db_name, name, param, value)))
     for table in TABLES:
         out.append(("table %s (html)" % table, "/%s/%s" % (db_name, table)))
         out.append(("table %s (json)" % table, "/%s/%s.json" % (db_name, table)))
