@@ -22,7 +22,8 @@ import pytest
 
 from browse_helpers import build_known_store, get, rows
 from conftest import assert_one_line_error, query, wait_until
-from hueyscope.browse.app import database_names, make_datasette
+from hueyscope.browse.app import make_datasette
+from hueyscope.events.schema import database_names
 from hueyscope.browse.metadata import TABLES
 from hueyscope.events.queries import QUERIES
 from hueyscope.events.schema import open_event_store

@@ -22,7 +22,7 @@ from datasette.utils.asgi import Response
 from markupsafe import Markup, escape
 
 from hueyscope.browse.metadata import TIME_COLUMNS, build_metadata
-from hueyscope.events.schema import check_event_store
+from hueyscope.events.schema import check_event_store, database_names
 
 # Tuned for stores of millions of events on a small machine.
 SETTINGS = {
@@ -43,19 +43,6 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # Five digits of year 2000 onwards: a float this big in a time column is a
 # timestamp, not a count that happens to share a column name.
 _EPOCH_2000 = 946684800
-
-
-def database_names(paths):
-    """A unique Datasette name per file: its stem, then stem_2, stem_3..."""
-    names = []
-    for path in paths:
-        stem = pathlib.Path(path).stem or "events"
-        name, i = stem, 2
-        while name in names:
-            name = "%s_%d" % (stem, i)
-            i += 1
-        names.append(name)
-    return names
 
 
 def internal_tables(path):

@@ -138,6 +138,25 @@ def open_event_store(path, create=True):
     return db
 
 
+def database_names(paths):
+    """A unique name per event store file: its stem, then stem_2, stem_3...
+
+    Datasette serves each file under this name, and report links to Datasette
+    use the same one.
+    """
+    import pathlib
+
+    names = []
+    for path in paths:
+        stem = pathlib.Path(path).stem or "events"
+        name, i = stem, 2
+        while name in names:
+            name = "%s_%d" % (stem, i)
+            i += 1
+        names.append(name)
+    return names
+
+
 def check_event_store(path, must_exist=True):
     """Raise ValueError (one line) unless ``path`` is, or may become, an event store.
 

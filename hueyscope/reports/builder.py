@@ -36,7 +36,7 @@ from urllib.parse import quote, urlencode, urlparse
 import jinja2
 
 from hueyscope.events import queries
-from hueyscope.events.schema import check_event_store
+from hueyscope.events.schema import check_event_store, database_names
 from hueyscope.reports import charts
 
 HERE = Path(__file__).parent
@@ -133,19 +133,6 @@ def tilde_encode(value):
 
 # -- reading the stores ----------------------------------------------------
 
-def db_names(sources):
-    """Datasette's database names for the files: the stem, de-duplicated."""
-    names = []
-    for path in sources:
-        stem = Path(path).stem
-        name, n = stem, 2
-        while name in names:
-            name = "%s_%d" % (stem, n)
-            n += 1
-        names.append(name)
-    return names
-
-
 TASK_COLUMNS = ("task_id", "task", "queue", "status", "enqueued", "ready",
                 "started", "finished", "attempts", "wait", "duration",
                 "error_type", "error", "fingerprint", "priority", "eta",
@@ -162,7 +149,7 @@ class Store:
 
     def __init__(self, sources):
         self.sources = [str(s) for s in sources]
-        self.names = db_names(self.sources)
+        self.names = database_names(self.sources)
         self.merged = len(self.sources) > 1
         if not self.merged:
             self.conn = sqlite3.connect(
