@@ -14,6 +14,7 @@ Tables:
   writer in the same transaction, so totals survive retention pruning.
 """
 import sqlite3
+import time
 
 import sqlite_utils
 from sqlite_utils import Migrations
@@ -116,9 +117,21 @@ def connect(path, timeout=30):
     committed; only a power cut may lose the last commits of history.
     """
     conn = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
-    conn.execute("pragma journal_mode=wal")
-    conn.execute("pragma synchronous=normal")
     conn.execute("pragma busy_timeout=%d" % int(timeout * 1000))
+    # Switching a new file to WAL upgrades a read lock to a write lock, and
+    # SQLite answers BUSY at once rather than wait when another process
+    # holds one too: retry, as huey's own storage does.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("pragma journal_mode=wal")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                conn.close()
+                raise
+            time.sleep(0.01)
+    conn.execute("pragma synchronous=normal")
     return conn
 
 
@@ -131,11 +144,32 @@ def open_event_store(path, create=True):
     check_event_store(path, must_exist=not create)
     db = sqlite_utils.Database(connect(path))
     try:
-        migrations.apply(db)
+        migrate(db)
     except sqlite3.DatabaseError as exc:
         db.close()
         raise ValueError("cannot write event store %s: %s" % (path, exc))
     return db
+
+
+def migrate(db):
+    """Apply pending migrations, one process at a time.
+
+    A producer and a consumer often create the same store at the same
+    moment. BEGIN IMMEDIATE takes the write lock before the pending list is
+    read, so the second process waits, then finds nothing left to apply;
+    and the migrations table and m001 appear together, never one without
+    the other.
+    """
+    if not migrations.pending(db):
+        return
+    db.execute("begin immediate")
+    try:
+        migrations.apply(db)
+        db.execute("commit")
+    except BaseException:
+        if db.conn.in_transaction:
+            db.execute("rollback")
+        raise
 
 
 def database_names(paths):
@@ -188,6 +222,9 @@ def check_event_store(path, must_exist=True):
         raise ValueError("%s is not a readable SQLite database: %s" % (path, exc))
     finally:
         conn.close()
+    # A store another process is creating right now may show only the
+    # migrations table (older sqlite-utils committed it on its own).
+    names.discard(migrations.migrations_table)
     if names and "events" not in names:
         raise ValueError(
             "%s is a SQLite database but not a hueyscope event store "
