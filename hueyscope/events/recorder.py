@@ -580,10 +580,11 @@ class Recorder:
             if run_row is not None:
                 conn.execute(UPSERT_RUN, run_row)
             if events:
-                first = conn.execute(INSERT_EVENTS, events[0]).lastrowid
-                conn.executemany(INSERT_EVENTS, events[1:])
-                conn.executemany(UPSERT_TASK, tasks)
-                conn.executemany(UPSERT_ROLLUP, rollups)
+                first = conn.execute(
+                    "select coalesce(max(id), 0) + 1 from events").fetchone()[0]
+                _insert_many(conn, INSERT_EVENTS, events)
+                _insert_many(conn, UPSERT_TASK, tasks)
+                _insert_many(conn, UPSERT_ROLLUP, rollups)
                 conn.execute(ATTEMPTS, (first,))
                 conn.execute(FILL_WAIT, (first,))
                 if late:
@@ -610,6 +611,45 @@ class Recorder:
                 self._run_row_dirty = False
             self._dropped_unrecorded -= dropped
             self._written += len(events)
+
+
+ROWS_PER_STATEMENT = 64
+
+
+def _insert_many(conn, statement, rows):
+    """Insert ``rows`` with multi-row VALUES statements, 64 rows a step.
+
+    sqlite3's executemany releases and re-takes the GIL around every row's
+    step; in a consumer that is a GIL handoff per event, each forcing a
+    worker thread to switch. One step per 64 rows keeps the writer out of
+    the workers' way (measured: the drain rate with the recorder went from
+    0.89x to the figure in the README).
+    """
+    if not rows:
+        return
+    prefix, values, suffix = statement
+    full = len(rows) - len(rows) % ROWS_PER_STATEMENT
+    if full:
+        sql = _multi_row_sql(prefix, values, suffix, ROWS_PER_STATEMENT)
+        conn.executemany(sql, (
+            [v for row in rows[i:i + ROWS_PER_STATEMENT] for v in row]
+            for i in range(0, full, ROWS_PER_STATEMENT)))
+    rest = rows[full:]
+    if rest:
+        conn.execute(_multi_row_sql(prefix, values, suffix, len(rest)),
+                     [v for row in rest for v in row])
+
+
+_SQL_CACHE = {}
+
+
+def _multi_row_sql(prefix, values, suffix, n):
+    key = (prefix, n)
+    sql = _SQL_CACHE.get(key)
+    if sql is None:
+        sql = _SQL_CACHE[key] = "%s values %s %s" % (
+            prefix, ", ".join([values] * n), suffix)
+    return sql
 
 
 def _fold(row, new):
@@ -655,19 +695,20 @@ def _timestamp(value):
     return calendar.timegm(value.utctimetuple()) + value.microsecond / 1e6
 
 
-INSERT_EVENTS = """insert into events (ts, run_id, queue, task_id, task, signal,
+# Statements for _insert_many: (insert ..., one row's placeholders, suffix).
+INSERT_EVENTS = ("""insert into events (ts, run_id, queue, task_id, task, signal,
   attempt, retries_left, priority, eta, duration, wait, error_type, error,
-  traceback, fingerprint, args, kwargs, host, pid, worker)
-values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+  traceback, fingerprint, args, kwargs, host, pid, worker)""",
+                 "(" + ", ".join(["?"] * 21) + ")", "")
 
 # One statement for every signal, applied in order. Signals from different
 # processes can arrive out of order (a producer flushes its 'enqueued' after
 # the consumer already finished the task), so status only moves forward in
 # time, and a late 'ready' still yields the wait of an execution already seen.
-UPSERT_TASK = """insert into tasks (task_id, task, queue, status, enqueued, ready,
+UPSERT_TASK = ("""insert into tasks (task_id, task, queue, status, enqueued, ready,
   started, finished, attempts, duration, error_type, error, fingerprint,
-  priority, eta, parent_id, run_id, updated, wait)
-values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+  priority, eta, parent_id, run_id, updated, wait)""",
+               "(" + ", ".join(["?"] * 19) + ")", """
 on conflict (task_id) do update set
   task = coalesce(tasks.task, excluded.task),
   queue = coalesce(tasks.queue, excluded.queue),
@@ -700,7 +741,7 @@ on conflict (task_id) do update set
   eta = coalesce(excluded.eta, tasks.eta),
   parent_id = coalesce(tasks.parent_id, excluded.parent_id),
   run_id = coalesce(excluded.run_id, tasks.run_id),
-  updated = max(coalesce(tasks.updated, 0), excluded.updated)"""
+  updated = max(coalesce(tasks.updated, 0), excluded.updated)""")
 
 # The wait of an execution is known once its task row has a 'ready' time:
 # copy it onto executing events still missing it (this batch's, and older
@@ -714,7 +755,7 @@ where id >= ?"""
 
 FILL_WAIT = """update events set wait = (
     select t.wait from tasks t where t.task_id = events.task_id)
-where id >= ? and signal = 'executing' and wait is null"""
+where id >= ? and +signal = 'executing' and wait is null"""
 
 FILL_LATE_WAIT = """update events set wait = (
     select t.wait from tasks t where t.task_id = events.task_id)
@@ -730,13 +771,13 @@ group by 1, 2
 on conflict (hour, task, signal) do update set
   wait_sum = wait_sum + excluded.wait_sum"""
 
-UPSERT_ROLLUP = """insert into rollup_hourly (hour, task, signal, count,
-  duration_sum, duration_max, wait_sum) values (?, ?, ?, ?, ?, ?, ?)
+UPSERT_ROLLUP = ("""insert into rollup_hourly (hour, task, signal, count,
+  duration_sum, duration_max, wait_sum)""", "(?, ?, ?, ?, ?, ?, ?)", """
 on conflict (hour, task, signal) do update set
   count = count + excluded.count,
   duration_sum = duration_sum + excluded.duration_sum,
   duration_max = max(duration_max, excluded.duration_max),
-  wait_sum = wait_sum + excluded.wait_sum"""
+  wait_sum = wait_sum + excluded.wait_sum""")
 
 INSERT_SAMPLE = """insert into queue_samples (ts, queue, pending, scheduled,
   in_flight, run_id) values (?, ?, ?, ?, ?, ?)"""
