@@ -29,32 +29,18 @@ import time
 import traceback
 import weakref
 
-from hueyscope.events import schema
+from hueyscope.events import schema, writer
 
 logger = logging.getLogger("hueyscope.recorder")
 
 DEFAULT_REDACT = ("password", "token", "secret", "api_key", "authorization")
 REDACTED = "***"
 
-# Signals after which a task will not run again unless huey retries it.
-FINAL_STATUS = {
-    "complete": "complete",
-    "error": "failed",
-    "locked": "locked",
-    "revoked": "revoked",
-    "expired": "expired",
-    "canceled": "canceled",
-    "interrupted": "interrupted",
-    "timeout": "timeout",
-    "rate-limited": "rate-limited",
-}
 # Signals huey emits from inside its except block: the exception is current.
 EXC_INFO_SIGNALS = frozenset(("timeout", "interrupted", "locked", "canceled",
                               "rate-limited"))
-STATUS = dict(FINAL_STATUS, enqueued="enqueued", scheduled="scheduled",
-              executing="executing", retrying="retrying")
-
 _recorders = weakref.WeakKeyDictionary()  # huey instance -> Recorder
+_inherited_stores = []  # a forked child's copies of its parent's connections
 _attach_lock = threading.Lock()
 
 
@@ -162,8 +148,6 @@ def fingerprint(error_type, message, tb):
 def _versions():
     import huey
 
-    from hueyscope import __name__ as _  # noqa: F401
-
     try:
         from importlib.metadata import version
 
@@ -181,6 +165,38 @@ def _backend(huey):
     return {"SqliteStorage": "sqlite", "DurableSqliteStorage": "sqlite",
             "RedisStorage": "redis", "PriorityRedisStorage": "redis",
             "MemoryStorage": "memory"}.get(name, name)
+
+
+def plain(item, capture, keys, limit):
+    """A buffered signal as the plain tuple the writer takes (see writer.py).
+
+    This is all the recording process does per signal besides the handler:
+    read the task's fields, format an error, dump the arguments as JSON.
+    """
+    ts, signal, task, retries, priority, eta, duration, exc, worker = item
+    error_type = error = tb_text = fp = None
+    if exc is not None:
+        error_type = type(exc).__name__
+        error = str(exc)[:4000]
+        tb = exc.__traceback__
+        tb_text = "".join(traceback.format_exception(type(exc), exc, tb))[-20000:]
+        fp = fingerprint(error_type, error, tb)
+    # Arguments do not change between signals: store them where a reader
+    # looks for them (what was enqueued, what ran, what failed).
+    if capture and (signal in ("enqueued", "executing") or exc is not None):
+        args = _dump(task.args, keys, limit)
+        kwargs = _dump(task.kwargs, keys, limit)
+    else:
+        args = kwargs = None
+    chain = None
+    if signal == "enqueued" and task.on_complete is not None:
+        chain, parent, child = [], task, task.on_complete
+        while child is not None:
+            chain.append((child.id, child.name, child.priority, parent.id))
+            parent, child = child, child.on_complete
+    return (ts, signal, task.id, task.name, retries, priority,
+            _timestamp(eta) if eta is not None else None, duration,
+            error_type, error, tb_text, fp, args, kwargs, worker, chain)
 
 
 class _Marker:
@@ -230,12 +246,10 @@ class Recorder:
         self._wake = threading.Event()
         self._state_lock = threading.Lock()
         self._thread = None
-        self._conn = None
+        self._store = None  # the writer thread's connection, opened lazily
         self._started = {}  # task id -> monotonic time it began executing
-        self._written = 0
-        self._dropped = 0
-        self._dropped_unrecorded = 0  # dropped but not yet added to runs row
-        self._written_unrecorded = 0
+        self._dropped = 0  # dropped before reaching the store (buffer full)
+        self._dropped_unrecorded = 0  # of those, not yet in the runs row
         self._run_row = None  # dict written to runs when it changes
         self._run_row_dirty = False
         self._samples = []
@@ -243,9 +257,13 @@ class Recorder:
         self._runs_begun = 0
 
     def _after_fork_in_child(self):
-        # The buffer and thread belong to the parent, which still writes them;
-        # a forked worker starts empty, with its own connection and thread,
-        # and keeps recording under the parent's run.
+        # The buffer, thread and connection belong to the parent, which
+        # still writes them; a forked worker starts empty, with its own
+        # thread and connection, and keeps recording under the parent's run.
+        if self._store is not None:
+            # SQLite forbids using a connection across fork, and closing it
+            # here could disturb the parent: keep it, untouched, for good.
+            _inherited_stores.append(self._store)
         self._reset_process_state()
         # Keep the parent's run: a worker process records under it, and the
         # parent alone writes the runs row.
@@ -368,7 +386,10 @@ class Recorder:
         return marker.done.wait(timeout)
 
     def stats(self):
-        return {"written": self._written, "dropped": self._dropped,
+        """Events written and dropped by this process (as of the last flush)."""
+        store = self._store
+        return {"written": store.written if store else 0,
+                "dropped": self._dropped + (store.dropped if store else 0),
                 "pending": sum(1 for i in list(self._buffer)
                                if not isinstance(i, _Marker))}
 
@@ -425,263 +446,27 @@ class Recorder:
                         break
                 else:
                     batch.append(item)
-            if not batch and not self._run_row_dirty and not self._samples \
-                    and not self._dropped_unrecorded:
-                for m in markers:
-                    m.done.set()
-                return
             if batch:
                 self._ensure_run()
-            self._write_with_retry(batch)
-            for m in markers:
-                m.done.set()
+            with self._state_lock:
+                run_row = dict(self._run_row) if self._run_row_dirty \
+                    and self._run_row else None
+                self._run_row_dirty = False
+                samples, self._samples = self._samples, []
+                dropped, self._dropped_unrecorded = self._dropped_unrecorded, 0
+            if batch or run_row or samples or dropped:
+                if self._store is None:
+                    self._store = writer.Store(self.path, self.give_up_after)
+                plains = [plain(item, self.capture_args, self.redact,
+                                self.max_arg_chars) for item in batch]
+                self._store.write(plains, run_row, samples, dropped,
+                                  self.run_id, self.host, self.pid,
+                                  self.queue_name)
+            if markers:
+                for m in markers:
+                    m.done.set()
             if not buffer:
                 return
-
-    def _write_with_retry(self, batch):
-        deadline = time.monotonic() + self.give_up_after
-        delay = 0.05
-        rows = None
-        while True:
-            try:
-                if rows is None:
-                    rows = self._rows(batch)
-                self._write(rows)
-                return
-            except Exception as exc:
-                self._close_conn()
-                if time.monotonic() >= deadline:
-                    self._count_dropped(len(batch), "event store unwritable: %s" % exc)
-                    return
-                logger.warning("hueyscope recorder: flush failed (%s), "
-                               "retrying in %.2fs", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-    def _connection(self):
-        if self._conn is None:
-            db = schema.open_event_store(self.path)
-            self._conn = db.conn
-            self._conn.isolation_level = None  # we BEGIN ourselves
-            # Index pages of random task ids are rewritten batch after batch:
-            # checkpointing every 40 MB of WAL instead of 4 MB, with the
-            # pages cached, writes each of them back once, not ten times.
-            self._conn.execute("pragma wal_autocheckpoint=10000")
-            self._conn.execute("pragma cache_size=-32000")
-        return self._conn
-
-    def _close_conn(self):
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:
-                pass
-            self._conn = None
-
-    # -- turning buffered signals into rows --------------------------------
-
-    def _rows(self, batch):
-        """(events rows, tasks rows, rollup rows, late task ids) for one batch.
-
-        All of a batch's signals for one task fold into a single ``tasks``
-        row (see :func:`_fold`), so the table and its indexes are touched once
-        per task per batch, not once per signal.
-        """
-        run_id = self.run_id
-        host, pid, queue = self.host, self.pid, self.queue_name
-        capture, keys, limit = self.capture_args, self.redact, self.max_arg_chars
-        events, late = [], []
-        tasks = {}
-        rollup = {}
-        for ts, signal, task, retries, priority, eta, duration, exc, worker in batch:
-            task_id = task.id
-            name = task.name
-            eta_ts = _timestamp(eta) if eta is not None else None
-            error_type = error = tb_text = fp = None
-            if exc is not None:
-                error_type = type(exc).__name__
-                error = str(exc)[:4000]
-                tb = exc.__traceback__
-                tb_text = "".join(traceback.format_exception(
-                    type(exc), exc, tb))[-20000:]
-                fp = fingerprint(error_type, error, tb)
-            # Arguments do not change between signals: store them where a
-            # reader looks for them (what was enqueued, what ran, what
-            # failed), not on every row.
-            if capture and (signal in ("enqueued", "executing")
-                            or exc is not None):
-                args = _dump(task.args, keys, limit)
-                kwargs = _dump(task.kwargs, keys, limit)
-            else:
-                args = kwargs = None
-
-            executing = signal == "executing"
-            ready = max(ts, eta_ts or 0) if signal in ("enqueued", "scheduled") else None
-            finished = ts if signal in FINAL_STATUS else None
-            row = [task_id, name, queue, STATUS[signal],
-                   ts if signal == "enqueued" else None, ready,
-                   ts if executing else None, finished, 1 if executing else 0,
-                   duration, error_type, error, fp, priority, eta_ts, None,
-                   run_id if (executing or finished) else None, ts, None]
-            current = tasks.get(task_id)
-            if current is None:
-                tasks[task_id] = row
-            else:
-                _fold(current, row)
-                row = current
-            wait = row[18] if executing else None
-            # Executions of this task so far in this batch (plus one for the
-            # execution an enqueue or schedule leads to); made absolute in
-            # SQL once the batch's total is known -- see ATTEMPTS.
-            executions = row[8] + (signal in ("enqueued", "scheduled"))
-            events.append([ts, run_id, queue, task_id, name, signal,
-                           executions, retries, priority, eta_ts, duration,
-                           wait, error_type, error, tb_text, fp, args, kwargs,
-                           host, pid, worker])
-
-            if signal == "enqueued":
-                late.append(task_id)
-                # A pipeline: its later steps exist now, waiting on this one.
-                parent, child = task, task.on_complete
-                while child is not None:
-                    waiting = [child.id, child.name, queue, "waiting", None, None,
-                               None, None, 0, None, None, None, None,
-                               child.priority, None, parent.id, None, ts, None]
-                    if child.id in tasks:
-                        _fold(tasks[child.id], waiting)
-                    else:
-                        tasks[child.id] = waiting
-                    parent, child = child, child.on_complete
-
-            key = ((ts // 3600) * 3600, name, signal)
-            agg = rollup.get(key)
-            if agg is None:
-                agg = rollup[key] = [0, 0.0, 0.0]
-            agg[0] += 1
-            if duration is not None:
-                agg[1] += duration
-                if duration > agg[2]:
-                    agg[2] = duration
-        for event in events:
-            event[6] -= tasks[event[3]][8]
-        rollups = [(h, t, s, a[0], a[1], a[2], 0.0)
-                   for (h, t, s), a in rollup.items()]
-        return events, list(tasks.values()), rollups, late
-
-    def _write(self, rows):
-        events, tasks, rollups, late = rows
-        conn = self._connection()
-        with self._state_lock:
-            run_row = dict(self._run_row) if self._run_row_dirty and self._run_row else None
-            samples, self._samples = self._samples, []
-            dropped = self._dropped_unrecorded
-        try:
-            conn.execute("begin immediate")
-            if run_row is not None:
-                conn.execute(UPSERT_RUN, run_row)
-            if events:
-                first = conn.execute(
-                    "select coalesce(max(id), 0) + 1 from events").fetchone()[0]
-                _insert_many(conn, INSERT_EVENTS, events)
-                _insert_many(conn, UPSERT_TASK, tasks)
-                _insert_many(conn, UPSERT_ROLLUP, rollups)
-                conn.execute(ATTEMPTS, (first,))
-                conn.execute(FILL_WAIT, (first,))
-                if late:
-                    conn.execute(FILL_LATE_WAIT, (json.dumps(late),))
-                conn.execute(ROLLUP_WAIT, (first,))
-            if samples:
-                conn.executemany(INSERT_SAMPLE, samples)
-            if self.run_id is not None and (events or dropped):
-                conn.execute(
-                    "update runs set events_written = events_written + ?, "
-                    "events_dropped = events_dropped + ? where id = ?",
-                    (len(events), dropped, self.run_id))
-            conn.execute("commit")
-        except BaseException:
-            with self._state_lock:
-                self._samples[:0] = samples
-            try:
-                conn.execute("rollback")
-            except Exception:
-                pass
-            raise
-        with self._state_lock:
-            if run_row is not None and self._run_row == run_row:
-                self._run_row_dirty = False
-            self._dropped_unrecorded -= dropped
-            self._written += len(events)
-
-
-ROWS_PER_STATEMENT = 64
-
-
-def _insert_many(conn, statement, rows):
-    """Insert ``rows`` with multi-row VALUES statements, 64 rows a step.
-
-    sqlite3's executemany releases and re-takes the GIL around every row's
-    step; in a consumer that is a GIL handoff per event, each forcing a
-    worker thread to switch. One step per 64 rows keeps the writer out of
-    the workers' way (measured: the drain rate with the recorder went from
-    0.89x to the figure in the README).
-    """
-    if not rows:
-        return
-    prefix, values, suffix = statement
-    full = len(rows) - len(rows) % ROWS_PER_STATEMENT
-    if full:
-        sql = _multi_row_sql(prefix, values, suffix, ROWS_PER_STATEMENT)
-        conn.executemany(sql, (
-            [v for row in rows[i:i + ROWS_PER_STATEMENT] for v in row]
-            for i in range(0, full, ROWS_PER_STATEMENT)))
-    rest = rows[full:]
-    if rest:
-        conn.execute(_multi_row_sql(prefix, values, suffix, len(rest)),
-                     [v for row in rest for v in row])
-
-
-_SQL_CACHE = {}
-
-
-def _multi_row_sql(prefix, values, suffix, n):
-    key = (prefix, n)
-    sql = _SQL_CACHE.get(key)
-    if sql is None:
-        sql = _SQL_CACHE[key] = "%s values %s %s" % (
-            prefix, ", ".join([values] * n), suffix)
-    return sql
-
-
-def _fold(row, new):
-    """Fold a later signal's tasks row into an earlier one of the same batch.
-
-    Applying the folded row with UPSERT_TASK gives what applying both rows
-    in order would: first non-null for names and parent, earliest enqueue,
-    latest for times, status and errors, attempts summed, ``finished``
-    cleared by a later start, and the wait of an execution whose ready time
-    is in this batch computed here.
-    """
-    for i in (1, 2, 15):
-        if row[i] is None:
-            row[i] = new[i]
-    if new[3] != "waiting":
-        row[3] = new[3]
-    if new[4] is not None and (row[4] is None or new[4] < row[4]):
-        row[4] = new[4]
-    if new[6] is not None:
-        row[18] = new[6] - row[5] if row[5] is not None else None
-        row[6] = new[6]
-        row[7] = None
-    if new[5] is not None:
-        row[5] = new[5]
-    if new[7] is not None:
-        row[7] = new[7]
-    row[8] += new[8]
-    for i in (9, 10, 11, 12, 13, 14, 16):
-        if new[i] is not None:
-            row[i] = new[i]
-    if new[17] > row[17]:
-        row[17] = new[17]
 
 
 def _timestamp(value):
@@ -696,98 +481,3 @@ def _timestamp(value):
 
 
 # Statements for _insert_many: (insert ..., one row's placeholders, suffix).
-INSERT_EVENTS = ("""insert into events (ts, run_id, queue, task_id, task, signal,
-  attempt, retries_left, priority, eta, duration, wait, error_type, error,
-  traceback, fingerprint, args, kwargs, host, pid, worker)""",
-                 "(" + ", ".join(["?"] * 21) + ")", "")
-
-# One statement for every signal, applied in order. Signals from different
-# processes can arrive out of order (a producer flushes its 'enqueued' after
-# the consumer already finished the task), so status only moves forward in
-# time, and a late 'ready' still yields the wait of an execution already seen.
-UPSERT_TASK = ("""insert into tasks (task_id, task, queue, status, enqueued, ready,
-  started, finished, attempts, duration, error_type, error, fingerprint,
-  priority, eta, parent_id, run_id, updated, wait)""",
-               "(" + ", ".join(["?"] * 19) + ")", """
-on conflict (task_id) do update set
-  task = coalesce(tasks.task, excluded.task),
-  queue = coalesce(tasks.queue, excluded.queue),
-  status = case when excluded.status = 'waiting'
-                  or excluded.updated < coalesce(tasks.updated, 0)
-                then tasks.status else excluded.status end,
-  enqueued = case when tasks.enqueued is null then excluded.enqueued
-                  when excluded.enqueued is null then tasks.enqueued
-                  else min(tasks.enqueued, excluded.enqueued) end,
-  ready = case when excluded.ready is not null
-                and excluded.updated >= coalesce(tasks.updated, 0)
-               then excluded.ready else coalesce(tasks.ready, excluded.ready) end,
-  wait = case when excluded.wait is not null then excluded.wait
-              when excluded.started is not null then excluded.started - tasks.ready
-              when tasks.wait is null and tasks.started is not null
-                   and excluded.ready is not null
-                   and tasks.started >= excluded.ready
-              then tasks.started - excluded.ready
-              else tasks.wait end,
-  started = coalesce(excluded.started, tasks.started),
-  finished = case when excluded.finished is not null then excluded.finished
-                  when excluded.started is not null then null
-                  else tasks.finished end,
-  attempts = tasks.attempts + excluded.attempts,
-  duration = coalesce(excluded.duration, tasks.duration),
-  error_type = coalesce(excluded.error_type, tasks.error_type),
-  error = coalesce(excluded.error, tasks.error),
-  fingerprint = coalesce(excluded.fingerprint, tasks.fingerprint),
-  priority = coalesce(excluded.priority, tasks.priority),
-  eta = coalesce(excluded.eta, tasks.eta),
-  parent_id = coalesce(tasks.parent_id, excluded.parent_id),
-  run_id = coalesce(excluded.run_id, tasks.run_id),
-  updated = max(coalesce(tasks.updated, 0), excluded.updated)""")
-
-# The wait of an execution is known once its task row has a 'ready' time:
-# copy it onto executing events still missing it (this batch's, and older
-# ones whose producer flushed late).
-# attempt counts executions, whatever set the retries (the task's default,
-# the call, RetryTask): the batch holds each event's offset from its task's
-# execution count, which the tasks row now has, across processes too.
-ATTEMPTS = """update events set attempt = attempt + coalesce(
-    (select t.attempts from tasks t where t.task_id = events.task_id), 0)
-where id >= ?"""
-
-FILL_WAIT = """update events set wait = (
-    select t.wait from tasks t where t.task_id = events.task_id)
-where id >= ? and +signal = 'executing' and wait is null"""
-
-FILL_LATE_WAIT = """update events set wait = (
-    select t.wait from tasks t where t.task_id = events.task_id)
-where +signal = 'executing' and wait is null and task_id in (
-    select task_id from tasks
-    where task_id in (select value from json_each(?)) and started is not null)"""
-
-ROLLUP_WAIT = """insert into rollup_hourly (hour, task, signal, count,
-  duration_sum, duration_max, wait_sum)
-select cast(ts / 3600 as integer) * 3600, task, 'executing', 0, 0, 0, sum(wait)
-from events where id >= ? and signal = 'executing' and wait is not null
-group by 1, 2
-on conflict (hour, task, signal) do update set
-  wait_sum = wait_sum + excluded.wait_sum"""
-
-UPSERT_ROLLUP = ("""insert into rollup_hourly (hour, task, signal, count,
-  duration_sum, duration_max, wait_sum)""", "(?, ?, ?, ?, ?, ?, ?)", """
-on conflict (hour, task, signal) do update set
-  count = count + excluded.count,
-  duration_sum = duration_sum + excluded.duration_sum,
-  duration_max = max(duration_max, excluded.duration_max),
-  wait_sum = wait_sum + excluded.wait_sum""")
-
-INSERT_SAMPLE = """insert into queue_samples (ts, queue, pending, scheduled,
-  in_flight, run_id) values (?, ?, ?, ?, ?, ?)"""
-
-UPSERT_RUN = """insert into runs (id, role, host, pid, started, workers,
-  worker_type, queue, backend, versions, app, heartbeat, stopped, stop_reason)
-values (:id, :role, :host, :pid, :started, :workers, :worker_type, :queue,
-  :backend, :versions, :app, :heartbeat, :stopped, :stop_reason)
-on conflict (id) do update set
-  role = excluded.role, workers = excluded.workers,
-  worker_type = excluded.worker_type, app = excluded.app,
-  heartbeat = excluded.heartbeat, stopped = excluded.stopped,
-  stop_reason = excluded.stop_reason"""
