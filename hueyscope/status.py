@@ -129,7 +129,8 @@ def status(settings, as_json):
         click.echo(json.dumps({"queue": settings.queue, "queues": queues},
                               indent=2, sort_keys=True))
         return
-    click.echo("queue file: %s" % settings.queue)
+    click.echo("%s: %s" % ("queue file" if settings.queue_scheme == "sqlite"
+                          else "queue", settings.queue))
     if not queues:
         click.echo("  (empty: no task, schedule or result yet)")
     for name, q in sorted(queues.items()):
