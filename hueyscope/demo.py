@@ -7,10 +7,8 @@ waits for it, then reads back from the event store what the consumer did,
 so the output shows both sides. The demo checks every behaviour it shows and
 exits 1 if one did not happen as expected.
 """
-import contextlib
 import datetime
 import logging
-import os
 import shutil
 import sqlite3
 import sys

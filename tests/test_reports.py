@@ -4,7 +4,6 @@ The main store is ``recorded_store`` (real produce + consume processes); the
 numbers on the pages are checked against SQL on that store. Synthetic stores
 (hueyscope.events.synthetic) add scale, runs that were killed and merging.
 """
-import os
 import re
 import sqlite3
 from pathlib import Path
