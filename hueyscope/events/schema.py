@@ -32,10 +32,6 @@ TERMINAL_SIGNALS = frozenset((
     "complete", "error", "locked", "canceled", "interrupted", "timeout",
     "rate-limited",
 ))
-# Final task statuses in the tasks table.
-FINAL_STATUSES = ("complete", "failed", "revoked", "expired", "canceled",
-                  "interrupted", "locked", "lost")
-
 TABLES = ("runs", "events", "tasks", "queue_samples", "rollup_hourly")
 
 
