@@ -32,6 +32,7 @@ TERMINAL_SIGNALS = frozenset((
     "complete", "error", "locked", "canceled", "interrupted", "timeout",
     "rate-limited",
 ))
+
 TABLES = ("runs", "events", "tasks", "queue_samples", "rollup_hourly")
 
 
