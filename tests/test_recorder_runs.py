@@ -34,3 +34,24 @@ def test_begin_run_twice_restates_the_same_run(tmp_path):
     assert recorder.begin_run("consumer", workers=4) == first
     assert recorder.end_run("graceful")
     assert runs(tmp_path / "events.db") == [(first, "consumer", "graceful", 1)]
+
+
+def test_events_dropped_from_a_full_buffer_are_counted_once(tmp_path):
+    """A full buffer drops events: stats() and the runs row say how many, once."""
+    huey = SqliteHuey("q", filename=str(tmp_path / "queue.db"))
+    # The writer thread sleeps a minute between flushes, so the buffer fills.
+    recorder = hueyscope.attach(huey, events=str(tmp_path / "events.db"),
+                                max_buffer=2, flush_interval=60)
+
+    @huey.task()
+    def noop(i):
+        return i
+
+    for i in range(5):
+        noop(i)
+    assert recorder.end_run("graceful")
+    assert recorder.stats()["dropped"] == 3
+    with sqlite3.connect(tmp_path / "events.db") as conn:
+        assert conn.execute("select count(*) from events").fetchone()[0] == 2
+        assert conn.execute(
+            "select events_written, events_dropped from runs").fetchall() == [(2, 3)]

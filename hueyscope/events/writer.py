@@ -46,15 +46,18 @@ class Store:
         self.give_up_after = give_up_after
         self.conn = None
         self.written = 0
-        self.dropped = 0
-        self._unrecorded = 0  # dropped, not yet added to the runs row
+        self.dropped = 0  # events this store gave up writing
+        self._unrecorded = 0  # dropped here or by the caller, not yet in runs
         self._run_row = None  # a runs row that still has to be written
         self._run_id = None
 
     def write(self, plains, run_row, samples, dropped, run_id, host, pid, queue):
-        """Write one batch; never raises."""
+        """Write one batch; never raises.
+
+        ``dropped`` counts events the caller lost before they reached the
+        store; they go into the runs row, not into this store's own count.
+        """
         self._unrecorded += dropped
-        self.dropped += dropped
         if run_row is not None:
             self._run_row = run_row
         if run_id is not None:
