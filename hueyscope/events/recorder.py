@@ -290,8 +290,7 @@ class Recorder:
                 self._count_dropped(1, "buffer full")
                 return
             self._buffer.append(item)
-            if self._thread is None:
-                self._start_writer()
+            self._ensure_writer()
         except Exception:  # never raise into huey
             self._count_dropped(1, "handler error")
             logger.exception("hueyscope recorder: could not buffer %s", signal)
@@ -413,16 +412,14 @@ class Recorder:
     # -- the writer thread ---------------------------------------------------
 
     def _ensure_writer(self):
-        if self._thread is None:
-            self._start_writer()
-
-    def _start_writer(self):
+        if self._thread is not None:  # the common case, without the lock
+            return
         with self._state_lock:
-            if self._thread is not None:
-                return
-            self._thread = threading.Thread(
-                target=self._writer_loop, name="hueyscope-writer", daemon=True)
-            self._thread.start()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._writer_loop, name="hueyscope-writer",
+                    daemon=True)
+                self._thread.start()
 
     def _writer_loop(self):
         while True:
@@ -462,9 +459,8 @@ class Recorder:
                 self._store.write(plains, run_row, samples, dropped,
                                   self.run_id, self.host, self.pid,
                                   self.queue_name)
-            if markers:
-                for m in markers:
-                    m.done.set()
+            for m in markers:
+                m.done.set()
             if not buffer:
                 return
 
