@@ -93,8 +93,7 @@ class Demo:
     # -- steps ------------------------------------------------------------
 
     def setup(self):
-        self.settings.export_env()
-        from hueyscope.apps import open_app
+        from hueyscope.apps import open_app  # it exports the settings first
 
         self.huey = open_app(self.settings)
         from hueyscope import demo_tasks
