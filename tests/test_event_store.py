@@ -4,7 +4,8 @@ import sqlite3
 
 import pytest
 
-from hueyscope.events.schema import TABLES, check_event_store, open_event_store
+from hueyscope.events.schema import (
+    TABLES, check_event_store, migrations, open_event_store)
 
 
 def _open(path, barrier, results):
@@ -37,7 +38,7 @@ def test_processes_creating_the_store_at_once_all_succeed(tmp_path):
             applied = conn.execute(
                 "select count(*) from _sqlite_migrations").fetchone()[0]
         assert set(TABLES) <= names
-        assert applied == 2  # m001 and m002, each once
+        assert applied == len(migrations._migrations)  # each once
 
 
 def test_a_store_being_created_is_not_mistaken_for_a_foreign_file(tmp_path):
@@ -49,3 +50,50 @@ def test_a_store_being_created_is_not_mistaken_for_a_foreign_file(tmp_path):
         conn.execute("create table invoices (id integer primary key)")
     with pytest.raises(ValueError, match="not a hueyscope event store"):
         check_event_store(str(path), must_exist=False)
+
+
+def test_a_store_from_before_task_seq_is_upgraded_in_place(tmp_path):
+    """m003 numbers the tasks an older store holds and links its events."""
+    from sqlite_utils import Database, Migrations
+
+    from hueyscope.events import queries, schema
+
+    path = str(tmp_path / "events.db")
+    older = Migrations("hueyscope")
+    older()(schema.m001_initial)
+    older()(schema.m002_percentile_indexes)
+    db = Database(path)
+    older.apply(db)
+    for task_id, signals in (("b-task", ("enqueued", "executing", "error")),
+                             ("a-task", ("enqueued",))):
+        db["tasks"].insert({"task_id": task_id, "status": signals[-1]})
+        db["events"].insert_all(
+            {"ts": i, "task_id": task_id, "signal": s}
+            for i, s in enumerate(signals))
+    db.close()
+
+    db = open_event_store(path)
+    seqs = dict(db.execute("select task_id, seq from tasks").fetchall())
+    assert sorted(seqs.values()) == [1, 2]
+    linked = db.execute("select task_id, task_seq from events").fetchall()
+    assert all(seq == seqs[task_id] for task_id, seq in linked)
+    history = queries.run(db.conn, "task_history", task_id="b-task")
+    assert [row["signal"] for row in history] == ["enqueued", "executing", "error"]
+    indexes = {i.name for i in db["events"].indexes}
+    assert "idx_events_task_seq" in indexes
+    assert "idx_events_task_id_ts" not in indexes
+    db.close()
+
+
+@pytest.mark.parametrize("sql, index", [
+    ("select * from events where task_seq = "
+     "(select seq from tasks where task_id = 'x')", "idx_events_task_seq"),
+    ("select * from events e where e.task_id = 'x' "
+     "and e.signal in ('error', 'locked')", "idx_events_task_id_failed"),
+    ("select * from tasks where task_id = 'x'", "sqlite_autoindex_tasks_1"),
+])
+def test_lookups_of_one_task_use_an_index(tmp_path, sql, index):
+    db = open_event_store(str(tmp_path / "events.db"))
+    plan = " ".join(row[-1] for row in db.execute("explain query plan " + sql))
+    db.close()
+    assert index in plan, plan

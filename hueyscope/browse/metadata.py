@@ -72,6 +72,9 @@ TABLES = {
             "host": _SHARED["host"],
             "pid": _SHARED["pid"],
             "worker": "Worker thread or process name.",
+            "task_seq": "The task's tasks.seq: all events of one task have the "
+                        "same task_seq (indexed; task ids are random, so "
+                        "events are not indexed by them).",
         },
     },
     "tasks": {
@@ -104,6 +107,8 @@ TABLES = {
             "parent_id": "Previous step of a pipeline (tasks.task_id).",
             "run_id": _SHARED["run_id"],
             "updated": "Last change of this row (unix seconds, UTC).",
+            "seq": "Order in which the store first saw this task; "
+                   "events.task_seq points here.",
         },
     },
     "runs": {

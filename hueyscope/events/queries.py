@@ -121,7 +121,7 @@ order by errors desc""",
   worker, host, pid, run_id, task, priority, eta, fingerprint, args, kwargs,
   traceback
 from events
-where task_id = :task_id
+where task_seq = (select seq from tasks where task_id = :task_id)
 order by ts, id""",
         ("task_id",),
     ),

@@ -559,6 +559,11 @@ def build_synthetic(path, events=1_000_000, seed=1, days=7, progress=None,
     gen.incidents()
     flush()
 
+    # Number tasks in the order they were written and point every event at
+    # its task, as the writer does (see schema.m003_task_seq).
+    conn.execute("update tasks set seq = rowid")
+    conn.execute("update events set task_seq = "
+                 "(select seq from tasks where tasks.task_id = events.task_id)")
     for sql in index_sql:
         conn.execute(sql)
     conn.executemany(

@@ -8,7 +8,6 @@ worker, chain)``, where args and kwargs are JSON text (or None) and chain
 lists the later steps of a pipeline as ``(task_id, task, priority,
 parent_id)``.
 """
-import json
 import logging
 import time
 
@@ -64,12 +63,12 @@ class Store:
             self._run_id = run_id
         deadline = time.monotonic() + self.give_up_after
         delay = 0.05
-        rows = None
         while True:
             try:
-                if rows is None:
-                    rows = batch_rows(plains, run_id, host, pid, queue)
-                self._write(rows, samples)
+                # Built afresh for every try: _write completes the rows in
+                # place from what the store holds at that moment.
+                self._write(batch_rows(plains, run_id, host, pid, queue),
+                            samples)
                 return
             except Exception as exc:
                 self.close()
@@ -107,7 +106,7 @@ class Store:
             self.conn = None
 
     def _write(self, rows, samples):
-        events, tasks, rollups, late = rows
+        events, tasks, rollup, late = rows
         conn = self.connection()
         run_row, dropped = self._run_row, self._unrecorded
         try:
@@ -115,16 +114,22 @@ class Store:
             if run_row is not None:
                 conn.execute(UPSERT_RUN, run_row)
             if events:
-                first = conn.execute(
-                    "select coalesce(max(id), 0) + 1 from events").fetchone()[0]
+                # New task rows take the next sequence numbers; a row that
+                # already exists keeps its own (the upsert leaves seq alone).
+                # The write lock is held, so no other process takes them.
+                seq = conn.execute(
+                    "select coalesce(max(seq), 0) from tasks").fetchone()[0]
+                for row in tasks:
+                    seq += 1
+                    row[19] = seq
+                current = _upsert_tasks(conn, tasks)
+                updates = finish_events(events, current, rollup, late)
                 _insert_many(conn, INSERT_EVENTS, events)
-                _insert_many(conn, UPSERT_TASK, tasks)
-                _insert_many(conn, UPSERT_ROLLUP, rollups)
-                conn.execute(ATTEMPTS, (first,))
-                conn.execute(FILL_WAIT, (first,))
-                if late:
-                    conn.execute(FILL_LATE_WAIT, (json.dumps(late),))
-                conn.execute(ROLLUP_WAIT, (first,))
+                _insert_many(conn, UPSERT_ROLLUP, [
+                    (h, t, s, a[0], a[1], a[2], a[3])
+                    for (h, t, s), a in rollup.items()])
+                if updates:
+                    conn.executemany(FILL_LATE_WAIT, updates)
             if samples:
                 conn.executemany(INSERT_SAMPLE, samples)
             if self._run_id is not None and (events or dropped):
@@ -146,11 +151,12 @@ class Store:
 
 
 def batch_rows(plains, run_id, host, pid, queue):
-    """(events rows, tasks rows, rollup rows, late task ids) for one batch.
+    """(events rows, tasks rows, rollup, late task ids) for one batch.
 
     All of a batch's signals for one task fold into a single ``tasks`` row
     (see :func:`_fold`), so the table and its indexes are touched once per
-    task per batch, not once per signal.
+    task per batch, not once per signal. Event rows are finished by
+    :func:`finish_events` once the tasks rows are written.
     """
     events, late = [], []
     tasks = {}
@@ -164,7 +170,7 @@ def batch_rows(plains, run_id, host, pid, queue):
                ts if signal == "enqueued" else None, ready,
                ts if executing else None, finished, 1 if executing else 0,
                duration, error_type, error, fp, priority, eta_ts, None,
-               run_id if (executing or finished) else None, ts, None]
+               run_id if (executing or finished) else None, ts, None, None]
         current = tasks.get(task_id)
         if current is None:
             tasks[task_id] = row
@@ -173,19 +179,21 @@ def batch_rows(plains, run_id, host, pid, queue):
             row = current
         wait = row[18] if executing else None
         # Executions of this task so far in this batch (plus one for the
-        # execution an enqueue or schedule leads to); made absolute in SQL
-        # once the batch's total is known -- see ATTEMPTS.
+        # execution an enqueue or schedule leads to); made absolute by
+        # finish_events once the batch's total is known.
         executions = row[8] + (signal in ("enqueued", "scheduled"))
         events.append([ts, run_id, queue, task_id, name, signal, executions,
                        retries, priority, eta_ts, duration, wait, error_type,
-                       error, tb_text, fp, args, kwargs, host, pid, worker])
+                       error, tb_text, fp, args, kwargs, host, pid, worker,
+                       None])
         if signal == "enqueued":
             late.append(task_id)
             # A pipeline: its later steps exist now, waiting on this one.
             for child_id, child_name, child_priority, parent_id in chain or ():
                 waiting = [child_id, child_name, queue, "waiting", None, None,
                            None, None, 0, None, None, None, None,
-                           child_priority, None, parent_id, None, ts, None]
+                           child_priority, None, parent_id, None, ts, None,
+                           None]
                 if child_id in tasks:
                     _fold(tasks[child_id], waiting)
                 else:
@@ -193,7 +201,7 @@ def batch_rows(plains, run_id, host, pid, queue):
         key = ((ts // 3600) * 3600, name, signal)
         agg = rollup.get(key)
         if agg is None:
-            agg = rollup[key] = [0, 0.0, 0.0]
+            agg = rollup[key] = [0, 0.0, 0.0, 0.0]
         agg[0] += 1
         if duration is not None:
             agg[1] += duration
@@ -201,9 +209,51 @@ def batch_rows(plains, run_id, host, pid, queue):
                 agg[2] = duration
     for event in events:
         event[6] -= tasks[event[3]][8]
-    rollups = [(h, t, s, a[0], a[1], a[2], 0.0)
-               for (h, t, s), a in rollup.items()]
-    return events, list(tasks.values()), rollups, late
+    return events, list(tasks.values()), rollup, late
+
+
+def finish_events(events, current, rollup, late):
+    """Complete a batch's event rows from the tasks rows as now stored.
+
+    ``current`` maps task id to ``(seq, attempts, wait, started)`` after the
+    batch's upsert. Each event gets its task's sequence number, its attempt
+    made absolute (executions before this batch, from any process, plus its
+    own), and each execution whose wait this batch could not compute gets
+    the task's. Waits go into the hourly roll-up. Returns the
+    ``(wait, task_seq)`` updates for executions recorded earlier than their
+    task's enqueue (a producer that flushed late).
+    """
+    executed = set()
+    for event in events:
+        seq, attempts, wait, _ = current[event[3]]
+        event[21] = seq
+        event[6] += attempts
+        if event[5] == "executing":
+            executed.add(event[3])
+            if event[11] is None:
+                event[11] = wait
+            if event[11] is not None:
+                rollup[((event[0] // 3600) * 3600, event[4], "executing")][3] \
+                    += event[11]
+    updates = []
+    for task_id in late:
+        seq, _, wait, started = current[task_id]
+        if started is not None and wait is not None and task_id not in executed:
+            updates.append((wait, seq))
+    return updates
+
+
+def _upsert_tasks(conn, rows):
+    """Apply UPSERT_TASK to ``rows``; returns task id -> (seq, attempts, wait, started)."""
+    prefix, values, suffix = UPSERT_TASK
+    current = {}
+    for i in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[i:i + ROWS_PER_STATEMENT]
+        sql = _multi_row_sql(prefix, values, suffix, len(chunk))
+        for task_id, *stored in conn.execute(
+                sql, [v for row in chunk for v in row]):
+            current[task_id] = stored
+    return current
 
 
 ROWS_PER_STATEMENT = 64
@@ -279,8 +329,8 @@ def _fold(row, new):
 
 INSERT_EVENTS = ("""insert into events (ts, run_id, queue, task_id, task, signal,
   attempt, retries_left, priority, eta, duration, wait, error_type, error,
-  traceback, fingerprint, args, kwargs, host, pid, worker)""",
-                 "(" + ", ".join(["?"] * 21) + ")", "")
+  traceback, fingerprint, args, kwargs, host, pid, worker, task_seq)""",
+                 "(" + ", ".join(["?"] * 22) + ")", "")
 
 # One statement for every signal, applied in order. Signals from different
 # processes can arrive out of order (a producer flushes its 'enqueued' after
@@ -288,8 +338,8 @@ INSERT_EVENTS = ("""insert into events (ts, run_id, queue, task_id, task, signal
 # time, and a late 'ready' still yields the wait of an execution already seen.
 UPSERT_TASK = ("""insert into tasks (task_id, task, queue, status, enqueued, ready,
   started, finished, attempts, duration, error_type, error, fingerprint,
-  priority, eta, parent_id, run_id, updated, wait)""",
-               "(" + ", ".join(["?"] * 19) + ")", """
+  priority, eta, parent_id, run_id, updated, wait, seq)""",
+               "(" + ", ".join(["?"] * 20) + ")", """
 on conflict (task_id) do update set
   task = coalesce(tasks.task, excluded.task),
   queue = coalesce(tasks.queue, excluded.queue),
@@ -322,36 +372,13 @@ on conflict (task_id) do update set
   eta = coalesce(excluded.eta, tasks.eta),
   parent_id = coalesce(tasks.parent_id, excluded.parent_id),
   run_id = coalesce(excluded.run_id, tasks.run_id),
-  updated = max(coalesce(tasks.updated, 0), excluded.updated)""")
+  updated = max(coalesce(tasks.updated, 0), excluded.updated)
+returning task_id, seq, attempts, wait, started""")
 
-# attempt counts executions, whatever set the retries (the task's default,
-# the call, RetryTask): the batch holds each event's offset from its task's
-# execution count, which the tasks row now has, across processes too.
-ATTEMPTS = """update events set attempt = attempt + coalesce(
-    (select t.attempts from tasks t where t.task_id = events.task_id), 0)
-where id >= ?"""
-
-# The wait of an execution is known once its task row has a 'ready' time:
-# copy it onto this batch's executing events still missing it.
-FILL_WAIT = """update events set wait = (
-    select t.wait from tasks t where t.task_id = events.task_id)
-where id >= ? and +signal = 'executing' and wait is null"""
-
-# Executing events recorded before their task's 'ready' time (a producer
-# that flushed late) get their wait when it arrives.
-FILL_LATE_WAIT = """update events set wait = (
-    select t.wait from tasks t where t.task_id = events.task_id)
-where +signal = 'executing' and wait is null and task_id in (
-    select task_id from tasks
-    where task_id in (select value from json_each(?)) and started is not null)"""
-
-ROLLUP_WAIT = """insert into rollup_hourly (hour, task, signal, count,
-  duration_sum, duration_max, wait_sum)
-select cast(ts / 3600 as integer) * 3600, task, 'executing', 0, 0, 0, sum(wait)
-from events where id >= ? and +signal = 'executing' and wait is not null
-group by 1, 2
-on conflict (hour, task, signal) do update set
-  wait_sum = wait_sum + excluded.wait_sum"""
+# Executions recorded before their task's 'ready' time (a producer that
+# flushed late) get their wait when it arrives.
+FILL_LATE_WAIT = """update events set wait = ?
+where task_seq = ? and +signal = 'executing' and wait is null"""
 
 UPSERT_ROLLUP = ("""insert into rollup_hourly (hour, task, signal, count,
   duration_sum, duration_max, wait_sum)""", "(?, ?, ?, ?, ?, ?, ?)", """

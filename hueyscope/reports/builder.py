@@ -513,10 +513,15 @@ def retry_chains(store):
     if not chains:
         return []
     ids = [c["task_id"] for c in chains]
+    marks = ",".join("?" * len(ids))
+    # Events are indexed by their task's seq, which is per file; a merged
+    # report reads them by task id instead.
+    where = ("task_id in (%s)" if store.merged else
+             "task_seq in (select seq from tasks where task_id in (%s))")
     events = store.rows(
         "select task_id, ts, signal, attempt, retries_left, duration, wait, "
-        "error_type, error, eta from events where task_id in (%s) "
-        "order by task_id, ts, id" % ",".join("?" * len(ids)), *ids)
+        "error_type, error, eta from events where %s "
+        "order by task_id, ts, id" % (where % marks), *ids)
     by_task = {}
     for e in events:
         by_task.setdefault(e["task_id"], []).append(e)
