@@ -36,8 +36,9 @@ def test_begin_run_twice_restates_the_same_run(tmp_path):
     assert runs(tmp_path / "events.db") == [(first, "consumer", "graceful", 1)]
 
 
-def test_events_dropped_from_a_full_buffer_are_counted_once(tmp_path):
-    """A full buffer drops events: stats() and the runs row say how many, once."""
+def test_events_dropped_from_a_full_buffer_are_counted_once(tmp_path, caplog):
+    """A full buffer drops events: stats() and the runs row say how many, once;
+    the log says so once, not once per event."""
     huey = SqliteHuey("q", filename=str(tmp_path / "queue.db"))
     # The writer thread sleeps a minute between flushes, so the buffer fills.
     recorder = hueyscope.attach(huey, events=str(tmp_path / "events.db"),
@@ -49,6 +50,9 @@ def test_events_dropped_from_a_full_buffer_are_counted_once(tmp_path):
 
     for i in range(5):
         noop(i)
+    logged = [r.getMessage() for r in caplog.records
+              if "not recorded" in r.getMessage()]
+    assert len(logged) == 1 and "buffer full" in logged[0], logged
     assert recorder.end_run("graceful")
     assert recorder.stats()["dropped"] == 3
     with sqlite3.connect(tmp_path / "events.db") as conn:

@@ -35,6 +35,7 @@ logger = logging.getLogger("hueyscope.recorder")
 
 DEFAULT_REDACT = ("password", "token", "secret", "api_key", "authorization")
 REDACTED = "***"
+DROP_LOG_INTERVAL = 10  # seconds between log lines about dropped events
 
 # Signals huey emits from inside its except block: the exception is current.
 EXC_INFO_SIGNALS = frozenset(("timeout", "interrupted", "locked", "canceled",
@@ -250,6 +251,7 @@ class Recorder:
         self._started = {}  # task id -> monotonic time it began executing
         self._dropped = 0  # dropped before reaching the store (buffer full)
         self._dropped_unrecorded = 0  # of those, not yet in the runs row
+        self._next_drop_log = 0.0  # monotonic time the next drop may be logged
         self._run_row = None  # dict written to runs when it changes
         self._run_row_dirty = False
         self._samples = []
@@ -296,11 +298,20 @@ class Recorder:
             logger.exception("hueyscope recorder: could not buffer %s", signal)
 
     def _count_dropped(self, n, why):
+        # A full buffer drops every event until the store takes writes again;
+        # a line per event would bury the log it means to alert. The runs
+        # row counts every one; the log says so at most every few seconds.
         with self._state_lock:
             self._dropped += n
             self._dropped_unrecorded += n
-        logger.error("hueyscope recorder: %d event(s) not recorded (%s); "
-                     "%d dropped in this process so far", n, why, self._dropped)
+            now = time.monotonic()
+            if now < self._next_drop_log:
+                return
+            self._next_drop_log = now + DROP_LOG_INTERVAL
+            dropped = self._dropped
+        logger.error("hueyscope recorder: event(s) not recorded (%s); %d "
+                     "dropped in this process so far (logged at most every "
+                     "%d s)", why, dropped, DROP_LOG_INTERVAL)
 
     # -- run lifecycle -------------------------------------------------------
 
