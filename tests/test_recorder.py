@@ -187,6 +187,45 @@ def test_sigterm_during_a_burst_loses_no_event(cli):
                              "run_id = ?", (run_id,)) == 2 * done
 
 
+@pytest.mark.timeout(90)
+def test_sigkill_loses_at_most_the_last_flush_interval(cli):
+    """SIGKILL cannot be caught: what the writer committed before it stays,
+    and that is everything but the last flush interval (0.2 s)."""
+    import time
+
+    result = cli.run("produce", "load", "--count", LOAD, timeout=60)
+    assert result.returncode == 0, result.stderr
+    consumer = cli.start("consume", "--workers", "4", "--no-periodic",
+                         name="consumer")
+    wait_until(lambda: (scalar(cli.events, "select count(*) from events where "
+                               "signal = 'complete'") or 0) >= 600
+               or consumer.proc.poll() is not None,
+               timeout=30, message="the first tasks to complete")
+    assert consumer.proc.poll() is None, consumer.describe()
+    killed_at = time.time()
+    consumer.kill()
+
+    results = {r[0] for r in query(cli.queue, "select key from kv")}
+    completed = {r[0] for r in query(
+        cli.events, "select task_id from events where signal = 'complete'")}
+    assert len(results) < LOAD, "the consumer drained everything before SIGKILL"
+    # Nothing recorded that did not happen, and the store is intact.
+    assert completed <= results
+    assert query(cli.events, "pragma integrity_check") == [("ok",)]
+    # The last commit came at most one flush interval (plus the time one
+    # batch takes to write) before the kill...
+    first, last = query(cli.events, "select min(ts), max(ts) from events "
+                        "where signal = 'complete'")[0]
+    assert killed_at - last < 1.0, killed_at - last
+    # ...so the tasks lost are those of that last moment, not the run's.
+    rate = len(completed) / max(last - first, 0.1)
+    lost = results - completed
+    assert len(lost) <= rate * 1.0 + 8, (len(lost), rate)
+    # The run never stopped: the report and the in-flight query call it lost.
+    assert query(cli.events, "select stopped from runs "
+                 "where role = 'consumer'") == [(None,)]
+
+
 SECRETS = ("hunter2-pw", "tok-123", "s3cr3t", "key-abc", "Bearer xyz",
            "nested-pw", "deep-token")
 
