@@ -97,3 +97,26 @@ def test_lookups_of_one_task_use_an_index(tmp_path, sql, index):
     plan = " ".join(row[-1] for row in db.execute("explain query plan " + sql))
     db.close()
     assert index in plan, plan
+
+
+@pytest.mark.parametrize("sql, index", [
+    ("select * from tasks where duration is not null order by duration desc "
+     "limit 5", "idx_tasks_duration"),
+    ("select * from tasks where task = 'x' and duration is not null "
+     "order by duration desc limit 5", "idx_tasks_task_duration_finished"),
+    ("select wait from tasks where task = 'x' and wait is not null "
+     "and finished is not null order by wait", "idx_tasks_task_wait_finished"),
+    ("select run_id, count(*) from tasks where run_id is not null group by 1",
+     "idx_tasks_run_id"),
+    ("select * from tasks order by finished desc limit 5", "idx_tasks_finished"),
+])
+def test_partial_task_indexes_serve_the_queries_that_need_them(tmp_path, sql, index):
+    """m004 made these indexes partial: the queries still use them."""
+    db = open_event_store(str(tmp_path / "events.db"))
+    plan = " ".join(row[-1] for row in db.execute("explain query plan " + sql))
+    where = db.execute("select sql from sqlite_master where name = ?",
+                       (index,)).fetchone()[0]
+    db.close()
+    assert index in plan, plan
+    if index != "idx_tasks_finished":
+        assert "is not null" in where

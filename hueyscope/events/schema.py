@@ -265,3 +265,26 @@ def m003_task_seq(db):
     db.execute("create index idx_events_task_seq on events (task_seq)")
     db.execute("create index idx_events_task_id_failed on events (task_id) "
                "where signal in ('error', 'locked')")
+
+
+@migrations()
+def m004_partial_task_indexes(db):
+    """Index tasks by run, wait and run time only once they have them.
+
+    A task row is written when it is enqueued, with none of these set, and
+    rewritten when it runs. Full indexes held an entry for each NULL, which
+    that rewrite deleted and inserted again; partial ones are written once,
+    when the value arrives (the tasks upsert of an execution went from 15.8
+    to 11.8 us a task). Every query on these columns compares them or asks
+    for ``is not null``, which is what lets SQLite use a partial index.
+    ``finished`` stays whole: retry chains walk it newest first, unfinished
+    tasks included.
+    """
+    for columns, where in ((["run_id"], "run_id"),
+                           (["duration"], "duration"),
+                           (["task", "wait", "finished"], "wait"),
+                           (["task", "duration", "finished"], "duration")):
+        name = "idx_tasks_" + "_".join(columns)
+        db.execute("drop index if exists %s" % name)
+        db.execute("create index %s on tasks (%s) where %s is not null" % (
+            name, ", ".join(columns), where))
