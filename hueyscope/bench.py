@@ -110,12 +110,15 @@ def run_variant(variant, tasks, workers, worker_type, durability, folder):
     return elapsed
 
 
-def writer_capacity(events, folder):
+def writer_capacity(events, folder, split=False):
     """Events per second the writer thread turns into committed rows.
 
     The buffer is filled with ``events`` signals of finished tasks (enqueued,
     executing, complete), as fast as huey could, then the clock runs while
-    the writer thread drains it through the real flush path.
+    the writer thread drains it through the real flush path. With ``split``
+    every enqueue comes first, so each task's row is inserted by one batch
+    and updated by another, as when a producer and a consumer record it;
+    otherwise a task's three signals share a batch.
     """
     from huey import MemoryHuey
 
@@ -126,15 +129,21 @@ def writer_capacity(events, folder):
     recorder = Recorder(huey, os.path.join(folder, "writer.db"))
     recorder.begin_run(role="bench")
     recorder.flush()  # the run row and schema exist before the clock starts
-    items = []
+    enqueued, executed = [], []
     now = time.time()
     for i in range(events // 3):
         task = noop.s(i)
-        items.append((now, "enqueued", task, 0, None, None, None, None, "Main"))
-        items.append((now + 0.001, "executing", task, 0, None, None, None,
-                      None, "Worker-1"))
-        items.append((now + 0.002, "complete", task, 0, None, None, 0.001,
-                      None, "Worker-1"))
+        enqueued.append((now, "enqueued", task, 0, None, None, None, None,
+                         "Main"))
+        executed.append((now + 0.001, "executing", task, 0, None, None, None,
+                         None, "Worker-1"))
+        executed.append((now + 0.002, "complete", task, 0, None, None, 0.001,
+                         None, "Worker-1"))
+    if split:
+        items = enqueued + executed
+    else:
+        items = [item for i, signal in enumerate(enqueued)
+                 for item in (signal, executed[2 * i], executed[2 * i + 1])]
     start = time.perf_counter()
     recorder._buffer.extend(items)
     if not recorder.flush(timeout=600):
@@ -148,8 +157,8 @@ def writer_capacity(events, folder):
 
 def _child(variant, tasks, workers, worker_type, durability):
     with tempfile.TemporaryDirectory(prefix="hueyscope-bench-") as folder:
-        if variant == "writer":
-            return writer_capacity(tasks, folder)
+        if variant in ("writer", "writer-split"):
+            return writer_capacity(tasks, folder, split=variant == "writer-split")
         return run_variant(variant, tasks, workers, worker_type, durability,
                            folder)
 
@@ -215,5 +224,9 @@ def bench(tasks, workers, worker_type, durability, rounds, variants,
             " ".join("%.0f" % (tasks / t) for t in times[variant])))
     if writer_events:
         rate = _run_child("writer", writer_events, 0, "", "")
-        click.echo("writer capacity: %.0f events/s (%d events, batches of 5000)"
-                   % (rate, writer_events))
+        click.echo("writer capacity: %.0f events/s (%d events, batches of 5000, "
+                   "each task's signals in one batch)" % (rate, writer_events))
+        rate = _run_child("writer-split", writer_events, 0, "", "")
+        click.echo("writer capacity: %.0f events/s (the same, each task "
+                   "enqueued in one batch and run in a later one, as by a "
+                   "producer and a consumer)" % rate)
