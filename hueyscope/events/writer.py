@@ -8,6 +8,7 @@ worker, chain)``, where args and kwargs are JSON text (or None) and chain
 lists the later steps of a pipeline as ``(task_id, task, priority,
 parent_id)``.
 """
+import itertools
 import logging
 import time
 
@@ -250,8 +251,7 @@ def _upsert_tasks(conn, rows):
     for i in range(0, len(rows), ROWS_PER_STATEMENT):
         chunk = rows[i:i + ROWS_PER_STATEMENT]
         sql = _multi_row_sql(prefix, values, suffix, len(chunk))
-        for task_id, *stored in conn.execute(
-                sql, [v for row in chunk for v in row]):
+        for task_id, *stored in conn.execute(sql, _flat(chunk)):
             current[task_id] = stored
     return current
 
@@ -275,15 +275,20 @@ def _insert_many(conn, statement, rows):
     if full:
         sql = _multi_row_sql(prefix, values, suffix, ROWS_PER_STATEMENT)
         conn.executemany(sql, (
-            [v for row in rows[i:i + ROWS_PER_STATEMENT] for v in row]
+            _flat(rows[i:i + ROWS_PER_STATEMENT])
             for i in range(0, full, ROWS_PER_STATEMENT)))
     rest = rows[full:]
     if rest:
         conn.execute(_multi_row_sql(prefix, values, suffix, len(rest)),
-                     [v for row in rest for v in row])
+                     _flat(rest))
 
 
 _SQL_CACHE = {}
+
+
+def _flat(rows):
+    """One statement's parameters: the rows' values, one after the other."""
+    return list(itertools.chain.from_iterable(rows))
 
 
 def _multi_row_sql(prefix, values, suffix, n):
