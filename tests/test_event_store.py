@@ -120,3 +120,33 @@ def test_partial_task_indexes_serve_the_queries_that_need_them(tmp_path, sql, in
     assert index in plan, plan
     if index != "idx_tasks_finished":
         assert "is not null" in where
+
+
+def _plain(ts, signal, task_id, duration=None):
+    """A signal as recorder.plain gives it to the writer (see writer.py)."""
+    return (ts, signal, task_id, "double", 0, 0, None, duration, None, None,
+            None, None, "[1]", "{}", "Worker-1", None)
+
+
+def test_a_late_enqueue_completes_an_execution_recorded_before_it(tmp_path):
+    """A producer may flush its 'enqueued' after the consumer recorded the
+    run: the task keeps its final status and the execution gets its wait."""
+    from hueyscope.events.writer import Store
+
+    path = str(tmp_path / "events.db")
+    consumer, producer = Store(path), Store(path)
+    consumer.write([_plain(100.5, "executing", "t1"),
+                    _plain(100.7, "complete", "t1", duration=0.2)],
+                   None, [], 0, "consumer-run", "host-b", 2, "q")
+    producer.write([_plain(100.0, "enqueued", "t1")],
+                   None, [], 0, "producer-run", "host-a", 1, "q")
+    assert (consumer.written, producer.written) == (2, 1)
+
+    db = open_event_store(path)
+    task = db.execute("select status, attempts, enqueued, started, wait, seq "
+                      "from tasks").fetchall()
+    assert task == [("complete", 1, 100.0, 100.5, 0.5, 1)]
+    events = dict(db.execute("select signal, wait from events").fetchall())
+    assert events == {"executing": 0.5, "complete": None, "enqueued": None}
+    assert db.execute("select distinct task_seq from events").fetchall() == [(1,)]
+    db.close()
