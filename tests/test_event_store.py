@@ -146,7 +146,10 @@ def test_a_late_enqueue_completes_an_execution_recorded_before_it(tmp_path):
     task = db.execute("select status, attempts, enqueued, started, wait, seq "
                       "from tasks").fetchall()
     assert task == [("complete", 1, 100.0, 100.5, 0.5, 1)]
-    events = dict(db.execute("select signal, wait from events").fetchall())
-    assert events == {"executing": 0.5, "complete": None, "enqueued": None}
+    events = {signal: (wait, attempt) for signal, wait, attempt in db.execute(
+        "select signal, wait, attempt from events")}
+    # The enqueue leads to the first attempt, though recorded after it ran.
+    assert events == {"executing": (0.5, 1), "complete": (None, 1),
+                      "enqueued": (None, 1)}
     assert db.execute("select distinct task_seq from events").fetchall() == [(1,)]
     db.close()

@@ -124,7 +124,10 @@ class Store:
                     seq += 1
                     row[19] = seq
                 current = _upsert_tasks(conn, tasks)
-                updates = finish_events(events, current, rollup, late)
+                updates, recount = finish_events(events, current, rollup, late)
+                for event in recount:
+                    event[6] = 1 + conn.execute(
+                        EXECUTIONS_BEFORE, (event[21], event[0])).fetchone()[0]
                 _insert_many(conn, INSERT_EVENTS, events)
                 _insert_many(conn, UPSERT_ROLLUP, [
                     (h, t, s, a[0], a[1], a[2], a[3])
@@ -222,26 +225,32 @@ def finish_events(events, current, rollup, late):
     own), and each execution whose wait this batch could not compute gets
     the task's. Waits go into the hourly roll-up. Returns the
     ``(wait, task_seq)`` updates for executions recorded earlier than their
-    task's enqueue (a producer that flushed late).
+    task's enqueue (a producer that flushed late), and the enqueue events
+    whose attempt :data:`EXECUTIONS_BEFORE` must count.
     """
-    executed = set()
+    executed = {event[3] for event in events if event[5] == "executing"}
+    recount = []
     for event in events:
-        seq, attempts, wait, _ = current[event[3]]
+        seq, attempts, wait, started = current[event[3]]
         event[21] = seq
         event[6] += attempts
         if event[5] == "executing":
-            executed.add(event[3])
             if event[11] is None:
                 event[11] = wait
             if event[11] is not None:
                 rollup[((event[0] // 3600) * 3600, event[4], "executing")][3] \
                     += event[11]
+        elif (event[5] in ("enqueued", "scheduled") and started is not None
+              and started > event[0] and event[3] not in executed):
+            # Executions recorded before this enqueue happened after it: the
+            # attempt it leads to counts only the executions that preceded it.
+            recount.append(event)
     updates = []
     for task_id in late:
         seq, _, wait, started = current[task_id]
         if started is not None and wait is not None and task_id not in executed:
             updates.append((wait, seq))
-    return updates
+    return updates, recount
 
 
 def _upsert_tasks(conn, rows):
@@ -379,6 +388,10 @@ on conflict (task_id) do update set
   run_id = coalesce(excluded.run_id, tasks.run_id),
   updated = max(coalesce(tasks.updated, 0), excluded.updated)
 returning task_id, seq, attempts, wait, started""")
+
+# Executions of a task that began before a given time.
+EXECUTIONS_BEFORE = """select count(*) from events
+where task_seq = ? and +signal = 'executing' and ts < ?"""
 
 # Executions recorded before their task's 'ready' time (a producer that
 # flushed late) get their wait when it arrives.
