@@ -324,18 +324,33 @@ def double(x):
 '''
 
 
-@pytest.mark.timeout(60)
-def test_attached_app_records_under_the_stock_huey_consumer(tmp_path):
+def stock_app(tmp_path, attach_options=""):
+    """Write stockapp.py (STOCK_APP) into tmp_path; (queue, events, env)."""
     queue, events = tmp_path / "queue.db", tmp_path / "events.db"
-    (tmp_path / "stockapp.py").write_text(
-        STOCK_APP % {"queue": str(queue), "events": str(events)})
-    env = cli_env(tmp_path, PYTHONPATH=tmp_path)
+    app = STOCK_APP % {"queue": str(queue), "events": str(events)}
+    if attach_options:
+        app = app.replace("hueyscope.attach(huey, events=%r)" % str(events),
+                          "hueyscope.attach(huey, events=%r, %s)" % (
+                              str(events), attach_options))
+    (tmp_path / "stockapp.py").write_text(app)
+    return queue, events, cli_env(tmp_path, PYTHONPATH=tmp_path)
+
+
+def start_huey_consumer(tmp_path, env, worker_type):
+    """huey's own consumer on stockapp.huey, 2 workers; (process, log file)."""
     out = open(tmp_path / "huey_consumer.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "huey.bin.huey_consumer", "stockapp.huey",
-         "-w", "2", "-k", "thread", "-d", "0.05", "-m", "0.2"],
+         "-w", "2", "-k", worker_type, "-d", "0.05", "-m", "0.2"],
         cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
         start_new_session=True)
+    return proc, out
+
+
+@pytest.mark.timeout(60)
+def test_attached_app_records_under_the_stock_huey_consumer(tmp_path):
+    queue, events, env = stock_app(tmp_path)
+    proc, out = start_huey_consumer(tmp_path, env, "thread")
     try:
         produced = subprocess.run(
             [sys.executable, "-c", "import stockapp; "
@@ -371,6 +386,49 @@ def test_attached_app_records_under_the_stock_huey_consumer(tmp_path):
     assert scalar(events, "select count(*) from tasks where status = "
                   "'complete' and run_id = (select id from runs where "
                   "role = 'consumer')") == 6
+
+
+@pytest.mark.timeout(60)
+def test_stock_huey_consumer_with_process_workers_loses_nothing_at_a_graceful_stop(tmp_path):
+    """huey_consumer's process workers and its scheduler process leave through
+    os._exit: the recorder flushes in multiprocessing's exit hook, so even
+    with a flush interval longer than the run, every event is written."""
+    queue, events, env = stock_app(tmp_path, "flush_interval=600")
+    produced = subprocess.run(
+        [sys.executable, "-c", "import stockapp; "
+         "[stockapp.double.schedule((i,), delay=0.5) for i in range(3)]"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert produced.returncode == 0, produced.stderr
+    proc, out = start_huey_consumer(tmp_path, env, "process")
+    try:
+        wait_until(lambda: scalar(queue, "select count(*) from kv") == 3
+                   or proc.poll() is not None,
+                   timeout=30, message="three results in the queue")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        out.close()
+    signals = dict(query(events, "select signal, count(*) from events group by 1"))
+    # enqueued: by the producer, then again by the scheduler process when
+    # due; scheduled, executing and complete: by the worker processes.
+    assert signals == {"enqueued": 6, "scheduled": 3, "executing": 3,
+                       "complete": 3}, (tmp_path / "huey_consumer.log").read_text()
+    # Every process that recorded has its run, and every run was stopped:
+    # the producer at its exit, the two workers and the scheduler at theirs.
+    runs = query(events, "select role, pid, stop_reason from runs")
+    assert sorted((role, reason) for role, _, reason in runs) == [
+        ("consumer", "exit")] * 3 + [("producer", "exit")], runs
+    producer, = [pid for role, pid, _ in runs if role == "producer"]
+    workers = {pid for pid, in query(
+        events, "select distinct pid from events where signal = 'executing'")}
+    by_scheduler = {pid for pid, in query(
+        events, "select distinct pid from events where signal = 'enqueued' "
+        "and pid != ?", (producer,))}
+    assert len(by_scheduler) == 1 and not by_scheduler & (workers | {proc.pid})
 
 
 def chattr(flag, *paths):

@@ -19,6 +19,8 @@ import collections
 import hashlib
 import json
 import logging
+import multiprocessing
+import multiprocessing.util
 import os
 import re
 import socket
@@ -237,6 +239,8 @@ class Recorder:
         huey.on_startup(name="hueyscope_recorder_startup")(self._on_worker_startup)
         huey.on_shutdown(name="hueyscope_recorder_shutdown")(self._on_worker_shutdown)
         os.register_at_fork(after_in_child=self._after_fork_in_child)
+        multiprocessing.util.register_after_fork(
+            self, Recorder._flush_at_child_exit)
         atexit.register(self._at_exit)
 
     # -- per-process state -------------------------------------------------
@@ -270,6 +274,13 @@ class Recorder:
         # Keep the parent's run: a worker process records under it, and the
         # parent alone writes the runs row.
         self._run_pid = self.pid if self.run_id is not None else None
+
+    def _flush_at_child_exit(self):
+        # A multiprocessing child leaves through os._exit, past atexit, and
+        # huey_consumer's scheduler process runs no shutdown hook: flush in a
+        # finalizer, which multiprocessing runs on the way out. It calls this
+        # in each child once it has cleared the finalizers of the parent.
+        multiprocessing.util.Finalize(None, self._at_exit, exitpriority=10)
 
     # -- the signal handler (hot path) -------------------------------------
 
@@ -353,7 +364,7 @@ class Recorder:
         # A process that records without begin_run (a producer, or a worker
         # of the stock huey_consumer) gets a run row on its first event.
         if self.run_id is None or self._run_pid != self.pid:
-            self.begin_run(role=self.role or "producer")
+            self.begin_run(role=self.role or _default_role())
 
     def heartbeat(self, pending=None, scheduled=None, in_flight=None):
         """Note that this run is alive, with an optional queue sample."""
@@ -415,10 +426,10 @@ class Recorder:
     def _at_exit(self):
         if self.pid != os.getpid():
             return
-        if self.run_id is not None and not self._ended:
+        # A producer that enqueues and exits within a flush interval has no
+        # run yet: end_run begins it, so it too is marked stopped.
+        if self._buffer or (self.run_id is not None and not self._ended):
             self.end_run(reason="exit", timeout=15.0)
-        elif self._buffer:
-            self.flush(timeout=15.0)
 
     # -- the writer thread ---------------------------------------------------
 
@@ -474,6 +485,16 @@ class Recorder:
                 m.done.set()
             if not buffer:
                 return
+
+
+def _default_role():
+    """The role of a process that records without saying what it is."""
+    # huey_consumer's scheduler process (a multiprocessing child it names
+    # "Scheduler") enqueues due and periodic tasks: it is part of a consumer.
+    if multiprocessing.parent_process() is not None and \
+            multiprocessing.current_process().name == "Scheduler":
+        return "consumer"
+    return "producer"
 
 
 def _timestamp(value):
