@@ -23,6 +23,7 @@ import time
 
 from huey import MemoryHuey
 
+from hueyscope.bench import finished_task
 from hueyscope.events import writer
 from hueyscope.events.recorder import Recorder, plain
 
@@ -40,14 +41,8 @@ def batches(total):
 
     now = time.time() - total / BATCH
     for _ in range(total // BATCH):
-        items = []
-        for i in range(BATCH // 3):
-            task = noop.s(i)
-            items += [(now, "enqueued", task, 0, None, None, None, None, "Main"),
-                      (now + 0.001, "executing", task, 0, None, None, None,
-                       None, "Worker-1"),
-                      (now + 0.002, "complete", task, 0, None, None, 0.001,
-                       None, "Worker-1")]
+        items = [s for i in range(BATCH // 3)
+                 for s in finished_task(noop.s(i), now)]
         now += 1
         yield [plain(item, True, (), 2000) for item in items]
 

@@ -110,6 +110,18 @@ def run_variant(variant, tasks, workers, worker_type, durability, folder):
     return elapsed
 
 
+def finished_task(task, now):
+    """The buffered signals of one task that ran and completed at ``now``.
+
+    As the recorder's handler buffers them: enqueued, executing, complete.
+    """
+    return [(now, "enqueued", task, 0, None, None, None, None, "Main"),
+            (now + 0.001, "executing", task, 0, None, None, None, None,
+             "Worker-1"),
+            (now + 0.002, "complete", task, 0, None, None, 0.001, None,
+             "Worker-1")]
+
+
 def writer_capacity(events, folder, split=False):
     """Events per second the writer thread turns into committed rows.
 
@@ -129,21 +141,12 @@ def writer_capacity(events, folder, split=False):
     recorder = Recorder(huey, os.path.join(folder, "writer.db"))
     recorder.begin_run(role="bench")
     recorder.flush()  # the run row and schema exist before the clock starts
-    enqueued, executed = [], []
     now = time.time()
-    for i in range(events // 3):
-        task = noop.s(i)
-        enqueued.append((now, "enqueued", task, 0, None, None, None, None,
-                         "Main"))
-        executed.append((now + 0.001, "executing", task, 0, None, None, None,
-                         None, "Worker-1"))
-        executed.append((now + 0.002, "complete", task, 0, None, None, 0.001,
-                         None, "Worker-1"))
+    tasks = [finished_task(noop.s(i), now) for i in range(events // 3)]
     if split:
-        items = enqueued + executed
+        items = [t[0] for t in tasks] + [s for t in tasks for s in t[1:]]
     else:
-        items = [item for i, signal in enumerate(enqueued)
-                 for item in (signal, executed[2 * i], executed[2 * i + 1])]
+        items = [s for t in tasks for s in t]
     start = time.perf_counter()
     recorder._buffer.extend(items)
     if not recorder.flush(timeout=600):
