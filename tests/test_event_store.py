@@ -153,3 +153,19 @@ def test_a_late_enqueue_completes_an_execution_recorded_before_it(tmp_path):
                       "enqueued": (None, 1)}
     assert db.execute("select distinct task_seq from events").fetchall() == [(1,)]
     db.close()
+
+
+def test_a_synthetic_store_links_every_event_to_its_task(tmp_path):
+    """Benchmarks read synthetic stores: their events must find their tasks
+    through task_seq as a recorded store's do."""
+    from hueyscope.events.synthetic import build_synthetic
+
+    path = str(tmp_path / "synthetic.db")
+    build_synthetic(path, events=3000)
+    with sqlite3.connect(path) as conn:
+        unlinked = conn.execute(
+            "select count(*) from events e where task_seq is null or not exists "
+            "(select 1 from tasks t where t.seq = e.task_seq "
+            "and t.task_id = e.task_id)").fetchone()[0]
+        events = conn.execute("select count(*) from events").fetchone()[0]
+    assert events >= 3000 and unlinked == 0

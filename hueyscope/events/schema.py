@@ -256,15 +256,25 @@ def m003_task_seq(db):
     few, and retry chains look them up by it.
     """
     db.execute("alter table tasks add column seq integer")
-    db.execute("update tasks set seq = rowid")
-    db.execute("create unique index idx_tasks_seq on tasks (seq)")
     db.execute("alter table events add column task_seq integer")
-    db.execute("update events set task_seq = "
-               "(select seq from tasks where tasks.task_id = events.task_id)")
+    number_tasks(db)
+    db.execute("create unique index idx_tasks_seq on tasks (seq)")
     db.execute("drop index if exists idx_events_task_id_ts")
     db.execute("create index idx_events_task_seq on events (task_seq)")
     db.execute("create index idx_events_task_id_failed on events (task_id) "
                "where signal in ('error', 'locked')")
+
+
+def number_tasks(conn):
+    """Give tasks written without a seq one in rowid order, and link events.
+
+    For stores filled other than through the writer: one upgraded by m003,
+    a synthetic one. (``conn``: a sqlite3 connection or sqlite-utils
+    Database.)
+    """
+    conn.execute("update tasks set seq = rowid")
+    conn.execute("update events set task_seq = "
+                 "(select seq from tasks where tasks.task_id = events.task_id)")
 
 
 @migrations()

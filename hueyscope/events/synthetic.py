@@ -23,7 +23,7 @@ import math
 import random
 import uuid
 
-from hueyscope.events.schema import open_event_store
+from hueyscope.events.schema import number_tasks, open_event_store
 
 # Sunday 2024-06-02 00:00:00 UTC: the default end of the synthetic history,
 # fixed so that a seed always gives the same store.
@@ -560,10 +560,8 @@ def build_synthetic(path, events=1_000_000, seed=1, days=7, progress=None,
     flush()
 
     # Number tasks in the order they were written and point every event at
-    # its task, as the writer does (see schema.m003_task_seq).
-    conn.execute("update tasks set seq = rowid")
-    conn.execute("update events set task_seq = "
-                 "(select seq from tasks where tasks.task_id = events.task_id)")
+    # its task, as the writer does.
+    number_tasks(conn)
     for sql in index_sql:
         conn.execute(sql)
     conn.executemany(
