@@ -202,7 +202,7 @@ def batch_rows(plains, run_id, host, pid, queue):
                     _fold(tasks[child_id], waiting)
                 else:
                     tasks[child_id] = waiting
-        key = ((ts // 3600) * 3600, name, signal)
+        key = (_hour(ts), name, signal)
         agg = rollup.get(key)
         if agg is None:
             agg = rollup[key] = [0, 0.0, 0.0, 0.0]
@@ -214,6 +214,11 @@ def batch_rows(plains, run_id, host, pid, queue):
     for event in events:
         event[6] -= tasks[event[3]][8]
     return events, list(tasks.values()), rollup, late
+
+
+def _hour(ts):
+    """The start of the roll-up hour ``ts`` falls in (rollup_hourly.hour)."""
+    return (ts // 3600) * 3600
 
 
 def finish_events(events, current, rollup, late):
@@ -238,8 +243,7 @@ def finish_events(events, current, rollup, late):
             if event[11] is None:
                 event[11] = wait
             if event[11] is not None:
-                rollup[((event[0] // 3600) * 3600, event[4], "executing")][3] \
-                    += event[11]
+                rollup[(_hour(event[0]), event[4], "executing")][3] += event[11]
         elif (event[5] in ("enqueued", "scheduled") and started is not None
               and started > event[0] and event[3] not in executed):
             # Executions recorded before this enqueue happened after it: the
