@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from hueyscope.options import BadInput, Path as PathType, no_args_option
+from hueyscope.options import BadInput, Path as PathType, capture_options
 from hueyscope.settings import Settings
 
 MARKER = ".hueyscope-demo"
@@ -29,12 +29,13 @@ STOP_TIMEOUT = 30.0
 class Demo:
     """The state of one demo run: its folder, clock, and the checks it made."""
 
-    def __init__(self, folder, no_args=None):
+    def __init__(self, folder, **capture):
+        """``capture``: the :data:`hueyscope.options.CAPTURE_FIELDS` flags."""
         self.folder = Path(folder)
         self.settings = Settings.build(
             queue=str(self.folder / "queue.db"),
             events=str(self.folder / "events.db"),
-            site=str(self.folder / "site"), no_args=no_args)
+            site=str(self.folder / "site"), **capture)
         self.t0 = time.monotonic()
         self.failures = []
         self.huey = self.tasks = self.recorder = self.consumer = None
@@ -363,8 +364,8 @@ def _log_to(path):
               type=PathType(file_okay=False),
               help="Folder for the demo's queue, event store and report; "
                    "recreated on each run.")
-@no_args_option
-def demo(folder, no_args):
+@capture_options
+def demo(folder, **capture):
     """Run producer and consumer together and show every behaviour.
 
     Priorities, retries, a task id in a result, locks, a pipeline, delayed
@@ -374,9 +375,12 @@ def demo(folder, no_args):
     if "hueyscope.demo_tasks" in sys.modules:
         raise BadInput("the demo catalogue is already imported in this "
                        "process; run the demo in a process of its own")
+    try:  # settings first: a bad value must not cost the last demo's folder
+        run = Demo(Path(folder).absolute(), **capture)
+    except ValueError as exc:
+        raise BadInput(str(exc))
     folder = prepare_folder(folder)
     _log_to(folder / "consumer.log")
-    run = Demo(folder, no_args=no_args)
     click.echo("hueyscope demo in %s" % folder)
     click.echo("  producer: this process; consumer: %d thread workers in a "
                "thread of it; log in %s" % (WORKERS, folder / "consumer.log"))

@@ -8,7 +8,7 @@ import functools
 
 import click
 
-from hueyscope.settings import Settings
+from hueyscope.settings import DEFAULT_REDACT, Settings
 
 
 class BadInput(click.ClickException):
@@ -59,13 +59,33 @@ def app_option(fn):
     )(fn)
 
 
-def no_args_option(fn):
-    """``--no-args``: record no task arguments (args and kwargs stay NULL).
+# What the recorder keeps of task arguments: Settings fields set by
+# capture_options.
+CAPTURE_FIELDS = ("no_args", "max_arg_chars", "redact")
 
-    Passes ``no_args=True`` when given and ``None`` otherwise, so that
-    HUEYSCOPE_NO_ARGS=1 still applies through :meth:`Settings.build`.
-    Combined with :func:`settings_options` it goes into ``settings.no_args``.
+
+def capture_options(fn):
+    """``--no-args``, ``--max-arg-chars`` and ``--redact``: what is kept of arguments.
+
+    Each passes ``None`` when not given, so that HUEYSCOPE_NO_ARGS,
+    HUEYSCOPE_MAX_ARG_CHARS and HUEYSCOPE_REDACT still apply through
+    :meth:`Settings.build`. Combined with :func:`settings_options` they go
+    into ``settings``; a command without it builds its settings with them.
     """
+    fn = click.option(
+        "--redact", "redact", default=None, metavar="KEYS",
+        help="Comma-separated key names whose values, at any depth of args "
+             "and kwargs, are stored as *** (default: %s; '' redacts "
+             "nothing). Env: HUEYSCOPE_REDACT." % DEFAULT_REDACT,
+    )(fn)
+    fn = click.option(
+        "--max-arg-chars", "max_arg_chars", type=IntRange(min=0),
+        default=None, metavar="N",
+        help="Keep at most about N characters of each task's args and kwargs "
+             "JSON; longer ones are stored as a JSON string ending in "
+             "'...[truncated K chars]' (default 2000; 0: no limit). "
+             "Env: HUEYSCOPE_MAX_ARG_CHARS.",
+    )(fn)
     return click.option(
         "--no-args", "no_args", is_flag=True, flag_value=True, default=None,
         help="Record no task arguments in the event store (args and kwargs "
@@ -76,8 +96,8 @@ def no_args_option(fn):
 def settings_options(fn):
     """Add --queue, --events, --durability and --app and pass ``settings``.
 
-    A command that also has :func:`no_args_option` gets its value in
-    ``settings.no_args``.
+    A command that also has :func:`capture_options` gets their values in
+    ``settings``.
     """
 
     @queue_option
@@ -89,7 +109,7 @@ def settings_options(fn):
         try:
             settings = Settings.build(
                 queue=queue, events=events, durability=durability, app=app,
-                no_args=kwargs.pop("no_args", None))
+                **{name: kwargs.pop(name, None) for name in CAPTURE_FIELDS})
         except ValueError as exc:
             raise BadInput(str(exc))
         return fn(*args, settings=settings, **kwargs)

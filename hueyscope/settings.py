@@ -16,6 +16,8 @@ DEFAULT_EVENTS = "events.db"
 DEFAULT_SITE = "site"
 DEFAULT_APP = "hueyscope.demo_tasks:huey"
 DURABILITY = ("full", "normal")
+# Keys whose values the recorder stores as "***", at any depth of args/kwargs.
+DEFAULT_REDACT = "password,token,secret,api_key,authorization"
 
 ENV = {
     "queue": "HUEYSCOPE_QUEUE",
@@ -24,6 +26,8 @@ ENV = {
     "durability": "HUEYSCOPE_DURABILITY",
     "app": "HUEYSCOPE_APP",
     "no_args": "HUEYSCOPE_NO_ARGS",
+    "max_arg_chars": "HUEYSCOPE_MAX_ARG_CHARS",
+    "redact": "HUEYSCOPE_REDACT",
 }
 TRUE = ("1", "true", "yes", "on")
 
@@ -36,6 +40,8 @@ class Settings:
     durability: str = "full"
     app: str = DEFAULT_APP
     no_args: bool = False  # record no task arguments at all
+    max_arg_chars: int = 2000  # longest args/kwargs JSON kept (0: no limit)
+    redact: str = DEFAULT_REDACT  # comma-separated key names ("": none)
 
     @classmethod
     def build(cls, **flags):
@@ -47,12 +53,22 @@ class Settings:
         for field in dataclasses.fields(cls):
             value = flags.get(field.name)
             if value is None:
-                value = os.environ.get(ENV[field.name]) or None
+                value = os.environ.get(ENV[field.name])
+                # An empty variable counts as unset, except for the redaction
+                # list, where it is how "redact nothing" reaches a child.
+                if value == "" and field.name != "redact":
+                    value = None
             if value is None:
                 continue
-            if field.type is bool or field.type == "bool":
+            if field.type is bool:
                 value = value if isinstance(value, bool) else (
                     str(value).strip().lower() in TRUE)
+            elif field.type is int:
+                try:
+                    value = int(str(value).strip())
+                except ValueError:
+                    raise ValueError("%s must be a whole number, not %r" % (
+                        field.name.replace("_", "-"), value)) from None
             else:
                 value = str(value)
             values[field.name] = value
@@ -69,9 +85,18 @@ class Settings:
             raise ValueError(
                 "unsupported queue URL %r: use a SQLite file path or redis://"
                 % self.queue)
+        if self.max_arg_chars < 0:
+            raise ValueError("max-arg-chars must be 0 (no limit) or more, "
+                             "not %d" % self.max_arg_chars)
         if ":" not in self.app:
             raise ValueError(
                 "--app must look like module:attribute, not %r" % self.app)
+
+    @property
+    def redact_keys(self):
+        """The redaction list as lower-case key names."""
+        return tuple(k.strip().lower() for k in self.redact.split(",")
+                     if k.strip())
 
     @property
     def queue_scheme(self):

@@ -267,9 +267,16 @@ def test_args_redacted_truncated_and_repr(tmp_path):
                    "db": {"password": "***", "host": "db1"}},
         "items": [1, {"token": "***"}],
     }
+    # Cut to about max_arg_chars, and still JSON: a string that says so.
     args, _ = row(long_one.id)
-    assert args.startswith('["' + "x" * 100)
-    assert len(args) < 500 and "truncated" in args
+    assert json.loads(args) == '["' + "x" * 397 + "...[truncated 4605 chars]"
+    # Escaping lengthens the kept part; it is cut until it fits again.
+    quotes = tasks.ok('"' * 5000)
+    assert recorder.flush(timeout=10)
+    args, _ = row(quotes.id)
+    prefix, note = json.loads(args).split("...[truncated ")
+    assert prefix.startswith('["\\"\\"') and 390 <= len(args) - len(note) - 16 <= 400
+    assert note == "%d chars]" % (len(json.dumps(['"' * 5000])) - len(prefix))
     args, kwargs = row(odd.id)
     assert json.loads(args) == [repr({1, 3}), repr(datetime.date(2024, 1, 2))]
     assert json.loads(kwargs) == {

@@ -23,6 +23,9 @@ TIME_COLUMNS = (
 )
 SECONDS = "s"
 
+# What the recorder stores for arguments longer than --max-arg-chars.
+_TRUNCATED = ("Longer than the recorder keeps: a JSON string of the first "
+              "characters, ending in ...[truncated N chars].")
 _SHARED = {
     "run_id": "The recording process (runs.id); for tasks, the run that last "
               "executed it.",
@@ -67,8 +70,10 @@ TABLES = {
             "error": _SHARED["error"],
             "traceback": "Python traceback of the error.",
             "fingerprint": _SHARED["fingerprint"],
-            "args": "Task positional arguments as JSON (truncated, redacted).",
-            "kwargs": "Task keyword arguments as JSON (truncated, redacted).",
+            "args": "Task positional arguments as a JSON array (redacted). "
+                    + _TRUNCATED,
+            "kwargs": "Task keyword arguments as a JSON object (redacted). "
+                      + _TRUNCATED,
             "host": _SHARED["host"],
             "pid": _SHARED["pid"],
             "worker": "Worker thread or process name.",

@@ -21,7 +21,7 @@ from hueyscope.consumer.retention import RetentionLoop
 from hueyscope.consumer.runner import Consumer
 from hueyscope.events.retention import Duration
 from hueyscope.options import BadInput, Choice, FloatRange, IntRange, settings_options
-from hueyscope.options import no_args_option, site_option
+from hueyscope.options import capture_options, site_option
 
 logger = logging.getLogger("hueyscope.consumer")
 
@@ -82,7 +82,7 @@ def configure_logging(level):
 @click.command()
 @settings_options
 @site_option
-@no_args_option
+@capture_options
 @click.option("-w", "--workers", type=IntRange(min=1), default=4, show_default=True,
               help="Number of workers.")
 @click.option("-k", "--worker-type", type=Choice([WORKER_THREAD, WORKER_PROCESS]),

@@ -31,11 +31,12 @@ import time
 import traceback
 import weakref
 
+from hueyscope import settings as _settings
 from hueyscope.events import schema, writer
 
 logger = logging.getLogger("hueyscope.recorder")
 
-DEFAULT_REDACT = ("password", "token", "secret", "api_key", "authorization")
+DEFAULT_REDACT = tuple(_settings.DEFAULT_REDACT.split(","))
 REDACTED = "***"
 DROP_LOG_INTERVAL = 10  # seconds between log lines about dropped events
 
@@ -62,13 +63,14 @@ def attach(huey, events=None, **options):
         recorder = _recorders.get(huey)
         if recorder is None:
             # Unset options come from the one place configuration enters, so
-            # an app that attaches at import follows `--events`/`--no-args`.
-            from hueyscope.settings import Settings
-
-            settings = Settings.build()
+            # an app that attaches at import follows `--events`, `--no-args`,
+            # `--max-arg-chars` and `--redact`.
+            settings = _settings.Settings.build()
             if events is None:
                 events = settings.events
             options.setdefault("capture_args", not settings.no_args)
+            options.setdefault("max_arg_chars", settings.max_arg_chars)
+            options.setdefault("redact", settings.redact_keys)
             recorder = Recorder(huey, events, **options)
             _recorders[huey] = recorder
         return recorder
@@ -107,7 +109,10 @@ _encode = json.JSONEncoder(default=repr, ensure_ascii=False).encode
 
 
 def _dump(value, keys, limit):
-    """JSON text of ``value`` with redaction; non-JSON values as repr; truncated."""
+    """JSON text of ``value`` with redaction; non-JSON values as repr; truncated.
+
+    Text longer than ``limit`` becomes :func:`_truncated`.
+    """
     try:
         if isinstance(value, dict):
             if value and (_needs_redaction(value.values()) or any(
@@ -119,8 +124,27 @@ def _dump(value, keys, limit):
     except Exception:  # a repr() that raises, a recursive structure...
         text = json.dumps(repr(value))
     if limit and len(text) > limit:
-        text = text[:limit] + "...[truncated %d chars]" % (len(text) - limit)
+        return _truncated(text, limit)
     return text
+
+
+def _truncated(text, limit):
+    """The first ``limit`` or so characters of JSON ``text``, as a JSON string.
+
+    Cut JSON is no JSON: one such row would make every json_extract() over
+    the column fail. Stored as a string, it stays valid, and it says what it
+    is: args are otherwise an array, kwargs an object. Escaping the quotes
+    of the kept part lengthens it, so it is cut until the string's content
+    fits in ``limit`` plus the note.
+    """
+    keep = limit
+    while True:
+        note = "...[truncated %d chars]" % (len(text) - keep)
+        out = _encode(text[:keep] + note)
+        kept = len(out) - 2 - len(note)  # the kept part, escaped
+        if kept <= limit:
+            return out
+        keep = keep * limit // kept
 
 
 _NORMALISE = (

@@ -10,7 +10,7 @@ import click
 
 import hueyscope
 from hueyscope.apps import open_app
-from hueyscope.options import (BadInput, Choice, FloatRange, IntRange, no_args_option,
+from hueyscope.options import (BadInput, Choice, FloatRange, IntRange, capture_options,
                                settings_options)
 from hueyscope.producer.scenarios import DEFAULT_COUNT, SCENARIOS, wait_for
 from hueyscope.settings import DEFAULT_APP
@@ -26,7 +26,7 @@ from hueyscope.settings import DEFAULT_APP
 @click.option("--timeout", type=FloatRange(min=0), default=60.0, show_default=True,
               help="With --wait: give up after this many seconds in total.")
 @settings_options
-@no_args_option
+@capture_options
 def produce(settings, scenario, count, wait, timeout):
     """Enqueue a SCENARIO of demo tasks into the queue.
 
