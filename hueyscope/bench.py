@@ -57,8 +57,13 @@ def _naive_recorder(huey, path):
         c.commit()
 
 
-def run_variant(variant, tasks, workers, worker_type, durability, folder):
-    """Run one variant in this process; returns drain seconds."""
+def run_variant(variant, tasks, workers, worker_type, durability, folder,
+                before_drain=None):
+    """Run one variant in this process; returns drain seconds.
+
+    ``before_drain(recorder)``, if given, runs once the tasks are enqueued
+    (and, for the recorder, their events written), before the clock starts.
+    """
     from hueyscope.queue import make_huey
     from hueyscope.settings import Settings
 
@@ -71,7 +76,8 @@ def run_variant(variant, tasks, workers, worker_type, durability, folder):
     if variant == "hueyscope":
         from hueyscope.events.recorder import attach
 
-        recorder = attach(huey, events=settings.events)
+        # Writing as a consumer does (its run's role is "bench").
+        recorder = attach(huey, events=settings.events, writer_process=True)
         recorder.begin_run(role="bench", workers=workers, worker_type=worker_type)
     elif variant == "contrib.stats":
         import peewee
@@ -88,6 +94,8 @@ def run_variant(variant, tasks, workers, worker_type, durability, folder):
     if recorder is not None:
         recorder.flush(timeout=120)
 
+    if before_drain is not None:
+        before_drain(recorder)
     consumer = huey.create_consumer(
         workers=workers, worker_type=worker_type, initial_delay=0.001,
         max_delay=0.01, check_worker_health=False, periodic=False)
@@ -122,6 +130,22 @@ def finished_task(task, now):
              "Worker-1")]
 
 
+def buffered_signals(tasks, split=False):
+    """The buffered signals of ``tasks`` finished tasks, as the handler leaves them.
+
+    With ``split`` every enqueue comes first, as when a producer and a
+    consumer record them; otherwise each task's three signals are together.
+    """
+    from huey import MemoryHuey
+
+    noop = _workload(MemoryHuey("bench"))
+    now = time.time()
+    signals = [finished_task(noop.s(i), now) for i in range(tasks)]
+    if split:
+        return [s[0] for s in signals] + [x for s in signals for x in s[1:]]
+    return [x for s in signals for x in s]
+
+
 def writer_capacity(events, folder, split=False):
     """Events per second the writer thread turns into committed rows.
 
@@ -136,17 +160,10 @@ def writer_capacity(events, folder, split=False):
 
     from hueyscope.events.recorder import Recorder
 
-    huey = MemoryHuey("bench")
-    noop = _workload(huey)
-    recorder = Recorder(huey, os.path.join(folder, "writer.db"))
+    recorder = Recorder(MemoryHuey("bench"), os.path.join(folder, "writer.db"))
     recorder.begin_run(role="bench")
     recorder.flush()  # the run row and schema exist before the clock starts
-    now = time.time()
-    tasks = [finished_task(noop.s(i), now) for i in range(events // 3)]
-    if split:
-        items = [t[0] for t in tasks] + [s for t in tasks for s in t[1:]]
-    else:
-        items = [s for t in tasks for s in t]
+    items = buffered_signals(events // 3, split)
     start = time.perf_counter()
     recorder._buffer.extend(items)
     if not recorder.flush(timeout=600):

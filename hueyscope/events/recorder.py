@@ -32,7 +32,7 @@ import traceback
 import weakref
 
 from hueyscope import settings as _settings
-from hueyscope.events import schema, writer
+from hueyscope.events import schema, writer, writer_process
 
 logger = logging.getLogger("hueyscope.recorder")
 
@@ -57,7 +57,9 @@ def attach(huey, events=None, **options):
     values are stored as ``***``), ``flush_interval`` (seconds),
     ``max_buffer`` (events held in memory while the store is unwritable),
     ``give_up_after`` (seconds a failing batch is retried before its events
-    are counted as dropped).
+    are counted as dropped), ``writer_process`` (True: write through a child
+    process, see :mod:`hueyscope.events.writer_process`; False: from the
+    writer thread itself; default: a child for consumer runs only).
     """
     with _attach_lock:
         recorder = _recorders.get(huey)
@@ -240,7 +242,7 @@ class Recorder:
 
     def __init__(self, huey, events, capture_args=True, max_arg_chars=2000,
                  redact=DEFAULT_REDACT, flush_interval=0.2, max_buffer=200_000,
-                 give_up_after=60.0, batch_size=5000):
+                 give_up_after=60.0, batch_size=5000, writer_process=None):
         self.huey = huey
         self.path = os.fspath(events)
         self.capture_args = capture_args
@@ -250,6 +252,7 @@ class Recorder:
         self.max_buffer = max_buffer
         self.give_up_after = give_up_after
         self.batch_size = batch_size
+        self.writer_process = writer_process
         self.queue_name = huey.name
         self.host = socket.gethostname()
         # Validate now, in the caller's process, so a foreign file is a clear
@@ -291,6 +294,9 @@ class Recorder:
         # still writes them; a forked worker starts empty, with its own
         # thread and connection, and keeps recording under the parent's run.
         if self._store is not None:
+            if isinstance(self._store, writer_process.ProcessStore):
+                # The pipes to the parent's writer process are the parent's.
+                self._store.forget()
             # SQLite forbids using a connection across fork, and closing it
             # here could disturb the parent: keep it, untouched, for good.
             _inherited_stores.append(self._store)
@@ -467,6 +473,16 @@ class Recorder:
                     daemon=True)
                 self._thread.start()
 
+    def _open_store(self):
+        # A consumer's SQL costs its drain less from another process; a
+        # producer, often short-lived, should not wait for one to start.
+        use_process = self.writer_process
+        if use_process is None:
+            use_process = self.role == "consumer"
+        if use_process:
+            return writer_process.ProcessStore(self.path, self.give_up_after)
+        return writer.Store(self.path, self.give_up_after)
+
     def _writer_loop(self):
         while True:
             self._wake.wait(self.flush_interval)
@@ -499,7 +515,7 @@ class Recorder:
                 dropped, self._dropped_unrecorded = self._dropped_unrecorded, 0
             if batch or run_row or samples or dropped:
                 if self._store is None:
-                    self._store = writer.Store(self.path, self.give_up_after)
+                    self._store = self._open_store()
                 plains = [plain(item, self.capture_args, self.redact,
                                 self.max_arg_chars) for item in batch]
                 self._store.write(plains, run_row, samples, dropped,
