@@ -11,4 +11,13 @@ def attach(huey, events=None, **options):
     return _attach(huey, events=events, **options)
 
 
-__all__ = ["attach"]
+def __getattr__(name):
+    # hueyscope.SqliteHuey, imported only when asked for.
+    if name == "SqliteHuey":
+        from hueyscope.leases import SqliteHuey
+
+        return SqliteHuey
+    raise AttributeError(name)
+
+
+__all__ = ["attach", "SqliteHuey"]

@@ -123,11 +123,11 @@ def finished_task(task, now):
 
     As the recorder's handler buffers them: enqueued, executing, complete.
     """
-    return [(now, "enqueued", task, 0, None, None, None, None, "Main"),
+    return [(now, "enqueued", task, 0, None, None, None, None, "Main", None),
             (now + 0.001, "executing", task, 0, None, None, None, None,
-             "Worker-1"),
+             "Worker-1", None),
             (now + 0.002, "complete", task, 0, None, None, 0.001, None,
-             "Worker-1")]
+             "Worker-1", None)]
 
 
 def buffered_signals(tasks, split=False):

@@ -12,6 +12,7 @@ COMMANDS = {
     "produce": "hueyscope.producer.command:produce",
     "consume": "hueyscope.consumer.command:consume",
     "status": "hueyscope.status:status",
+    "recover": "hueyscope.recovery:recover_command",
     "report": "hueyscope.reports.command:report",
     "browse": "hueyscope.browse.command:browse",
     "prune": "hueyscope.events.retention:prune",

@@ -139,7 +139,7 @@ class Demo:
         started = dict((task_id, (ts, worker)) for task_id, ts, worker in self.events(
             "select task_id, ts, worker from events where signal = 'executing' "
             "and attempt = 1 and task_id in (%s)" % ",".join("?" * len(ids)), ids))
-        taken = [e for e in self.consumer.taken.entries if e[2] in started]
+        taken = [e for e in self.consumer.taken.in_order() if e[2] in started]
         self.say("consumer", "took them off the queue in this order:")
         for seq, _, task_id, name, priority in taken:
             ts, worker = started[task_id]

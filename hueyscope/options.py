@@ -51,6 +51,16 @@ def durability_option(fn):
     )(fn)
 
 
+def delivery_option(fn):
+    return click.option(
+        "--delivery", type=Choice(["at-least-once", "at-most-once"]),
+        envvar="HUEYSCOPE_DELIVERY", default=None, show_envvar=True,
+        help="SQLite queues: at-least-once (default) leases each task until "
+             "its outcome is stored, so a killed consumer's tasks run again; "
+             "at-most-once is huey's own dequeue, which deletes.",
+    )(fn)
+
+
 def app_option(fn):
     return click.option(
         "--app", "app", envvar="HUEYSCOPE_APP", default=None, show_envvar=True,
@@ -94,7 +104,7 @@ def capture_options(fn):
 
 
 def settings_options(fn):
-    """Add --queue, --events, --durability and --app and pass ``settings``.
+    """Add --queue, --events, --durability, --delivery and --app; pass ``settings``.
 
     A command that also has :func:`capture_options` gets their values in
     ``settings``.
@@ -103,12 +113,14 @@ def settings_options(fn):
     @queue_option
     @events_option
     @durability_option
+    @delivery_option
     @app_option
     @functools.wraps(fn)
-    def wrapper(*args, queue, events, durability, app, **kwargs):
+    def wrapper(*args, queue, events, durability, delivery, app, **kwargs):
         try:
             settings = Settings.build(
                 queue=queue, events=events, durability=durability, app=app,
+                delivery=delivery,
                 **{name: kwargs.pop(name, None) for name in CAPTURE_FIELDS})
         except ValueError as exc:
             raise BadInput(str(exc))

@@ -7,6 +7,7 @@ is several times faster on slow disks and may lose the last commits on power
 loss, but never corrupts the file (a killed process loses nothing either way).
 huey's own ``fsync`` flag only knows FULL and OFF, hence the small subclass.
 """
+import os
 import sqlite3
 
 from huey import PriorityRedisHuey, SqliteHuey
@@ -17,11 +18,23 @@ BUSY_TIMEOUT_SECONDS = 10
 SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 
 
+DELIVERY = ("at-least-once", "at-most-once")
+# Tables a queue file may hold: huey's, ours, SQLite's own.
+HUEY_TABLES = frozenset(("kv", "schedule", "task", "counter"))
+OUR_PREFIX = "hueyscope_"
+
+
 class DurableSqliteStorage(SqliteStorage):
-    """SqliteStorage with an explicit synchronous mode (FULL or NORMAL)."""
+    """SqliteStorage with an explicit synchronous mode (FULL or NORMAL).
+
+    Refuses a file that is not a queue before huey creates its tables in it
+    (see :func:`check_queue_file`).
+    """
 
     def __init__(self, *args, synchronous="FULL", **kwargs):
         self.synchronous = synchronous
+        check_queue_file(kwargs.get("filename") or (args[1] if len(args) > 1
+                                                   else "huey.db"))
         super().__init__(*args, **kwargs)
 
     def _create_connection(self):
@@ -50,13 +63,68 @@ def check_sqlite_file(path):
         raise ValueError("%s is not a SQLite database" % path)
 
 
+def check_queue_file(path):
+    """Raise ValueError (one line) unless ``path`` is a queue, empty or absent.
+
+    Opens the file read-only, so a foreign database is left byte for byte as
+    it was: huey would otherwise add its tables to it and switch it to WAL.
+    A lease schema newer than this code is refused the same way.
+    """
+    from hueyscope.leases import LEASE_SCHEMA
+
+    if path == ":memory:" or not os.path.exists(path):
+        return
+    if os.path.isdir(path):
+        raise ValueError("queue %s is a folder, not a SQLite file" % path)
+    check_sqlite_file(path)
+    if os.path.getsize(path) == 0:
+        return
+    try:
+        conn = sqlite3.connect("file:%s?mode=ro" % os.path.abspath(path),
+                               uri=True, timeout=BUSY_TIMEOUT_SECONDS)
+    except sqlite3.Error as exc:
+        raise ValueError("cannot open queue %s: %s" % (path, exc))
+    try:
+        tables = {row[0] for row in conn.execute(
+            "select name from sqlite_master where type = 'table'")}
+        foreign = sorted(t for t in tables if t not in HUEY_TABLES
+                         and not t.startswith(OUR_PREFIX)
+                         and not t.startswith("sqlite_"))
+        if foreign:
+            what = "an event store" if {"events", "runs"} <= tables else \
+                "a SQLite database"
+            raise ValueError("%s is %s, not a huey queue (it has table%s %s); "
+                             "left unchanged" % (path, what, "s" if len(foreign) > 1
+                                                 else "", ", ".join(foreign[:5])))
+        if "hueyscope_meta" in tables:
+            row = conn.execute("select value from hueyscope_meta "
+                               "where key = 'lease_schema'").fetchone()
+            if row is not None and int(row[0]) > LEASE_SCHEMA:
+                raise ValueError(
+                    "queue %s has lease schema %s, newer than this hueyscope "
+                    "(%d): upgrade hueyscope; left unchanged" % (
+                        path, row[0], LEASE_SCHEMA))
+    except sqlite3.DatabaseError as exc:
+        raise ValueError("cannot read queue %s: %s" % (path, exc))
+    finally:
+        conn.close()
+
+
 def make_huey(settings, name=QUEUE_NAME, **huey_kwargs):
-    """Build the Huey instance the settings describe."""
+    """Build the Huey instance the settings describe.
+
+    SQLite queues are leased (at-least-once, :class:`hueyscope.SqliteHuey`)
+    unless the settings ask for at-most-once delivery, huey's own behaviour.
+    """
     if settings.queue_scheme == "redis":
         return PriorityRedisHuey(name, url=settings.queue, **huey_kwargs)
     path = settings.queue_path
     check_sqlite_file(path)
-    return DurableSqliteHuey(
+    if settings.delivery == "at-least-once":
+        from hueyscope.leases import SqliteHuey as huey_class
+    else:
+        huey_class = DurableSqliteHuey
+    return huey_class(
         name,
         filename=path,
         journal_mode="wal",

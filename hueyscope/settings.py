@@ -16,6 +16,7 @@ DEFAULT_EVENTS = "events.db"
 DEFAULT_SITE = "site"
 DEFAULT_APP = "hueyscope.demo_tasks:huey"
 DURABILITY = ("full", "normal")
+DELIVERY = ("at-least-once", "at-most-once")
 # Keys whose values the recorder stores as "***", at any depth of args/kwargs.
 DEFAULT_REDACT = "password,token,secret,api_key,authorization"
 
@@ -28,6 +29,7 @@ ENV = {
     "no_args": "HUEYSCOPE_NO_ARGS",
     "max_arg_chars": "HUEYSCOPE_MAX_ARG_CHARS",
     "redact": "HUEYSCOPE_REDACT",
+    "delivery": "HUEYSCOPE_DELIVERY",
 }
 TRUE = ("1", "true", "yes", "on")
 
@@ -42,6 +44,7 @@ class Settings:
     no_args: bool = False  # record no task arguments at all
     max_arg_chars: int = 2000  # longest args/kwargs JSON kept (0: no limit)
     redact: str = DEFAULT_REDACT  # comma-separated key names ("": none)
+    delivery: str = "at-least-once"  # SQLite queues: leased, or huey's delete
 
     @classmethod
     def build(cls, **flags):
@@ -80,6 +83,9 @@ class Settings:
         if self.durability not in DURABILITY:
             raise ValueError(
                 "durability must be 'full' or 'normal', not %r" % self.durability)
+        if self.delivery not in DELIVERY:
+            raise ValueError("delivery must be 'at-least-once' or "
+                             "'at-most-once', not %r" % self.delivery)
         scheme = self.queue_scheme
         if scheme not in ("sqlite", "redis"):
             raise ValueError(

@@ -4,18 +4,23 @@ For a SQLite queue it reads the file read-only with plain SQL, so it works
 while consumers run, never creates or changes anything, and shows every
 huey queue stored in the file. huey keeps results, locks and revocations in
 one key/value table; they are told apart by their keys: ``<queue>.lock.<name>``
-is a lock held by a running task (or left by a killed consumer, see
-``hueyscope consume --flush-locks``), ``r:<task id>`` a revocation, anything
-else a result waiting to be read.
+is a lock held by a running task, ``r:<task id>`` a revocation, anything
+else a result waiting to be read. On a leased queue (at-least-once, see
+:mod:`hueyscope.leases`) it also lists the tasks each consumer holds, the
+consumers that died holding some (their work goes back on the queue at the
+next recovery), each lock's holder and age, and the parked tasks.
 """
 import json
 import os
 import sqlite3
+import time
 
 import click
 
-from hueyscope.options import BadInput, settings_options
+from hueyscope.options import BadInput, FloatRange, settings_options
+from hueyscope.leases import LOCK_MARK
 from hueyscope.queue import check_sqlite_file
+from hueyscope.recovery import DEFAULT_LEASE_TIMEOUT
 
 HUEY_TABLES = ("task", "schedule", "kv")
 
@@ -37,7 +42,48 @@ def _classify(queue, keys):
     return sorted(locks), revoked, results
 
 
-def sqlite_status(path):
+def _lease_status(conn, entry, lease_timeout):
+    """Add leases per holder, dead holders, lock holders and parked tasks."""
+    from hueyscope.recovery import dead_holders, holders
+
+    now = time.time()
+    rows = holders(conn)
+    dead = dead_holders(rows, lease_timeout)
+    by_id = {h.id: h for h in rows}
+
+    def who(holder_id):
+        h = by_id.get(holder_id)
+        if h is None:
+            return {"holder": holder_id, "run_id": None, "pid": None, "host": None,
+                    "alive": False, "dead_because": "its holder is gone from the queue"}
+        return {"holder": h.id, "run_id": h.run_id, "pid": h.pid,
+                "host": h.hostname, "alive": h.id not in dead,
+                "dead_because": dead[h.id][1] if h.id in dead else None,
+                "heartbeat_age": round(now - h.heartbeat, 1)}
+
+    def fresh(name):
+        e = entry(name)
+        for key, empty in (("leases", []), ("lock_holders", []), ("parked", 0)):
+            e.setdefault(key, empty)
+        return e
+
+    for name, holder, count, oldest in conn.execute(
+            "select queue, holder, count(*), min(taken) from hueyscope_lease "
+            "group by queue, holder order by holder"):
+        fresh(name)["leases"].append(dict(
+            who(holder), tasks=count, oldest_age=round(now - oldest, 1)))
+    for name, key, holder, worker, taken in conn.execute(
+            "select queue, key, holder, worker, taken from hueyscope_lock "
+            "order by taken"):
+        fresh(name)["lock_holders"].append(dict(
+            who(holder), lock=key.split(LOCK_MARK, 1)[-1], worker=worker,
+            age=round(now - taken, 1)))
+    for name, count in conn.execute(
+            "select queue, count(*) from hueyscope_dead_letter group by queue"):
+        fresh(name)["parked"] = count
+
+
+def sqlite_status(path, lease_timeout=DEFAULT_LEASE_TIMEOUT):
     """{queue name: counts} for the SQLite queue file at ``path``.
 
     Raises ValueError (one line) for a missing file or one that is not a
@@ -81,6 +127,10 @@ def sqlite_status(path):
         for name, names in keys.items():
             locks, revoked, results = _classify(name, names)
             entry(name).update(locks=locks, revoked=revoked, results=results)
+        if "hueyscope_lease" in tables:
+            for q in queues.values():
+                q.update(leases=[], lock_holders=[], parked=0)
+            _lease_status(conn, entry, lease_timeout)
         return queues
     except sqlite3.DatabaseError as exc:
         raise ValueError("cannot read queue %s: %s" % (path, exc))
@@ -107,18 +157,34 @@ def _when(ts):
         ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _holder_text(item):
+    if item["pid"] is None:
+        return "a holder gone from the queue (dead)"
+    state = "alive" if item["alive"] else "DEAD: %s" % item["dead_because"]
+    return "run %s, pid %s on %s, %s" % (item["run_id"] or "-", item["pid"],
+                                          item["host"], state)
+
+
 @click.command()
 @settings_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(settings, as_json):
-    """Show queue depth, scheduled tasks, stored results and held locks.
+@click.option("--lease-timeout", type=FloatRange(min=1.0),
+              default=DEFAULT_LEASE_TIMEOUT, show_default=True,
+              envvar="HUEYSCOPE_LEASE_TIMEOUT",
+              help="Seconds without a heartbeat after which a consumer on "
+                   "another host counts as dead.")
+def status(settings, as_json, lease_timeout):
+    """Show queue depth, scheduled tasks, results, leases and locks with holders.
 
     Reads a SQLite queue without writing to it, so it is safe to run at any
-    time, next to running consumers.
+    time, next to running consumers. On a leased (at-least-once) queue it
+    lists the tasks each consumer holds, consumers that died holding some
+    (``hueyscope recover`` or the next consumer puts them back), each lock's
+    holder and age, and the tasks parked in the dead-letter table.
     """
     try:
         if settings.queue_scheme == "sqlite":
-            queues = sqlite_status(settings.queue_path)
+            queues = sqlite_status(settings.queue_path, lease_timeout)
         else:
             from hueyscope.apps import open_app
 
@@ -142,3 +208,16 @@ def status(settings, as_json):
         click.echo("  revoked    %6d   revocation flags" % q["revoked"])
         click.echo("  locks      %6d   %s" % (
             len(q["locks"]), ", ".join(q["locks"]) or "none held"))
+        if "leases" not in q:
+            continue
+        leased = sum(item["tasks"] for item in q["leases"])
+        click.echo("  leased     %6d   taken by consumers, outcome not stored yet"
+                   % leased)
+        for item in q["leases"]:
+            click.echo("    %5d  %s; oldest taken %.0f s ago" % (
+                item["tasks"], _holder_text(item), item["oldest_age"]))
+        for item in q["lock_holders"]:
+            click.echo("    lock %s held %.0f s by %s" % (
+                item["lock"], item["age"], _holder_text(item)))
+        click.echo("  parked     %6d   dead-letter table (poison or unknown tasks)"
+                   % q["parked"])

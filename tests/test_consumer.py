@@ -104,7 +104,9 @@ def test_second_signal_interrupts_the_running_task(cli, worker_type):
                message="the graceful shutdown to begin")
     consumer.send(signal.SIGTERM)
     assert consumer.wait(15) == 1, consumer.describe()
-    assert signals_of(cli, task_id)[-1] == "interrupted"
+    # Interrupted, then put back on the (leased) queue for the next consumer.
+    assert signals_of(cli, task_id)[-2:] == ["interrupted", "recovered"]
+    assert scalar(cli.queue, "select count(*) from task") == 1
     assert consumer_run(cli)[0] == "interrupted"
 
 
@@ -235,8 +237,11 @@ def test_embedded_consumer_stops_gracefully_or_at_once(embedded_huey):
     consumer.request_stop(graceful=False)
     assert consumer.wait_stopped(10)
     assert consumer.stop_reason == "interrupted"
+    assert [e for e, in query(events, "select signal from events where "
+                              "task_id = ? order by id", (cut.id,))][-2:] == [
+        "interrupted", "recovered"]
     assert scalar(events, "select status from tasks where task_id = ?",
-                  (cut.id,)) == "interrupted"
+                  (cut.id,)) == "enqueued"
 
 
 def test_report_every_rebuilds_the_site_and_never_stops_the_consumer(cli):

@@ -125,7 +125,7 @@ def test_partial_task_indexes_serve_the_queries_that_need_them(tmp_path, sql, in
 def _plain(ts, signal, task_id, duration=None):
     """A signal as recorder.plain gives it to the writer (see writer.py)."""
     return (ts, signal, task_id, "double", 0, 0, None, duration, None, None,
-            None, None, "[1]", "{}", "Worker-1", None)
+            None, None, "[1]", "{}", "Worker-1", None, None)
 
 
 def test_a_late_enqueue_completes_an_execution_recorded_before_it(tmp_path):

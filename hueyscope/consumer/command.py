@@ -22,6 +22,7 @@ from hueyscope.consumer.runner import Consumer
 from hueyscope.events.retention import Duration
 from hueyscope.options import BadInput, Choice, FloatRange, IntRange, settings_options
 from hueyscope.options import capture_options, site_option
+from hueyscope.recovery import lease_options
 
 logger = logging.getLogger("hueyscope.consumer")
 
@@ -117,8 +118,11 @@ def configure_logging(level):
                    "15m, 12h, 30d, 2w): at start, then every tenth of it "
                    "(1 min to 1 h). Roll-ups are kept; never vacuums.")
 @click.option("--flush-locks", is_flag=True,
-              help="Release the app's task locks before starting (after a "
-                   "consumer was killed while holding one).")
+              help="Also free locks with no holder on record before starting "
+                   "(taken through huey's own storage). Locks of dead "
+                   "consumers are freed anyway on a leased queue, and a live "
+                   "holder's lock never is.")
+@lease_options
 @click.option("--heartbeat-every", type=FloatRange(min=0.1), default=2.0,
               show_default=True,
               help="Seconds between heartbeats and queue samples in the event store.")
@@ -127,7 +131,8 @@ def configure_logging(level):
 def consume(settings, site, workers, worker_type, periodic, initial_delay,
             max_delay, backoff, scheduler_interval, health_check_interval,
             health_check, shutdown_timeout, report_every, retention,
-            flush_locks, heartbeat_every, quiet, verbose):
+            flush_locks, lease_timeout, max_recoveries, heartbeat_every,
+            quiet, verbose):
     """Run the consumer: execute the tasks of the configured queue.
 
     \b
@@ -138,7 +143,13 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
         hueyscope consume --retention 30d --no-args
 
     SIGINT (Ctrl-C) and SIGTERM stop it gracefully: tasks in flight finish,
-    then it exits 0. A second signal interrupts them.
+    then it exits 0. A second signal interrupts them; interrupted tasks go
+    back on the queue.
+
+    On a SQLite queue delivery is at-least-once by default: tasks of a
+    consumer that died (SIGKILL, OOM, power loss) go back on the queue at
+    the next consumer's start and at every health check, and their locks
+    are freed. Tasks must be idempotent.
     """
     if site is not None:
         settings = dataclasses.replace(settings, site=site)
@@ -161,7 +172,8 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
             scheduler_interval=scheduler_interval,
             check_worker_health=health_check,
             health_check_interval=health_check_interval,
-            shutdown_timeout=shutdown_timeout, flush_locks=flush_locks)
+            shutdown_timeout=shutdown_timeout, flush_locks=flush_locks,
+            lease_timeout=lease_timeout, max_recoveries=max_recoveries)
     except ConfigurationError as exc:
         raise BadInput(str(exc))
     if huey.immediate:

@@ -21,8 +21,16 @@ in three ways:
 3. It drives the hueyscope recorder: a ``runs`` row at start, a heartbeat and
    a queue sample every few seconds, the stop reason and a full flush at the
    end.
+
+4. On a leased queue (:mod:`hueyscope.leases`) it recovers the work of dead
+   consumers at start and at every health check, puts its own interrupted
+   tasks back on the queue as it stops, and its worker processes die with
+   it: a child whose parent is gone is killed by the kernel
+   (PR_SET_PDEATHSIG), so none goes on taking tasks unsupervised.
 """
 import collections
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -40,6 +48,26 @@ GRACEFUL_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 INTERRUPT_SIGNAL = signal.SIGUSR1
 # Seconds to wait for interrupted worker processes before killing them.
 INTERRUPT_GRACE = 3.0
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid):
+    """Have the kernel SIGKILL this process when its parent dies (Linux).
+
+    A worker process outliving its consumer would go on taking tasks with
+    no one to stop it (it ignores SIGINT and SIGTERM, see below). Killed,
+    its lease goes back on the queue at the next recovery. Elsewhere the
+    worker loop checks its parent pid instead.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
+                           use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    # The parent may have died before the request took effect.
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 class _Counter:
@@ -69,10 +97,14 @@ class TakenLog:
         self.entries = collections.deque(maxlen=size)
         self.count = 0
 
-    def note(self, task):
+    def note(self, task, seq=None):
         self.count += 1
-        self.entries.append((self.count, time.time(), task.id, task.name,
+        self.entries.append((seq or self.count, time.time(), task.id, task.name,
                              task.priority))
+
+    def in_order(self):
+        """The entries by the order they were taken."""
+        return sorted(list(self.entries))
 
 
 class Worker(huey_consumer.Worker):
@@ -85,10 +117,19 @@ class Worker(huey_consumer.Worker):
         self.in_flight = in_flight
         # A blocking storage waits inside dequeue(): never under a lock.
         self.taken = None if huey.storage.blocking else taken
+        self.parent_pid = os.getppid()
 
     def dequeue(self):
         if self.taken is None:
             return self.huey.dequeue()
+        if getattr(self.huey.storage, "leased", False):
+            # A leased storage numbers what it hands out under its own lock,
+            # and serves waiting workers in one transaction: a lock here
+            # would leave it one worker to serve.
+            task = self.huey.dequeue()
+            if task is not None:
+                self.taken.note(task, self.huey.storage.taken_seq())
+            return task
         with self.taken.lock:
             task = self.huey.dequeue()
             if task is not None:
@@ -157,6 +198,8 @@ class GracefulProcessEnvironment(huey_consumer.ProcessEnvironment):
     """
 
     def init_child(self, process):
+        die_with_parent(self.parent_pid)
+
         def interrupt(signum, frame):
             if process.huey._tasks_in_flight:
                 raise KeyboardInterrupt
@@ -166,6 +209,10 @@ class GracefulProcessEnvironment(huey_consumer.ProcessEnvironment):
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(INTERRUPT_SIGNAL, interrupt)
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.parent_pid = os.getpid()
 
     def interrupt_workers(self, procs):
         for proc in procs:
@@ -200,6 +247,8 @@ class Consumer(huey_consumer.Consumer):
     ``on_tick``
         a callable run from the main loop every ``sample_interval`` seconds;
         its exceptions are logged, never raised.
+    ``lease_timeout``, ``max_recoveries``
+        recovery of a leased queue (see :func:`hueyscope.recovery.recover`).
 
     Run it with :meth:`run` (blocks until stopped) in any thread; stop it
     with :meth:`request_stop` from any thread, or SIGINT / SIGTERM when it
@@ -210,7 +259,15 @@ class Consumer(huey_consumer.Consumer):
     scheduler_class = Scheduler
 
     def __init__(self, huey, recorder=None, app=None, sample_interval=2.0,
-                 on_tick=None, **options):
+                 on_tick=None, lease_timeout=None, max_recoveries=None,
+                 **options):
+        from hueyscope import recovery
+
+        self.leased = getattr(huey.storage, "leased", False)
+        self.lease_timeout = lease_timeout or recovery.DEFAULT_LEASE_TIMEOUT
+        self.max_recoveries = recovery.DEFAULT_MAX_RECOVERIES \
+            if max_recoveries is None else max_recoveries
+        self.recoveries = []  # the Outcome of each recovery that did something
         # Counts tasks in flight across worker threads or processes.
         if options.get("worker_type") == WORKER_PROCESS:
             self.in_flight = multiprocessing.get_context("fork").Value("i", 0)
@@ -348,6 +405,7 @@ class Consumer(huey_consumer.Consumer):
         # The run begins before the workers start, so that forked worker
         # processes record under it instead of starting runs of their own.
         self._begin_run()
+        self.recover()
         reason = "error"
         try:
             self.start()
@@ -359,6 +417,7 @@ class Consumer(huey_consumer.Consumer):
                 self.stop(graceful=False)
             self._restore_signal_handlers()
             self.huey.notify_interrupted_tasks()
+            self._put_back_own_work()
             self.stop_reason = reason
             self._end_run(reason)
             self.started.set()
@@ -382,6 +441,7 @@ class Consumer(huey_consumer.Consumer):
             if self._health_check and now >= next_health:
                 next_health = now + self._health_check_interval
                 self.check_worker_health()
+                self.recover()
                 self.health_checks += 1
             if now >= next_sample:
                 next_sample = now + self.sample_interval
@@ -394,6 +454,42 @@ class Consumer(huey_consumer.Consumer):
                 self.on_tick()
             except Exception:
                 logger.exception("Periodic callback failed.")
+
+    # -- recovery -------------------------------------------------------------
+
+    def recover(self, own_pids=()):
+        """Put dead consumers' work back on the queue; never raises.
+
+        ``own_pids``: this consumer's processes, whose leases go back too
+        (interrupted at stop), without counting towards poison parking.
+        """
+        if not self.leased:
+            return None
+        from hueyscope import recovery
+
+        try:
+            outcome = recovery.recover(
+                self.huey, lease_timeout=self.lease_timeout,
+                max_recoveries=self.max_recoveries, own_pids=own_pids)
+        except Exception:
+            logger.exception("Recovery failed; it runs again at the next "
+                             "health check.")
+            return None
+        if outcome:
+            self.recoveries.append(outcome)
+        return outcome
+
+    def _put_back_own_work(self):
+        # Tasks interrupted by the stop, and tasks leased for workers that
+        # never started them, go back on the queue now.
+        if not self.leased:
+            return
+        pids = {os.getpid()}
+        if self.worker_type == WORKER_PROCESS:
+            pids.update(p.pid for _, p in self.worker_threads if p.pid)
+            if self.scheduler.pid:
+                pids.add(self.scheduler.pid)
+        self.recover(own_pids=pids)
 
     def queue_sample(self):
         """(pending, scheduled, in flight) right now."""

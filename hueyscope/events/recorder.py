@@ -202,7 +202,7 @@ def plain(item, capture, keys, limit):
     This is all the recording process does per signal besides the handler:
     read the task's fields, format an error, dump the arguments as JSON.
     """
-    ts, signal, task, retries, priority, eta, duration, exc, worker = item
+    ts, signal, task, retries, priority, eta, duration, exc, worker, run_id = item
     error_type = error = tb_text = fp = None
     if exc is not None:
         error_type = type(exc).__name__
@@ -225,7 +225,7 @@ def plain(item, capture, keys, limit):
             parent, child = child, child.on_complete
     return (ts, signal, task.id, task.name, retries, priority,
             _timestamp(eta) if eta is not None else None, duration,
-            error_type, error, tb_text, fp, args, kwargs, worker, chain)
+            error_type, error, tb_text, fp, args, kwargs, worker, chain, run_id)
 
 
 class _Marker:
@@ -327,8 +327,10 @@ class Recorder:
             exc = args[0] if args else kwargs.get("exc")
             if exc is None and signal in EXC_INFO_SIGNALS:
                 exc = sys.exc_info()[1]
+            # Recovery records a dead run's task under that run's id.
             item = (now, signal, task, task.retries, task.priority, task.eta,
-                    duration, exc, threading.current_thread().name)
+                    duration, exc, threading.current_thread().name,
+                    kwargs.get("run_id"))
             if len(self._buffer) >= self.max_buffer:
                 self._count_dropped(1, "buffer full")
                 return

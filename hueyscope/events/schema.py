@@ -26,6 +26,8 @@ SIGNALS = (
     "enqueued", "scheduled", "executing", "complete", "error", "retrying",
     "locked", "revoked", "canceled", "expired", "interrupted", "timeout",
     "rate-limited",
+    # Not huey's: hueyscope's recovery of a dead consumer's leased task.
+    "recovered", "lost",
 )
 # Signals after which an execution attempt is over (duration is measured to them).
 TERMINAL_SIGNALS = frozenset((

@@ -4,9 +4,10 @@ The recorder (hueyscope/events/recorder.py) buffers huey's signals; its
 writer thread hands them to a :class:`Store` in batches of plain tuples (see
 ``recorder.plain``): ``(ts, signal, task_id, task, retries_left, priority,
 eta, duration, error_type, error, traceback, fingerprint, args, kwargs,
-worker, chain)``, where args and kwargs are JSON text (or None) and chain
-lists the later steps of a pipeline as ``(task_id, task, priority,
-parent_id)``.
+worker, chain, run_id)``, where args and kwargs are JSON text (or None),
+chain lists the later steps of a pipeline as ``(task_id, task, priority,
+parent_id)``, and run_id (normally None: the batch's run) names the dead
+run whose task recovery put back (``recovered``) or parked (``lost``).
 """
 import itertools
 import logging
@@ -27,9 +28,12 @@ FINAL_STATUS = {
     "interrupted": "interrupted",
     "timeout": "timeout",
     "rate-limited": "rate-limited",
+    "lost": "lost",  # parked by recovery after too many deaths
 }
+# Signals that make a task ready to run (again).
+READY_SIGNALS = ("enqueued", "scheduled", "recovered")
 STATUS = dict(FINAL_STATUS, enqueued="enqueued", scheduled="scheduled",
-              executing="executing", retrying="retrying")
+              executing="executing", retrying="retrying", recovered="enqueued")
 
 
 class Store:
@@ -166,15 +170,17 @@ def batch_rows(plains, run_id, host, pid, queue):
     tasks = {}
     rollup = {}
     for (ts, signal, task_id, name, retries, priority, eta_ts, duration,
-         error_type, error, tb_text, fp, args, kwargs, worker, chain) in plains:
+         error_type, error, tb_text, fp, args, kwargs, worker, chain,
+         own_run) in plains:
         executing = signal == "executing"
-        ready = max(ts, eta_ts or 0) if signal in ("enqueued", "scheduled") else None
+        ready = max(ts, eta_ts or 0) if signal in READY_SIGNALS else None
         finished = ts if signal in FINAL_STATUS else None
+        event_run = own_run or run_id
         row = [task_id, name, queue, STATUS[signal],
                ts if signal == "enqueued" else None, ready,
                ts if executing else None, finished, 1 if executing else 0,
                duration, error_type, error, fp, priority, eta_ts, None,
-               run_id if (executing or finished) else None, ts, None, None]
+               event_run if (executing or finished) else None, ts, None, None]
         current = tasks.get(task_id)
         if current is None:
             tasks[task_id] = row
@@ -185,8 +191,8 @@ def batch_rows(plains, run_id, host, pid, queue):
         # Executions of this task so far in this batch (plus one for the
         # execution an enqueue or schedule leads to); made absolute by
         # finish_events once the batch's total is known.
-        executions = row[8] + (signal in ("enqueued", "scheduled"))
-        events.append([ts, run_id, queue, task_id, name, signal, executions,
+        executions = row[8] + (signal in READY_SIGNALS)
+        events.append([ts, event_run, queue, task_id, name, signal, executions,
                        retries, priority, eta_ts, duration, wait, error_type,
                        error, tb_text, fp, args, kwargs, host, pid, worker,
                        None])

@@ -1,0 +1,492 @@
+"""At-least-once delivery on SQLite: a queue storage that leases instead of deleting.
+
+huey's SqliteStorage dequeues by deleting the message: a consumer killed
+mid-task (SIGKILL, OOM, power loss) loses it, and any lock it held stays
+held. :class:`LeasedSqliteStorage` moves the message into
+``hueyscope_lease`` instead, in the same transaction, naming the process that
+took it (``hueyscope_holder``: host identity, pid, process start time,
+heartbeat, the event store's run id). The lease is released by the write that
+makes the outcome durable, in that write's own transaction:
+
+- a stored result (``put_result`` of the task's own id);
+- a retry's re-enqueue or re-schedule, or a not-yet-due task moved to the
+  schedule;
+- the next pipeline step's enqueue (a step's result and its continuation);
+- otherwise (revoked, expired, canceled, a result of None that is not
+  stored...) the process's next write, usually the next dequeue, so it
+  costs no transaction of its own.
+
+:mod:`hueyscope.recovery` puts the leases of dead holders back on the queue.
+Recovery never runs again a task whose result was stored.
+
+Workers that wait for a task at the same moment are served by one
+transaction: the first to get the storage lock leases one message for each
+waiting worker of its process and leaves the others in a buffer they take
+from. With FULL durability each commit is a sync, so fewer transactions is
+what makes the leased queue faster than stock huey's, not slower.
+
+:class:`SqliteHuey` is huey's SqliteHuey on this storage, plus the few hooks
+that tell the storage when a task's outcome is being written. Any app can use
+it in place of huey's: ``from hueyscope import SqliteHuey``.
+"""
+import collections
+import contextlib
+import os
+import socket
+import threading
+import time
+import weakref
+
+from huey import signals as S
+from huey.api import SqliteHuey as _HueySqliteHuey
+from huey.utils import Error
+
+from hueyscope import liveness
+from hueyscope.queue import DurableSqliteStorage
+
+LEASE_SCHEMA = 1
+HEARTBEAT_INTERVAL = 5.0  # seconds between a holder's heartbeats
+LOCK_MARK = ".lock."  # huey's lock keys are "<queue>.lock.<name>"
+
+DDL = [
+    "create table if not exists hueyscope_meta ("
+    "key text primary key, value)",
+    # One row per process that took work from the queue.
+    "create table if not exists hueyscope_holder ("
+    "id integer primary key, host text not null, hostname text, "
+    "pid integer not null, pid_start integer, run_id text, "
+    "started real not null, heartbeat real not null)",
+    # One row per message taken and not yet settled. Its own id, never
+    # reused: huey's task ids are reused as soon as the table empties.
+    "create table if not exists hueyscope_lease ("
+    "id integer primary key autoincrement, queue text not null, data blob not null, "
+    "priority real not null default 0, holder integer not null, "
+    "taken real not null)",
+    "create index if not exists hueyscope_lease_holder on hueyscope_lease (holder)",
+    # Who holds each lock_task lock (the lock itself is huey's kv row).
+    "create table if not exists hueyscope_lock ("
+    "queue text not null, key text not null, holder integer not null, "
+    "worker text, taken real not null, primary key (queue, key))",
+    # How often each task was recovered, so a poison task is parked.
+    "create table if not exists hueyscope_recoveries ("
+    "queue text not null, task_id text not null, count integer not null, "
+    "updated real not null, primary key (queue, task_id))",
+    # Messages parked instead of run: poison tasks, unknown tasks.
+    "create table if not exists hueyscope_dead_letter ("
+    "id integer primary key, queue text not null, task_id text, task text, "
+    "data blob not null, priority real not null default 0, reason text, "
+    "recoveries integer not null default 0, run_id text, parked real not null)",
+    "insert or ignore into hueyscope_meta (key, value) "
+    "values ('lease_schema', %d)" % LEASE_SCHEMA,
+]
+
+
+class LeasedSqliteStorage(DurableSqliteStorage):
+    """huey's SQLite storage with leased dequeue (see the module docstring).
+
+    Takes SqliteStorage's options plus ``synchronous`` (FULL or NORMAL).
+    Tables of huey's stay as huey makes them; ours are named ``hueyscope_*``.
+    """
+
+    ddl = DurableSqliteStorage.ddl + DDL
+    leased = True
+
+    def __init__(self, *args, **kwargs):
+        self._local = threading.local()
+        self._reset_process_state()
+        # Set by SqliteHuey: who this process is in the event store.
+        self.run_id_source = None
+        super().__init__(*args, **kwargs)
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: ref() and ref()._reset_process_state())
+
+    def _reset_process_state(self):
+        # A forked worker is a holder of its own, with its own connection
+        # (huey closes the parent's before forking), buffer and heartbeat.
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._holder = None
+        self._holder_new = False  # registered in a transaction not yet committed
+        self._pending = collections.deque()  # lease ids to release at the next write
+        self._buffer = collections.deque()  # (lease id, data, seq) for waiting workers
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+        self._taken = 0
+        self._heartbeat_thread = None
+        self._stop_heartbeat = threading.Event()
+
+    # -- the holder: this process, as recovery sees it ---------------------
+
+    def _holder_in(self, curs):
+        """This process's holder id, registering it inside the caller's transaction."""
+        if self._holder is None:
+            now = time.time()
+            curs.execute(
+                "insert into hueyscope_holder (host, hostname, pid, pid_start, "
+                "run_id, started, heartbeat) values (?, ?, ?, ?, ?, ?, ?)",
+                (liveness.host_identity(), socket.gethostname(), self._pid,
+                 liveness.process_start(self._pid), self._run_id(), now, now))
+            self._holder = curs.lastrowid
+            self._holder_new = True
+        return self._holder
+
+    def _run_id(self):
+        try:
+            return self.run_id_source() if self.run_id_source else None
+        except Exception:
+            return None
+
+    def holder_id(self):
+        """This process's holder id, or None if it never took anything."""
+        return self._holder if self._pid == os.getpid() else None
+
+    def forget_holder(self):
+        """Register afresh at the next lease (recovery removed this holder)."""
+        self._holder = None
+
+    def _ensure_heartbeat(self):
+        if self._heartbeat_thread is None:
+            self._heartbeat_thread = threading.Thread(
+                target=self._heartbeat_loop, name="hueyscope-lease-heartbeat",
+                daemon=True)
+            self._heartbeat_thread.start()
+
+    def _heartbeat_loop(self):
+        # Another host tells this process alive by its heartbeat alone. Each
+        # beat also settles leases released by workers that went idle.
+        pid = self._pid
+        while not self._stop_heartbeat.wait(HEARTBEAT_INTERVAL):
+            if os.getpid() != pid:
+                return
+            self.heartbeat()
+
+    def heartbeat(self):
+        """Note this process alive (and its run id, once it has one)."""
+        if self.holder_id() is None:
+            return
+        try:
+            with self.db(commit=True) as curs:
+                curs.execute(
+                    "update hueyscope_holder set heartbeat = ?, "
+                    "run_id = coalesce(run_id, ?) where id = ?",
+                    (time.time(), self._run_id(), self._holder))
+        except Exception:
+            pass  # the next beat tries again; a busy queue is no failure
+
+    # -- transactions that also settle leases ------------------------------
+
+    @contextlib.contextmanager
+    def db(self, commit=False, close=False):
+        # huey's BaseSqlStorage.db(), with every write transaction also
+        # releasing the leases whose outcome is now durable.
+        with self.lock:
+            conn = self.conn
+            cursor = conn.cursor()
+            released = None
+            try:
+                if commit:
+                    cursor.execute(self.begin_sql)
+                    released = self._release_in(cursor)
+                yield cursor
+            except Exception:
+                if commit:
+                    conn.rollback()
+                    self._unrelease(released)
+                raise
+            else:
+                if commit:
+                    conn.commit()
+                    self._holder_new = False
+            finally:
+                cursor.close()
+                if close:
+                    conn.close()
+                    self._conn = None
+
+    def _release_in(self, curs):
+        """Delete the leases due for release, inside the open transaction."""
+        local = self._local
+        own = getattr(local, "lease", None) if getattr(local, "release_on_write", False) else None
+        ids = []
+        while self._pending:
+            try:
+                ids.append(self._pending.popleft())
+            except IndexError:
+                break
+        if own is not None:
+            ids.append(own)
+            local.lease = None
+            local.release_on_write = False
+        if ids:
+            curs.execute("delete from hueyscope_lease where id in (%s)"
+                         % ",".join("?" * len(ids)), ids)
+        self._holder_new = False
+        return ids, own
+
+    def _unrelease(self, released):
+        # The transaction rolled back: the leases are still held.
+        if getattr(self, "_holder_new", False):
+            self._holder = None
+            self._holder_new = False
+        if not released:
+            return
+        ids, own = released
+        for lease in ids:
+            if lease != own:
+                self._pending.append(lease)
+        if own is not None:
+            self._local.lease = own
+            self._local.release_on_write = True
+
+    # -- dequeue -------------------------------------------------------------
+
+    def dequeue(self):
+        if self._pid != os.getpid():
+            self._reset_process_state()
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            with self.lock:
+                if self._buffer:
+                    lease, data, seq = self._buffer.popleft()
+                else:
+                    taken = self._lease_batch()
+                    if not taken:
+                        return None
+                    (lease, data, seq), rest = taken[0], taken[1:]
+                    self._buffer.extend(rest)
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+        local = self._local
+        local.lease, local.seq = lease, seq
+        local.task_id = None
+        local.release_on_write = local.keep = local.chained = False
+        self._ensure_heartbeat()
+        return data
+
+    def _lease_batch(self):
+        """Lease one message for each worker now waiting; the storage lock is held."""
+        conn = self.conn
+        has_task = conn.execute("select 1 from task where queue = ? limit 1",
+                                (self.name,)).fetchone()
+        if not has_task and not self._pending:
+            return []
+        cursor = conn.cursor()
+        cursor.execute(self.begin_sql)
+        released = None
+        try:
+            released = self._release_in(cursor)
+            taken = []
+            if has_task:
+                rows = cursor.execute(
+                    "select id, data, priority from task where queue = ? "
+                    "order by priority desc, id limit ?",
+                    (self.name, max(self._waiting, 1))).fetchall()
+                if rows:
+                    holder, now = self._holder_in(cursor), time.time()
+                    for row_id, data, priority in rows:
+                        cursor.execute(
+                            "insert into hueyscope_lease (queue, data, priority, "
+                            "holder, taken) values (?, ?, ?, ?, ?)",
+                            (self.name, data, priority, holder, now))
+                        self._taken += 1
+                        taken.append((cursor.lastrowid, data, self._taken))
+                    ids = [r[0] for r in rows]
+                    cursor.execute("delete from task where id in (%s)"
+                                   % ",".join("?" * len(ids)), ids)
+            conn.commit()
+            self._holder_new = False
+            return taken
+        except Exception:
+            conn.rollback()
+            self._unrelease(released)
+            raise
+        finally:
+            cursor.close()
+
+    def taken_seq(self):
+        """The order in which this process took the calling thread's task."""
+        return getattr(self._local, "seq", None)
+
+    # -- what SqliteHuey tells the storage --------------------------------
+
+    def note_task(self, task):
+        """The calling thread's lease holds ``task`` (its id and pipeline)."""
+        local = self._local
+        local.task_id = task.id
+        local.chained = task.on_complete is not None
+
+    def owns(self, task_id):
+        """True if the calling thread holds the lease of ``task_id``."""
+        local = self._local
+        return (getattr(local, "lease", None) is not None
+                and getattr(local, "task_id", None) == task_id)
+
+    def release_with_next_write(self, task_id):
+        """Release this thread's lease of ``task_id`` in the next write transaction."""
+        if self.owns(task_id):
+            self._local.release_on_write = True
+
+    def result_releases(self, task_id):
+        """Whether storing ``task_id``'s result should release its lease."""
+        # A pipeline step keeps its lease until its continuation is
+        # enqueued: recovery finds the result stored and enqueues the next
+        # step itself.
+        return self.owns(task_id) and not self._local.chained
+
+    def keep_lease(self, task_id):
+        """The task was interrupted: its lease stays, to be put back on the queue."""
+        if self.owns(task_id):
+            self._local.keep = True
+
+    def finish(self, task_id):
+        """The worker is done with ``task_id``: release what is still held.
+
+        An interrupted task keeps its lease, which goes back on the queue
+        when the consumer stops (or when recovery finds it).
+        """
+        local = self._local
+        lease = getattr(local, "lease", None)
+        if lease is None or local.task_id != task_id:
+            return
+        local.lease = None
+        local.release_on_write = False
+        if not local.keep:
+            self._pending.append(lease)
+        local.keep = False
+
+    def park_current(self, reason):
+        """Move this thread's lease to the dead-letter table (e.g. an unknown task)."""
+        local = self._local
+        lease = getattr(local, "lease", None)
+        if lease is None:
+            return
+        local.lease = None
+        with self.db(commit=True) as curs:
+            curs.execute(
+                "insert into hueyscope_dead_letter (queue, data, priority, "
+                "reason, parked) select queue, data, priority, ?, ? "
+                "from hueyscope_lease where id = ?", (reason, time.time(), lease))
+            curs.execute("delete from hueyscope_lease where id = ?", (lease,))
+
+    def release_pending(self):
+        """Write any release still waiting for a transaction (idle workers)."""
+        if self._pending and self._pid == os.getpid():
+            with self.db(commit=True):
+                pass
+
+    # -- locks, with their holder --------------------------------------------
+
+    def put_if_empty(self, key, value, ttl=None):
+        if LOCK_MARK not in key:
+            return super().put_if_empty(key, value, ttl)
+        if ttl is not None:
+            raise NotImplementedError("ttl is not supported by this storage.")
+        if self._pid != os.getpid():
+            self._reset_process_state()
+        try:
+            with self.db(commit=True) as curs:
+                curs.execute("insert or abort into kv (queue, key, value) "
+                             "values (?, ?, ?)", (self.name, key, self.to_blob(value)))
+                curs.execute(
+                    "insert or replace into hueyscope_lock (queue, key, holder, "
+                    "worker, taken) values (?, ?, ?, ?, ?)",
+                    (self.name, key, self._holder_in(curs),
+                     threading.current_thread().name, time.time()))
+        except self.integrity_error:
+            return False
+        self._ensure_heartbeat()
+        return True
+
+    def delete_data(self, key):
+        if LOCK_MARK not in key:
+            return super().delete_data(key)
+        with self.db(commit=True) as curs:
+            curs.execute("delete from kv where queue = ? and key = ?",
+                         (self.name, key))
+            deleted = curs.rowcount == 1
+            curs.execute("delete from hueyscope_lock where queue = ? and key = ?",
+                         (self.name, key))
+        return deleted
+
+    def close(self):
+        self._stop_heartbeat.set()
+        return super().close()
+
+
+class SqliteHuey(_HueySqliteHuey):
+    """huey's SqliteHuey with at-least-once delivery (a leased queue).
+
+    A drop-in replacement: ``SqliteHuey("app", filename="queue.db")``. A
+    consumer killed mid-task leaves its tasks leased; the next consumer (or
+    ``hueyscope recover``) puts them back on the queue and frees their locks.
+    """
+
+    storage_class = LeasedSqliteStorage
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.storage.run_id_source = self._recorded_run_id
+
+    def _recorded_run_id(self):
+        from hueyscope.events.recorder import recorder_for
+
+        recorder = recorder_for(self)
+        if recorder is not None and recorder.pid == os.getpid():
+            return recorder.run_id
+        return None
+
+    def dequeue(self):
+        data = self.storage.dequeue()
+        if data is None:
+            return None
+        try:
+            task = self.deserialize_task(data)
+        except Exception as exc:
+            # Code deployed without this task, or a message it cannot read:
+            # stock huey drops it; it is parked, with the reason, instead.
+            self.storage.park_current("%s: %s" % (type(exc).__name__, exc))
+            raise
+        self.storage.note_task(task)
+        return task
+
+    def execute(self, task, timestamp=None):
+        try:
+            return super().execute(task, timestamp)
+        finally:
+            self.storage.finish(task.id)
+
+    def put_result(self, key, data):
+        if not isinstance(data, Error) and self.storage.result_releases(key):
+            self.storage.release_with_next_write(key)
+        return super().put_result(key, data)
+
+    def add_schedule(self, task):
+        # Not due yet, or a retry with a delay: the message moves to the
+        # schedule in the same transaction as its lease is released.
+        self.storage.release_with_next_write(task.id)
+        return super().add_schedule(task)
+
+    def _emit(self, signal, task, *args, **kwargs):
+        if signal == S.SIGNAL_COMPLETE or signal == S.SIGNAL_RETRYING:
+            # Next come the continuation's enqueue or the retry's.
+            self.storage.release_with_next_write(task.id)
+        elif signal == S.SIGNAL_ERROR and not task.retries:
+            # A final failure: its error result (or on_error task) is next.
+            self.storage.release_with_next_write(task.id)
+        elif signal == S.SIGNAL_INTERRUPTED:
+            self.storage.keep_lease(task.id)
+        super()._emit(signal, task, *args, **kwargs)
+
+    def flush_locks(self, *names):
+        """Free the locks whose holder is dead; a live holder's lock stays held.
+
+        huey's flush_locks frees every lock, a live consumer's too (two
+        locked bodies then run at once). Locks taken by a process that does
+        not record its holder (huey's own storage) are freed too: they can
+        belong to no process we can check.
+        """
+        from hueyscope.recovery import free_dead_locks
+
+        return set(free_dead_locks(self, names=names, unowned=True))

@@ -1,0 +1,434 @@
+"""Recovery: the work of dead consumers goes back on the queue.
+
+A lease (see :mod:`hueyscope.leases`) whose holder is dead -- on this host its
+pid is gone, a zombie or another process; elsewhere its heartbeat is older
+than the lease timeout -- is put back on the queue with its priority, and
+recorded as a ``recovered`` event under the dead holder's run. A task
+recovered more than ``max_recoveries`` times is parked in
+``hueyscope_dead_letter`` instead and recorded as ``lost``: a task that kills
+its worker must not crash-loop the consumers. A lease whose result is stored
+is not run again; if it is a pipeline step, its next step is enqueued with
+that result. Locks held by dead holders are freed; a live holder's never.
+
+Recovery reads and writes queue.db only, never the event store. Consumers run
+it at start, at every health check and at exit (their own interrupted tasks);
+``hueyscope recover`` runs it by hand.
+"""
+import dataclasses
+import logging
+import os
+import time
+
+import click
+from huey.utils import Error
+
+from hueyscope import liveness
+from hueyscope.leases import LOCK_MARK
+
+logger = logging.getLogger("hueyscope.recovery")
+
+DEFAULT_LEASE_TIMEOUT = 60.0
+DEFAULT_MAX_RECOVERIES = 3
+RECOVERIES_KEPT = 7 * 86400  # seconds a task's recovery count is remembered
+
+
+class LeaseRecovered(Exception):
+    """Why a task went back on the queue (the reason of a ``recovered`` event)."""
+
+
+class PoisonTask(Exception):
+    """Why a task was parked instead of requeued (the reason of a ``lost`` event)."""
+
+
+@dataclasses.dataclass
+class Holder:
+    id: int
+    host: str
+    hostname: str
+    pid: int
+    pid_start: int
+    run_id: str
+    started: float
+    heartbeat: float
+
+    def death(self, now, this_host, lease_timeout):
+        """Why this holder counts as dead, or None while it may be alive."""
+        if self.host == this_host:
+            if liveness.is_alive(self.pid, self.pid_start):
+                return None
+            return "pid %d on %s is gone" % (self.pid, self.hostname)
+        age = now - self.heartbeat
+        if age > lease_timeout:
+            return "no heartbeat from pid %d on %s for %.0f s (lease timeout %.0f s)" % (
+                self.pid, self.hostname, age, lease_timeout)
+        return None
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a recovery did (or, dry, would do)."""
+
+    requeued: list = dataclasses.field(default_factory=list)
+    parked: list = dataclasses.field(default_factory=list)
+    settled: list = dataclasses.field(default_factory=list)
+    continued: list = dataclasses.field(default_factory=list)
+    locks: list = dataclasses.field(default_factory=list)
+    dead: list = dataclasses.field(default_factory=list)
+
+    def __bool__(self):
+        return bool(self.requeued or self.parked or self.settled or self.locks)
+
+
+def holders(curs):
+    return [Holder(*row) for row in curs.execute(
+        "select id, host, hostname, pid, pid_start, run_id, started, heartbeat "
+        "from hueyscope_holder")]
+
+
+def dead_holders(rows, lease_timeout, own=()):
+    """{holder id: (Holder, reason)} of the holders that are dead.
+
+    ``own`` are holder ids to count as dead too: a consumer putting back its
+    own interrupted work as it stops.
+    """
+    now, this_host = time.time(), liveness.host_identity()
+    dead = {}
+    for h in rows:
+        if h.id in own:
+            dead[h.id] = (h, "interrupted when pid %d stopped" % h.pid)
+            continue
+        reason = h.death(now, this_host, lease_timeout)
+        if reason:
+            dead[h.id] = (h, reason)
+    return dead
+
+
+def _message(huey, data):
+    """(task id, task name) of a queued message, whether or not its task is known."""
+    try:
+        message = huey.serializer.deserialize(data)
+        return message.id, message.name
+    except Exception:
+        return None, None
+
+
+def recover(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT,
+            max_recoveries=DEFAULT_MAX_RECOVERIES, dry_run=False, own_pids=()):
+    """Put the leases of dead holders back on ``huey``'s queue; free their locks.
+
+    ``own_pids`` are processes of the caller's (itself, its stopped worker
+    processes) whose leases go back too -- tasks interrupted as a consumer
+    stops -- without counting towards ``max_recoveries``.
+    Returns an :class:`Outcome`; with ``dry_run`` nothing is changed and no
+    event is recorded. Signals ``recovered`` and ``lost`` go to the recorder.
+    """
+    storage = huey.storage
+    if not getattr(storage, "leased", False):
+        raise ValueError("queue %s is not leased (at-most-once delivery): "
+                         "nothing to recover" % huey.name)
+    outcome = Outcome()
+    try:
+        later = _recover_in_transaction(huey, outcome, set(own_pids),
+                                        lease_timeout, max_recoveries, dry_run)
+    except _DryRun:
+        return outcome
+    if os.getpid() in own_pids:
+        storage.forget_holder()
+    for signal, what, extra in later:
+        _emit(huey, signal, what, extra)
+    for entry in outcome.requeued:
+        logger.warning("Recovered task %s (%s) of run %s: %s", entry["task_id"],
+                       entry["task"], entry["run_id"], entry["reason"])
+    for entry in outcome.parked:
+        logger.error("Parked task %s (%s): %s", entry["task_id"], entry["task"],
+                     entry["reason"])
+    for entry in outcome.locks:
+        logger.warning("Freed lock %s of run %s: %s", entry["lock"],
+                       entry["run_id"], entry["reason"])
+    return outcome
+
+
+def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
+                            max_recoveries, dry_run):
+    """The recovery itself, in one exclusive transaction; returns signals to emit."""
+    storage = huey.storage
+    later = []  # signals to emit once the transaction has committed
+    now = time.time()
+    this_host = liveness.host_identity()
+    with storage.db(commit=True) as curs:
+        rows = holders(curs)
+        own = {h.id for h in rows if h.host == this_host and h.pid in own_pids}
+        dead = dead_holders(rows, lease_timeout, own=own)
+        dead.update(_orphans(curs))
+        outcome.dead = [(h, reason) for h, reason in dead.values()]
+        if not dead:
+            return later
+        marks = ",".join("?" * len(dead))
+        ids = list(dead)
+        leases = curs.execute(
+            "select id, data, priority, holder from hueyscope_lease "
+            "where queue = ? and holder in (%s) order by priority desc, id"
+            % marks, [storage.name] + ids).fetchall()
+        for lease_id, data, priority, holder in leases:
+            h, reason = dead[holder]
+            task_id, name = _message(huey, data)
+            entry = {"lease": lease_id, "task_id": task_id, "task": name,
+                     "priority": priority, "run_id": h.run_id, "pid": h.pid,
+                     "reason": reason}
+            result = _stored_result(huey, curs, task_id)
+            if result is not None:
+                outcome.settled.append(entry)
+                nxt = _continuation(huey, data, result[0])
+                if nxt is not None:
+                    outcome.continued.append(dict(entry, next_id=nxt.id,
+                                                  next_task=nxt.name))
+                    curs.execute("insert into task (queue, data, priority) "
+                                 "values (?, ?, ?)", (storage.name, storage.to_blob(
+                                     huey.serialize_task(nxt)), nxt.priority or 0))
+                    later.append(("enqueued", nxt, {}))
+                curs.execute("delete from hueyscope_lease where id = ?", (lease_id,))
+                continue
+            counted = holder not in own
+            count = _recoveries(curs, storage.name, task_id or "#%d" % lease_id)
+            if counted:
+                count += 1
+                curs.execute(
+                    "insert into hueyscope_recoveries (queue, task_id, count, "
+                    "updated) values (?, ?, ?, ?) on conflict (queue, task_id) "
+                    "do update set count = excluded.count, updated = excluded.updated",
+                    (storage.name, task_id or "#%d" % lease_id, count, now))
+            entry["recoveries"] = count
+            if counted and count > max_recoveries:
+                why = ("recovered %d times (max %d), last because %s; parked in "
+                       "hueyscope_dead_letter" % (count - 1, max_recoveries, reason))
+                entry["reason"] = why
+                curs.execute(
+                    "insert into hueyscope_dead_letter (queue, task_id, task, "
+                    "data, priority, reason, recoveries, run_id, parked) "
+                    "values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (storage.name, task_id, name, data, priority, why, count - 1,
+                     h.run_id, now))
+                outcome.parked.append(entry)
+                later.append(("lost", data, {"exc": PoisonTask(why), "run_id": h.run_id}))
+            else:
+                curs.execute("insert into task (queue, data, priority) "
+                             "values (?, ?, ?)", (storage.name, data, priority))
+                outcome.requeued.append(entry)
+                later.append(("recovered", data, {
+                    "exc": LeaseRecovered(reason), "run_id": h.run_id}))
+            curs.execute("delete from hueyscope_lease where id = ?", (lease_id,))
+        outcome.locks = _free_locks(curs, storage, dead)
+        # A dead holder with nothing left (any queue of the file) is forgotten.
+        curs.execute(
+            "delete from hueyscope_holder where id in (%s) and id not in "
+            "(select holder from hueyscope_lease) and id not in "
+            "(select holder from hueyscope_lock)" % marks, ids)
+        curs.execute("delete from hueyscope_recoveries where updated < ?",
+                     (now - RECOVERIES_KEPT,))
+        if dry_run:
+            raise _DryRun()
+    return later
+
+
+def _orphans(curs):
+    """Leases whose holder row is gone (deleted by hand): dead by definition."""
+    return {hid: (Holder(hid, "?", "?", 0, None, None, 0.0, 0.0),
+                  "its holder is gone from the queue")
+            for hid, in curs.execute(
+                "select distinct holder from hueyscope_lease where holder not in "
+                "(select id from hueyscope_holder)").fetchall()}
+
+
+class _DryRun(Exception):
+    """Raised inside the transaction so that storage.db() rolls it back."""
+
+
+def _stored_result(huey, curs, task_id):
+    """(value,) if a result other than an error is stored for ``task_id``."""
+    if task_id is None:
+        return None
+    row = curs.execute("select value from kv where queue = ? and key = ?",
+                       (huey.storage.name, task_id)).fetchone()
+    if row is None:
+        return None
+    try:
+        value = huey.serializer.deserialize(row[0])
+    except Exception:
+        return None
+    if isinstance(value, Error):
+        return None
+    return (value,)
+
+
+def _continuation(huey, data, value):
+    """The next pipeline step of a stored result, with the result in its args."""
+    try:
+        task = huey.deserialize_task(data)
+    except Exception:
+        return None
+    nxt = task.on_complete
+    if nxt is None:
+        return None
+    nxt.extend_data(value)
+    return nxt
+
+
+def _recoveries(curs, queue, key):
+    row = curs.execute("select count from hueyscope_recoveries where queue = ? "
+                       "and task_id = ?", (queue, key)).fetchone()
+    return row[0] if row else 0
+
+
+def _free_locks(curs, storage, dead, unowned=False, names=None):
+    """Delete the locks held by dead holders (and, if asked, by nobody known)."""
+    freed = []
+    rows = curs.execute(
+        "select key, holder from hueyscope_lock where queue = ?",
+        (storage.name,)).fetchall()
+    known = {h for h, in curs.execute("select id from hueyscope_holder")}
+    for key, holder in rows:
+        if holder in dead:
+            h, reason = dead[holder]
+            run_id = h.run_id
+        elif holder not in known:
+            run_id, reason = None, "its holder is gone from the queue"
+        else:
+            continue
+        name = key.split(LOCK_MARK, 1)[-1]
+        if names and name not in names:
+            continue
+        curs.execute("delete from kv where queue = ? and key = ?", (storage.name, key))
+        curs.execute("delete from hueyscope_lock where queue = ? and key = ?",
+                     (storage.name, key))
+        freed.append({"lock": name, "run_id": run_id, "reason": reason})
+    if unowned:
+        prefix = "%s%s" % (storage.name, LOCK_MARK)
+        for key, in curs.execute(
+                "select key from kv where queue = ? and substr(key, 1, ?) = ? "
+                "and key not in (select key from hueyscope_lock where queue = ?)",
+                (storage.name, len(prefix), prefix, storage.name)).fetchall():
+            name = key[len(prefix):]
+            if names and name not in names:
+                continue
+            curs.execute("delete from kv where queue = ? and key = ?",
+                         (storage.name, key))
+            freed.append({"lock": name, "run_id": None,
+                          "reason": "no holder on record"})
+    return freed
+
+
+def free_dead_locks(huey, names=(), unowned=True, lease_timeout=DEFAULT_LEASE_TIMEOUT):
+    """Free the locks of dead holders (huey's flush_locks, made safe); returns names."""
+    storage = huey.storage
+    names = {n.strip() for n in names if n.strip()}
+    with storage.db(commit=True) as curs:
+        dead = dead_holders(holders(curs), lease_timeout)
+        freed = _free_locks(curs, storage, dead, unowned=unowned, names=names)
+    return [f["lock"] for f in freed]
+
+
+def _emit(huey, signal, what, extra):
+    try:
+        if isinstance(what, (bytes, memoryview)):
+            task = huey.deserialize_task(bytes(what))
+        else:
+            task = what
+    except Exception:
+        return  # a task this app does not know: queue.db has the record
+    try:
+        huey._emit(signal, task, **extra)
+    except Exception:
+        logger.exception("Could not record %s of %s", signal, task.id)
+
+
+# -- the command --------------------------------------------------------------
+
+def lease_options(fn):
+    """``--lease-timeout`` and ``--max-recoveries``, shared by consume and recover."""
+    from hueyscope.options import FloatRange, IntRange
+
+    fn = click.option(
+        "--max-recoveries", type=IntRange(min=0), default=DEFAULT_MAX_RECOVERIES,
+        show_default=True, envvar="HUEYSCOPE_MAX_RECOVERIES", show_envvar=True,
+        help="Park a task in the dead-letter table (recorded as lost) once it "
+             "was recovered more than this many times.")(fn)
+    fn = click.option(
+        "--lease-timeout", type=FloatRange(min=1.0), default=DEFAULT_LEASE_TIMEOUT,
+        show_default=True, envvar="HUEYSCOPE_LEASE_TIMEOUT", show_envvar=True,
+        help="Seconds without a heartbeat after which a holder on another "
+             "host (or container) counts as dead. On this host a dead pid "
+             "is seen at once.")(fn)
+    return fn
+
+
+def _describe(entry):
+    return "%s %s (run %s, priority %s)" % (
+        entry["task_id"] or "?", entry["task"] or "?", entry["run_id"] or "-",
+        "%g" % entry["priority"] if entry["priority"] is not None else "-")
+
+
+def echo_outcome(outcome, dry_run=False):
+    verb = "would " if dry_run else ""
+    for h, reason in outcome.dead:
+        click.echo("dead holder: pid %d on %s, run %s: %s" % (
+            h.pid, h.hostname, h.run_id or "-", reason))
+    for entry in outcome.requeued:
+        click.echo("%srequeue  %s [recovery %d]" % (verb, _describe(entry),
+                                                    entry["recoveries"]))
+    for entry in outcome.parked:
+        click.echo("%spark     %s: %s" % (verb, _describe(entry), entry["reason"]))
+    for entry in outcome.settled:
+        click.echo("%ssettle   %s: its result is stored, not run again" % (
+            verb, _describe(entry)))
+    for entry in outcome.continued:
+        click.echo("%senqueue  %s %s, the next step of %s" % (
+            verb, entry["next_id"], entry["next_task"], entry["task_id"]))
+    for entry in outcome.locks:
+        click.echo("%sfree lock %s (run %s): %s" % (
+            verb, entry["lock"], entry["run_id"] or "-", entry["reason"]))
+    click.echo("%s%d requeued, %d parked, %d settled, %d lock(s) freed%s" % (
+        "dry run: " if dry_run else "", len(outcome.requeued),
+        len(outcome.parked), len(outcome.settled), len(outcome.locks),
+        "" if outcome.dead else "; no dead holder"))
+
+
+def _settings_options(fn):
+    from hueyscope.options import settings_options
+
+    return settings_options(fn)
+
+
+@click.command()
+@_settings_options
+@lease_options
+@click.option("--dry-run", is_flag=True,
+              help="Show what would be moved and freed; change nothing.")
+def recover_command(settings, lease_timeout, max_recoveries, dry_run):
+    """Put the tasks of dead consumers back on the queue and free their locks.
+
+    Consumers do this on their own at start and at every health check; run
+    it by hand when none is running. Tasks of live consumers and locks of
+    live holders are never touched.
+
+    \b
+    Examples:
+        hueyscope recover --dry-run
+        hueyscope recover --queue /var/lib/app/queue.db --app app.tasks:huey
+    """
+    from hueyscope.apps import open_app
+    from hueyscope.options import BadInput
+
+    if settings.delivery != "at-least-once":
+        raise BadInput("recover needs at-least-once delivery (not %s)"
+                       % settings.delivery)
+    try:
+        huey = open_app(settings)
+        if not dry_run:
+            import hueyscope
+
+            hueyscope.attach(huey, events=settings.events)
+        outcome = recover(huey, dry_run=dry_run, lease_timeout=lease_timeout,
+                          max_recoveries=max_recoveries)
+    except ValueError as exc:
+        raise BadInput(str(exc))
+    echo_outcome(outcome, dry_run)
