@@ -1,8 +1,11 @@
-"""``hueyscope bench``: what recording costs, measured side by side.
+"""``hueyscope bench``: what recording and leasing cost, measured side by side.
 
 The same workload -- N small tasks enqueued, then drained by a consumer --
-runs on bare SqliteHuey, on SqliteHuey with the hueyscope recorder, with
-huey.contrib.stats, and with a naive insert-per-signal handler. Each round
+runs on bare SqliteHuey (huey's own dequeue and consumer, at-most-once), on
+SqliteHuey with the hueyscope recorder, on the leased at-least-once queue
+with hueyscope's consumer and the recorder (what ``hueyscope consume``
+runs), with huey.contrib.stats, and with a naive insert-per-signal handler.
+Each round
 runs every variant once, in a fresh child process and a fresh folder, in
 rotating order; the figure per variant is the median over rounds and is
 quoted as a ratio to bare SqliteHuey measured in the same run, because this
@@ -23,7 +26,19 @@ import click
 
 from hueyscope.options import BadInput, Choice, IntRange
 
-VARIANTS = ("bare", "hueyscope", "contrib.stats", "naive")
+VARIANTS = ("bare", "hueyscope", "leased", "contrib.stats", "naive")
+# Variants that need a package hueyscope does not install.
+EXTRAS = {"contrib.stats": ("peewee", "pip install 'hueyscope[bench]'")}
+
+
+def _missing(variant):
+    """The install hint for ``variant`` if its package is missing, else None."""
+    import importlib.util
+
+    module, hint = EXTRAS.get(variant, (None, None))
+    if module and importlib.util.find_spec(module) is None:
+        return hint
+    return None
 
 
 def _workload(huey):
@@ -69,11 +84,13 @@ def run_variant(variant, tasks, workers, worker_type, durability, folder,
 
     settings = Settings(queue=os.path.join(folder, "queue.db"),
                         events=os.path.join(folder, "events.db"),
-                        durability=durability)
+                        durability=durability,
+                        delivery="at-least-once" if variant == "leased"
+                        else "at-most-once")
     huey = make_huey(settings, name="bench")
     noop = _workload(huey)
     recorder = None
-    if variant == "hueyscope":
+    if variant in ("hueyscope", "leased"):
         from hueyscope.events.recorder import attach
 
         # Writing as a consumer does (its run's role is "bench").
@@ -96,20 +113,37 @@ def run_variant(variant, tasks, workers, worker_type, durability, folder,
 
     if before_drain is not None:
         before_drain(recorder)
-    consumer = huey.create_consumer(
-        workers=workers, worker_type=worker_type, initial_delay=0.001,
-        max_delay=0.01, check_worker_health=False, periodic=False)
-    start = time.perf_counter()
-    consumer.start()
+    options = dict(workers=workers, worker_type=worker_type, initial_delay=0.001,
+                   max_delay=0.01, check_worker_health=False, periodic=False)
+    if variant == "leased":
+        import threading
+
+        from hueyscope.consumer.runner import Consumer
+
+        consumer = Consumer(huey, recorder=recorder, **options)
+        start = time.perf_counter()
+        threading.Thread(target=consumer.run, daemon=True).start()
+    else:
+        consumer = huey.create_consumer(**options)
+        start = time.perf_counter()
+        consumer.start()
     storage = huey.storage
     while storage.result_store_size() < tasks:
         time.sleep(0.002)
     if recorder is not None:
         recorder.flush(timeout=120)
     elapsed = time.perf_counter() - start
-    consumer.stop(graceful=True)
+    if variant == "leased":
+        consumer.request_stop(graceful=True)
+        consumer.wait_stopped(60)
+        left = storage.sql("select count(*) from hueyscope_lease", results=True)[0][0]
+        if left:
+            raise RuntimeError("%d leases left after the drain" % left)
+    else:
+        consumer.stop(graceful=True)
     if recorder is not None:
-        recorder.end_run("bench")
+        if variant != "leased":  # the consumer ended its run
+            recorder.end_run("bench")
         stats = recorder.stats()
         expected = 3 * tasks  # enqueued, executing, complete
         if stats["written"] != expected or stats["dropped"]:
@@ -205,22 +239,36 @@ def _run_child(variant, tasks, workers, worker_type, durability):
               default="full", show_default=True)
 @click.option("--rounds", default=5, show_default=True, type=IntRange(1),
               help="Each round runs every variant once, in rotating order.")
-@click.option("--variants", default=",".join(VARIANTS), show_default=True,
-              help="Comma-separated subset of: " + ", ".join(VARIANTS))
+@click.option("--variants", default=None,
+              help="Comma-separated subset of: " + ", ".join(VARIANTS)
+                   + " (default: all; contrib.stats only if peewee is installed)")
 @click.option("--writer-events", default=300_000, show_default=True,
               type=IntRange(0), help="Events for the writer-only figure (0: skip).")
 def bench(tasks, workers, worker_type, durability, rounds, variants,
           writer_events):
-    """Drain rate of bare SqliteHuey vs. with recorders, side by side.
+    """Drain rate of bare SqliteHuey vs. with recorders and leases, side by side.
 
     Prints tasks/s per variant (median over rounds) and the ratio to bare
     SqliteHuey from the same run, then the writer's own capacity in events/s.
+    ``leased`` is what ``hueyscope consume`` runs: the at-least-once queue,
+    hueyscope's consumer and the recorder.
     """
-    chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    asked = variants is not None
+    chosen = [v.strip() for v in (variants or ",".join(VARIANTS)).split(",")
+              if v.strip()]
     unknown = [v for v in chosen if v not in VARIANTS]
     if unknown or not chosen:
         raise BadInput("unknown variant(s) %s: choose from %s" % (
             ", ".join(unknown) or "(none)", ", ".join(VARIANTS)))
+    for variant in list(chosen):
+        hint = _missing(variant)
+        if hint and asked:
+            raise BadInput("variant %s needs %s: %s" % (
+                variant, EXTRAS[variant][0], hint))
+        if hint:
+            click.echo("%s: skipped, %s is not installed (%s)" % (
+                variant, EXTRAS[variant][0], hint), err=True)
+            chosen.remove(variant)
     if "bare" not in chosen:
         chosen.insert(0, "bare")
     click.echo("workload: %d tasks, %d %s workers, durability %s, %d rounds"

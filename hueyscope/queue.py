@@ -79,8 +79,11 @@ def check_queue_file(path):
     check_sqlite_file(path)
     if os.path.getsize(path) == 0:
         return
+    # Read-only; and with no WAL beside it, immutable, so that not even a
+    # -wal or -shm file appears next to a database that is not ours.
+    mode = "mode=ro" if os.path.exists(path + "-wal") else "immutable=1"
     try:
-        conn = sqlite3.connect("file:%s?mode=ro" % os.path.abspath(path),
+        conn = sqlite3.connect("file:%s?%s" % (os.path.abspath(path), mode),
                                uri=True, timeout=BUSY_TIMEOUT_SECONDS)
     except sqlite3.Error as exc:
         raise ValueError("cannot open queue %s: %s" % (path, exc))

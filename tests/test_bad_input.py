@@ -129,3 +129,50 @@ def test_bad_option_values_are_one_line(cli, args, message):
     assert_one_line_error(result)
     assert message in result.stderr
     assert {p.name: p.stat().st_mtime_ns for p in cli.folder.iterdir()} == before
+
+
+# -- files that are not a queue ---------------------------------------------
+
+def _foreign_db(path):
+    conn = sqlite3.connect(path)
+    conn.execute("create table users (id integer primary key, name text)")
+    conn.execute("insert into users (name) values ('ada')")
+    conn.commit()
+    conn.close()
+
+
+def _newer_lease_schema(cli):
+    assert cli.run("produce", "mixed").returncode == 0
+    conn = sqlite3.connect(cli.queue)
+    conn.execute("update hueyscope_meta set value = 99 where key = 'lease_schema'")
+    conn.commit()
+    conn.execute("pragma wal_checkpoint(truncate)")
+    conn.close()
+    return cli.queue
+
+
+def _event_store(cli):
+    assert cli.run("produce", "mixed").returncode == 0
+    return cli.events
+
+
+@pytest.mark.parametrize("command", [
+    ["produce", "mixed"], ["consume"], ["recover"], ["recover", "--dry-run"],
+    ["consume", "--delivery", "at-most-once"],
+])
+@pytest.mark.parametrize("make,message", [
+    (lambda cli: _foreign_db(cli.folder / "app.db") or cli.folder / "app.db",
+     "is a SQLite database, not a huey queue (it has table users); left unchanged"),
+    (_event_store, "is an event store, not a huey queue"),
+    (_newer_lease_schema, "has lease schema 99, newer than this hueyscope"),
+])
+def test_a_file_that_is_not_a_queue_is_refused_and_left_unchanged(
+        cli, command, make, message):
+    path = make(cli)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    files = sorted(p.name for p in cli.folder.iterdir())
+    result = cli.run(*command, "--queue", str(path), timeout=30)
+    assert_one_line_error(result)
+    assert message in result.stderr
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in cli.folder.iterdir()) == files

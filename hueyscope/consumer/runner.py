@@ -268,6 +268,11 @@ class Consumer(huey_consumer.Consumer):
         self.max_recoveries = recovery.DEFAULT_MAX_RECOVERIES \
             if max_recoveries is None else max_recoveries
         self.recoveries = []  # the Outcome of each recovery that did something
+        if self.leased:
+            # What is leased and never started goes back on the queue at
+            # stop (_put_back_own_work), so a worker may lease its next task
+            # in the transaction that stores its last result.
+            huey.storage.prefetch = True
         # Counts tasks in flight across worker threads or processes.
         if options.get("worker_type") == WORKER_PROCESS:
             self.in_flight = multiprocessing.get_context("fork").Value("i", 0)
@@ -484,6 +489,11 @@ class Consumer(huey_consumer.Consumer):
         # never started them, go back on the queue now.
         if not self.leased:
             return
+        try:
+            self.huey.storage.put_back_unstarted()
+            self.huey.storage.release_pending()
+        except Exception:
+            logger.exception("Could not put back the tasks taken ahead.")
         pids = {os.getpid()}
         if self.worker_type == WORKER_PROCESS:
             pids.update(p.pid for _, p in self.worker_threads if p.pid)
