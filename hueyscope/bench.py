@@ -33,10 +33,14 @@ EXTRAS = {"contrib.stats": ("peewee", "pip install 'hueyscope[bench]'")}
 
 def _missing(variant):
     """The install hint for ``variant`` if its package is missing, else None."""
-    import importlib.util
+    import importlib
 
     module, hint = EXTRAS.get(variant, (None, None))
-    if module and importlib.util.find_spec(module) is None:
+    if module is None:
+        return None
+    try:
+        importlib.import_module(module)
+    except ImportError:
         return hint
     return None
 

@@ -115,6 +115,8 @@ class LeasedSqliteStorage(DurableSqliteStorage):
         self._pending = collections.deque()  # lease ids to release at the next write
         self._buffer = collections.deque()  # (lease id, data, seq) for waiting workers
         self._unstarted = set()  # leases taken ahead for a worker, not handed over
+        self._group = []  # results waiting to be committed together
+        self._group_lock = threading.Lock()
         self._waiting = 0
         self._waiting_lock = threading.Lock()
         self._taken = 0
@@ -252,6 +254,69 @@ class LeasedSqliteStorage(DurableSqliteStorage):
         if own is not None:
             self._local.lease = own
             self._local.release_on_write = True
+
+    # -- results: group commit ----------------------------------------------
+
+    def put_data(self, key, value, is_result=False):
+        # A worker's own result, releasing its lease: workers that finish
+        # while another one commits have their results written by the next
+        # transaction together, one sync for all (group commit), each with
+        # its lease released and its next task leased.
+        local = self._local
+        if not (is_result and self.prefetch and getattr(local, "release_on_write", False)
+                and getattr(local, "lease", None) is not None
+                and getattr(local, "next", None) is None):
+            return super().put_data(key, value, is_result)
+        request = _ResultWrite(key, self.to_blob(value), local.lease)
+        local.lease, local.release_on_write = None, False
+        with self._group_lock:
+            self._group.append(request)
+        try:
+            with self.lock:
+                if not request.done:
+                    self._commit_group()
+        except Exception:
+            # Not written: the lease is still held, as after any failed write.
+            local.lease, local.release_on_write = request.lease, True
+            raise
+        if request.error is not None:  # written by another worker, and failed
+            local.lease, local.release_on_write = request.lease, True
+            raise request.error
+        if request.next is not None:
+            local.next = request.next
+
+    def _commit_group(self):
+        """Write every waiting result in one transaction; the storage lock is held."""
+        with self._group_lock:
+            batch, self._group = self._group, []
+        conn = self.conn
+        curs = conn.cursor()
+        curs.execute(self.begin_sql)
+        released = None
+        try:
+            released = self._release_in(curs)
+            curs.executemany(
+                "insert or replace into kv (queue, key, value) values (?, ?, ?)",
+                [(self.name, r.key, r.value) for r in batch])
+            ids = [r.lease for r in batch]
+            curs.execute("delete from hueyscope_lease where id in (%s)"
+                         % ",".join("?" * len(ids)), ids)
+            taken = self._take(curs, len(batch))
+            conn.commit()
+            self._holder_new = False
+        except Exception as exc:
+            conn.rollback()
+            self._unrelease(released)
+            for r in batch:
+                r.error, r.done = exc, True
+            raise
+        finally:
+            curs.close()
+        for r, t in zip(batch, taken):
+            r.next = t
+            self._unstarted.add(t[0])
+        for r in batch:
+            r.done = True
 
     # -- dequeue -------------------------------------------------------------
 
@@ -463,6 +528,16 @@ class LeasedSqliteStorage(DurableSqliteStorage):
     def close(self):
         self._stop_heartbeat.set()
         return super().close()
+
+
+class _ResultWrite:
+    """A result waiting for the group commit, and what the commit gave back."""
+
+    __slots__ = ("key", "value", "lease", "done", "error", "next")
+
+    def __init__(self, key, value, lease):
+        self.key, self.value, self.lease = key, value, lease
+        self.done, self.error, self.next = False, None, None
 
 
 class SqliteHuey(_HueySqliteHuey):

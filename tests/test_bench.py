@@ -12,7 +12,7 @@ def test_bench_runs_every_variant_and_quotes_ratios(cli):
                      "--writer-events", "6000", timeout=110)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = dict(re.findall(r"^(\S+) +\d+ +(\d+\.\d\d)x", result.stdout, re.M))
-    assert set(rows) == {"bare", "hueyscope", "contrib.stats", "naive"}
+    assert set(rows) == {"bare", "hueyscope", "leased", "contrib.stats", "naive"}
     assert rows["bare"] == "1.00"
     assert all(0 < float(ratio) < 5 for ratio in rows.values())
     # The recorder variant fails the run unless every event was written.
@@ -22,3 +22,28 @@ def test_bench_runs_every_variant_and_quotes_ratios(cli):
 
 def test_bench_refuses_an_unknown_variant(cli):
     assert_one_line_error(cli.run("bench", "--variants", "bare,celery"))
+
+
+# A plain install has no peewee: contrib.stats is skipped, not a crash.
+NO_PEEWEE = ("import sys; sys.modules['peewee'] = None; "
+             "from hueyscope.cli import cli; cli()")
+
+
+@pytest.mark.timeout(120)
+def test_bench_without_peewee_skips_contrib_stats(cli):
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", NO_PEEWEE, "bench", "--tasks", "100", "--rounds",
+         "1", "--writer-events", "0"], cwd=cli.folder, env=cli.env,
+        capture_output=True, text=True, timeout=110)
+    assert run.returncode == 0, run.stderr
+    assert "contrib.stats: skipped, peewee is not installed" in run.stderr
+    rows = dict(re.findall(r"^(\S+) +\d+ +(\d+\.\d\d)x", run.stdout, re.M))
+    assert set(rows) == {"bare", "hueyscope", "leased", "naive"}
+    asked = subprocess.run(
+        [sys.executable, "-c", NO_PEEWEE, "bench", "--variants", "contrib.stats"],
+        cwd=cli.folder, env=cli.env, capture_output=True, text=True, timeout=60)
+    assert_one_line_error(asked)
+    assert "needs peewee" in asked.stderr

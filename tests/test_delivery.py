@@ -163,6 +163,28 @@ def test_sigkill_mid_task_then_restart_runs_each_killed_task_again(app, worker_t
     # is a separate matter.)
     statuses = dict(query(app.events, "select task_id, status from tasks"))
     assert {statuses[t] for t in killed} == {"complete"}
+    shown_in_report_and_datasette(app, old_run, killed)
+
+
+def shown_in_report_and_datasette(app, dead_run, recovered):
+    """The dead run's page and the canned query list what was recovered."""
+    from browse_helpers import rows
+    from hueyscope.browse.app import make_datasette
+
+    built = app.run("report")
+    assert built.returncode == 0, built.stderr
+    pages = [p for p in (app.site / "runs").glob("*.html")
+             if dead_run in p.read_text()]
+    page = next(p.read_text() for p in pages if "<code>%s</code>" % dead_run
+                in p.read_text())
+    section = page.split("Recovered after it died", 1)[1]
+    assert section.count(">recovered<") == len(recovered)
+    for task_id in recovered:
+        assert task_id[:8] in section
+    found = rows(make_datasette([app.events]), "events", "recovered_and_lost",
+                 run_id=dead_run)
+    assert {r["task_id"] for r in found} == recovered
+    assert {r["status"] for r in found} == {"complete"}
 
 
 @pytest.mark.timeout(60)
@@ -199,7 +221,10 @@ def test_worker_processes_die_with_their_parent(app):
     second = consume(app, "-w", "2", name="second")
     wait_until(lambda: len(events(app, "recovered")) == 2, timeout=30,
                message="both tasks recovered")
-    assert second.stop(signal.SIGINT) in (0, 1)
+    wait_until(lambda: len(ledger_app.starts(app.ledger)) == 2 and
+               sum(ledger_app.starts(app.ledger).values()) == 4,
+               message="both tasks running again")
+    second.kill()
 
 
 # -- locks --------------------------------------------------------------------

@@ -258,6 +258,22 @@ order by t.started""",
         ("stale",),
     ),
     Query(
+        "recovered_and_lost",
+        "Recovered and lost tasks",
+        "Tasks a dead consumer left leased, newest first: 'recovered' went "
+        "back on the queue, 'lost' was parked in the queue's dead-letter "
+        "table after too many recoveries. run_id is the dead run; host and "
+        "pid are the process that recovered it; status is the task's now. "
+        "Filter by dead run (blank: all).",
+        """select e.ts, e.signal, e.task_id, e.task, e.run_id, e.host, e.pid,
+  e.error as reason, t.status, t.finished
+from events e left join tasks t on t.task_id = e.task_id
+where e.signal in ('recovered', 'lost')
+  and (coalesce(:run_id, '') = '' or e.run_id = :run_id)
+order by e.ts desc""",
+        ("run_id",),
+    ),
+    Query(
         "lock_contention",
         "Lock contention",
         "Task names whose executions found their lock held (huey's 'locked' "

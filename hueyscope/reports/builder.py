@@ -52,7 +52,7 @@ MAX_RUN_PAGES = 200
 STALE_SECONDS = 60
 
 FINAL = ("complete", "failed", "revoked", "expired", "canceled",
-         "interrupted", "locked", "timeout", "rate-limited")
+         "interrupted", "locked", "timeout", "rate-limited", "lost")
 PENDING = ("enqueued", "scheduled", "retrying")
 # Run time histogram bucket edges, seconds.
 EDGES = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
@@ -375,7 +375,9 @@ def summarise(cube, lost_rows):
             n, status = row["n"], row["status"]
             target["total"] += n
             target["statuses"][status] = target["statuses"].get(status, 0) + n
-            if status in ("complete", "failed", "revoked", "expired", "locked"):
+            if status in ("complete", "failed", "revoked", "expired", "locked",
+                          "lost"):
+                # lost: parked by recovery after killing its worker too often
                 target[status] += n
             elif status in FINAL:
                 target["other"] += n
@@ -953,10 +955,14 @@ def render(store, data, links, names, run_ids, tmp, bar):
                    detail=task_details(store, name),
                    hist=histogram_pairs(summaries[name]["buckets"]))
         bar.step()
+    recovered_by_run = {}
+    for row in store.query("recovered_and_lost"):
+        recovered_by_run.setdefault(row["run_id"], []).append(row)
     runs = {r["id"]: r for r in data["runs"]}
     for run_id in run_ids:
         site.write(links.run_pages[run_id], "run.html", data=data,
-                   run=runs[run_id], left=lost_by_run.get(run_id, []))
+                   run=runs[run_id], left=lost_by_run.get(run_id, []),
+                   recovered=recovered_by_run.get(run_id, []))
         bar.step()
     static = tmp / "static"
     static.mkdir()
