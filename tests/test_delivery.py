@@ -414,3 +414,19 @@ def test_recovery_works_under_the_stock_huey_consumer(app):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+@pytest.mark.timeout(60)
+def test_at_most_once_is_hueys_own_dequeue(app):
+    """--delivery at-most-once: the killed task is gone, as with stock huey."""
+    app.env["HUEYSCOPE_DELIVERY"] = "at-most-once"
+    enqueue(app, "a.work(1, 30)")
+    first = consume(app, "-w", "1", name="first")
+    wait_until(lambda: ledger_app.starts(app.ledger), message="the task to start")
+    assert scalar(app.queue, "select count(*) from task") == 0
+    kill_group(first)
+    assert query(app.queue, "select name from sqlite_master "
+                 "where name = 'hueyscope_lease'") == []
+    recovered = app.run("recover")
+    assert recovered.returncode == 2
+    assert "recover needs at-least-once delivery" in recovered.stderr
