@@ -31,6 +31,7 @@ it in place of huey's: ``from hueyscope import SqliteHuey``.
 """
 import collections
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -43,6 +44,8 @@ from huey.utils import Error
 
 from hueyscope import liveness
 from hueyscope.queue import DurableSqliteStorage
+
+logger = logging.getLogger("hueyscope.leases")
 
 LEASE_SCHEMA = 1
 HEARTBEAT_INTERVAL = 5.0  # seconds between a holder's heartbeats
@@ -450,18 +453,21 @@ class LeasedSqliteStorage(DurableSqliteStorage):
             self._pending.append(lease)
         local.keep = False
 
-    def park_current(self, reason):
+    def park_current(self, reason, message=None):
         """Move this thread's lease to the dead-letter table (e.g. an unknown task)."""
         local = self._local
         lease = getattr(local, "lease", None)
         if lease is None:
             return
         local.lease = None
+        task_id = getattr(message, "id", None)
+        name = getattr(message, "name", None)
         with self.db(commit=True) as curs:
             curs.execute(
-                "insert into hueyscope_dead_letter (queue, data, priority, "
-                "reason, parked) select queue, data, priority, ?, ? "
-                "from hueyscope_lease where id = ?", (reason, time.time(), lease))
+                "insert into hueyscope_dead_letter (queue, task_id, task, data, "
+                "priority, reason, run_id, parked) select queue, ?, ?, data, "
+                "priority, ?, ?, ? from hueyscope_lease where id = ?",
+                (task_id, name, reason, self._run_id(), time.time(), lease))
             curs.execute("delete from hueyscope_lease where id = ?", (lease,))
 
     def put_back_unstarted(self):
@@ -530,6 +536,18 @@ class LeasedSqliteStorage(DurableSqliteStorage):
         return super().close()
 
 
+class _Unrunnable:
+    """What a signal handler needs of a task this process cannot build."""
+
+    on_complete = on_error = None
+
+    def __init__(self, message):
+        self.id, self.name = message.id, message.name
+        self.retries, self.priority, self.eta = (
+            message.retries, message.priority, message.eta)
+        self.args, self.kwargs = message.args, message.kwargs
+
+
 class _ResultWrite:
     """A result waiting for the group commit, and what the commit gave back."""
 
@@ -563,18 +581,32 @@ class SqliteHuey(_HueySqliteHuey):
         return None
 
     def dequeue(self):
-        data = self.storage.dequeue()
-        if data is None:
-            return None
+        while True:
+            data = self.storage.dequeue()
+            if data is None:
+                return None
+            try:
+                task = self.deserialize_task(data)
+            except Exception as exc:
+                # Code deployed without this task, or a message it cannot
+                # read: stock huey drops it; it is parked, with the reason,
+                # and recorded as dropped; the worker takes the next one.
+                self._park_unreadable(data, exc)
+                continue
+            self.storage.note_task(task)
+            return task
+
+    def _park_unreadable(self, data, exc):
+        reason = "%s: %s" % (type(exc).__name__, exc)
         try:
-            task = self.deserialize_task(data)
-        except Exception as exc:
-            # Code deployed without this task, or a message it cannot read:
-            # stock huey drops it; it is parked, with the reason, instead.
-            self.storage.park_current("%s: %s" % (type(exc).__name__, exc))
-            raise
-        self.storage.note_task(task)
-        return task
+            message = self.serializer.deserialize(data)
+        except Exception:
+            message = None
+        self.storage.park_current(reason, message)
+        logger.warning("Parked a message this consumer cannot run (%s) in "
+                       "hueyscope_dead_letter.", reason)
+        if message is not None:
+            self._emit("dropped", _Unrunnable(message), exc=exc)
 
     def execute(self, task, timestamp=None):
         try:

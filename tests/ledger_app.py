@@ -56,6 +56,12 @@ def locked(n, seconds=0.0, task=None):
     return n
 
 
+if os.environ.get("LEDGER_EXTRA_TASK"):
+    @huey.task()
+    def only_in_the_producer():
+        """Deployed to the producer and not to the consumer."""
+
+
 def ledger(path=LEDGER):
     """[(kind, task id, n, pid)] in the order written."""
     try:

@@ -430,3 +430,45 @@ def test_at_most_once_is_hueys_own_dequeue(app):
     recovered = app.run("recover")
     assert recovered.returncode == 2
     assert "recover needs at-least-once delivery" in recovered.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_task_the_consumer_does_not_have_is_parked_and_recorded(app):
+    producer = dict(app.env, LEDGER_EXTRA_TASK="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", "import ledger_app as a; "
+         "print(a.only_in_the_producer().id); a.work(1)"],
+        cwd=app.folder, env=producer, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    unknown = proc.stdout.strip()
+    consumer = consume(app, "-w", "1")
+    wait_until(lambda: results(app) == 1, message="the known task to run")
+    wait_until(lambda: events(app, "dropped"), message="the dropped event")
+    assert consumer.stop() == 0
+    parked = query(app.queue, "select task_id, task, reason from hueyscope_dead_letter")
+    assert [(p[0], p[1]) for p in parked] == [
+        (unknown, "ledger_app.only_in_the_producer")]
+    assert "not found in TaskRegistry" in parked[0][2]
+    assert scalar(app.events, "select status from tasks where task_id = ?",
+                  (unknown,)) == "dropped"
+    assert "Traceback" not in consumer.stderr
+    assert "Parked a message this consumer cannot run" in consumer.stderr
+
+
+@pytest.mark.timeout(60)
+def test_stock_huey_consumer_runs_heartbeat_while_a_long_task_runs(app):
+    stock = str(Path(sys.executable).parent / "huey_consumer")
+    enqueue(app, "a.work(1, 8)")
+    proc = subprocess.Popen([stock, "ledger_app.huey", "-w", "1"], cwd=app.folder,
+                            env=app.env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: ledger_app.starts(app.ledger), message="the task to start")
+        started = time.time()
+        wait_until(lambda: (scalar(app.events, "select max(heartbeat) from runs "
+                                   "where role = 'consumer'") or 0) > started + 4,
+                   timeout=20, message="a heartbeat during the task")
+        assert not any(e[0] == "done" for e in ledger_app.ledger(app.ledger))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)

@@ -268,6 +268,7 @@ class Consumer(huey_consumer.Consumer):
         self.max_recoveries = recovery.DEFAULT_MAX_RECOVERIES \
             if max_recoveries is None else max_recoveries
         self.recoveries = []  # the Outcome of each recovery that did something
+        self._flush_lock_names = None  # set by huey's __init__ via flush_locks()
         if self.leased:
             # What is leased and never started goes back on the queue at
             # stop (_put_back_own_work), so a worker may lease its next task
@@ -323,6 +324,8 @@ class Consumer(huey_consumer.Consumer):
         if threading.current_thread() is not threading.main_thread():
             logger.debug("Not in the main thread: no signal handlers.")
             return
+        if self._old_handlers:  # installed already, at the start of run()
+            return
         for signum in GRACEFUL_SIGNALS:
             self._old_handlers[signum] = signal.signal(signum, self._handle_signal)
 
@@ -339,6 +342,11 @@ class Consumer(huey_consumer.Consumer):
         # assignments here (no locks, which the interrupted code may hold).
         self._request_signal = signum
         self._request = "now" if self._request else "graceful"
+
+    def flush_locks(self, *names):
+        # huey frees stale locks in __init__; here it waits for run(), after
+        # the signal handlers and the recovery of dead holders' locks.
+        self._flush_lock_names = names
 
     # -- stopping ---------------------------------------------------------
 
@@ -407,10 +415,15 @@ class Consumer(huey_consumer.Consumer):
 
     def run(self):
         """Start the workers and supervise them until a stop is requested."""
+        # A stop signal during start-up (recovery, forking the workers) is
+        # a stop request like any other, not the default handler's death.
+        self._set_signal_handlers()
         # The run begins before the workers start, so that forked worker
         # processes record under it instead of starting runs of their own.
         self._begin_run()
         self.recover()
+        if self._flush_lock_names is not None:
+            super().flush_locks(*self._flush_lock_names)
         reason = "error"
         try:
             self.start()

@@ -39,6 +39,7 @@ logger = logging.getLogger("hueyscope.recorder")
 DEFAULT_REDACT = tuple(_settings.DEFAULT_REDACT.split(","))
 REDACTED = "***"
 DROP_LOG_INTERVAL = 10  # seconds between log lines about dropped events
+AUTO_HEARTBEAT = 2.0  # seconds: a consumer run nobody heartbeats beats itself
 
 # Signals huey emits from inside its except block: the exception is current.
 EXC_INFO_SIGNALS = frozenset(("timeout", "interrupted", "locked", "canceled",
@@ -286,6 +287,7 @@ class Recorder:
         self._run_row = None  # dict written to runs when it changes
         self._run_row_dirty = False
         self._samples = []
+        self._last_beat = time.monotonic()
         self._ended = False
         self._runs_begun = 0
 
@@ -398,9 +400,19 @@ class Recorder:
         if self.run_id is None or self._run_pid != self.pid:
             self.begin_run(role=self.role or _default_role())
 
+    def _beat_if_silent(self):
+        # A consumer run that nobody heartbeats -- huey's own huey_consumer
+        # and its worker processes -- is still alive while this thread runs:
+        # without a beat a healthy long task would be reported lost.
+        if self.role != "consumer" or self._ended or self._run_pid != self.pid:
+            return
+        if time.monotonic() - self._last_beat >= AUTO_HEARTBEAT:
+            self.heartbeat()
+
     def heartbeat(self, pending=None, scheduled=None, in_flight=None):
         """Note that this run is alive, with an optional queue sample."""
         now = time.time()
+        self._last_beat = time.monotonic()
         with self._state_lock:
             if self._run_row is not None:
                 self._run_row["heartbeat"] = now
@@ -490,6 +502,7 @@ class Recorder:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             try:
+                self._beat_if_silent()
                 self._drain()
             except Exception:  # keep the thread alive whatever happens
                 logger.exception("hueyscope recorder: writer error")

@@ -27,7 +27,7 @@ SIGNALS = (
     "locked", "revoked", "canceled", "expired", "interrupted", "timeout",
     "rate-limited",
     # Not huey's: hueyscope's recovery of a dead consumer's leased task.
-    "recovered", "lost",
+    "recovered", "lost", "dropped",
 )
 # Signals after which an execution attempt is over (duration is measured to them).
 TERMINAL_SIGNALS = frozenset((

@@ -29,6 +29,7 @@ FINAL_STATUS = {
     "timeout": "timeout",
     "rate-limited": "rate-limited",
     "lost": "lost",  # parked by recovery after too many deaths
+    "dropped": "dropped",  # parked: the consumer does not have the task
 }
 # Signals that make a task ready to run (again).
 READY_SIGNALS = ("enqueued", "scheduled", "recovered")
