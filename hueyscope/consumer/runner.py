@@ -460,6 +460,7 @@ class Consumer(huey_consumer.Consumer):
                 next_health = now + self._health_check_interval
                 self.check_worker_health()
                 self.recover()
+                self._reconcile()
                 self.health_checks += 1
             if now >= next_sample:
                 next_sample = now + self.sample_interval
@@ -496,6 +497,22 @@ class Consumer(huey_consumer.Consumer):
         if outcome:
             self.recoveries.append(outcome)
         return outcome
+
+    def _reconcile(self):
+        # Results a killed consumer stored without its last events reaching
+        # the store: record them complete (see hueyscope.events.reconcile).
+        if self.recorder is None:
+            return
+        from hueyscope.events.reconcile import reconcile
+
+        try:
+            reconciled = reconcile(self.huey)
+        except Exception:
+            logger.exception("Could not reconcile the event store.")
+            return
+        if reconciled:
+            logger.info("Recorded %d task(s) complete whose results were in "
+                        "the queue but not in the event store.", reconciled)
 
     def _put_back_own_work(self):
         # Tasks interrupted by the stop, and tasks leased for workers that

@@ -1,0 +1,92 @@
+"""Reconcile the event store with what the queue knows.
+
+A SIGKILL loses the events of the last flush interval: a task that completed
+just before it has its result stored in the queue, but the store still shows
+it enqueued or executing, and the report would call it lost. A consumer
+running this at every health check records the missing ``complete`` for
+each such task, under the run that executed it when the store knows it.
+
+The queue decides nothing here: this only reads queue.db (the stored
+results) to correct the history in events.db. A task is reconciled only
+once its row has been quiet for ``quiet`` seconds, so that the events of a
+live consumer still on their way to the store are not recorded twice.
+"""
+import os
+import sqlite3
+import time
+
+from huey.utils import Error
+
+from hueyscope.events.recorder import recorder_for
+
+OPEN = ("enqueued", "scheduled", "executing", "retrying")
+QUIET_SECONDS = 10.0
+CHUNK = 500
+
+
+class _Finished:
+    """What the recorder reads of a task it only knows by id and name."""
+
+    on_complete = on_error = eta = None
+    retries = 0
+    args = kwargs = ()
+
+    def __init__(self, task_id, name, priority):
+        self.id, self.name, self.priority = task_id, name, priority
+
+
+def open_tasks(events_path, quiet, now):
+    """[(task_id, task, priority, run_id)] of store tasks not finished, quiet for long."""
+    if not os.path.exists(events_path):
+        return []
+    conn = sqlite3.connect("file:%s?mode=ro" % os.path.abspath(events_path),
+                           uri=True, timeout=10)
+    try:
+        return conn.execute(
+            "select task_id, task, priority, run_id from tasks where status in "
+            "(%s) and updated < ?" % ",".join("?" * len(OPEN)),
+            OPEN + (now - quiet,)).fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        conn.close()
+
+
+def completed_in_queue(huey, task_ids):
+    """The ids of ``task_ids`` whose result (not an error) is stored in the queue."""
+    storage = huey.storage
+    done = set()
+    for i in range(0, len(task_ids), CHUNK):
+        chunk = task_ids[i:i + CHUNK]
+        rows = storage.sql(
+            "select key, value from kv where queue = ? and key in (%s)"
+            % ",".join("?" * len(chunk)), [storage.name] + chunk, results=True)
+        for key, value in rows:
+            try:
+                if not isinstance(huey.serializer.deserialize(value), Error):
+                    done.add(key)
+            except Exception:
+                continue
+    return done
+
+
+def reconcile(huey, quiet=QUIET_SECONDS):
+    """Record ``complete`` for tasks the store shows open whose result is stored.
+
+    Returns how many it recorded. SQLite queues only; never raises.
+    """
+    recorder = recorder_for(huey)
+    if recorder is None or not hasattr(huey.storage, "sql"):
+        return 0
+    try:
+        rows = open_tasks(recorder.path, quiet, time.time())
+        if not rows:
+            return 0
+        done = completed_in_queue(huey, [r[0] for r in rows])
+    except Exception:
+        return 0
+    for task_id, name, priority, run_id in rows:
+        if task_id in done:
+            huey._emit("complete", _Finished(task_id, name, priority),
+                       run_id=run_id)
+    return len(done)
