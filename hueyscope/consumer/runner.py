@@ -269,6 +269,7 @@ class Consumer(huey_consumer.Consumer):
             if max_recoveries is None else max_recoveries
         self.recoveries = []  # the Outcome of each recovery that did something
         self._flush_lock_names = None  # set by huey's __init__ via flush_locks()
+        self._reconcile_seen = {}  # task id -> first seen open with a result
         if self.leased:
             # What is leased and never started goes back on the queue at
             # stop (_put_back_own_work), so a worker may lease its next task
@@ -506,7 +507,7 @@ class Consumer(huey_consumer.Consumer):
         from hueyscope.events.reconcile import reconcile
 
         try:
-            reconciled = reconcile(self.huey)
+            reconciled = reconcile(self.huey, self._reconcile_seen)
         except Exception:
             logger.exception("Could not reconcile the event store.")
             return

@@ -7,9 +7,11 @@ running this at every health check records the missing ``complete`` for
 each such task, under the run that executed it when the store knows it.
 
 The queue decides nothing here: this only reads queue.db (the stored
-results) to correct the history in events.db. A task is reconciled only
-once its row has been quiet for ``quiet`` seconds, so that the events of a
-live consumer still on their way to the store are not recorded twice.
+results) to correct the history in events.db. A task is reconciled only when
+two looks at least ``quiet`` seconds apart both find it open in the store
+with its result in the queue: a live consumer's events, a flush interval on
+their way to the store, have landed by the second look and are not recorded
+twice.
 """
 import os
 import sqlite3
@@ -22,6 +24,7 @@ from hueyscope.events.recorder import recorder_for
 OPEN = ("enqueued", "scheduled", "executing", "retrying")
 QUIET_SECONDS = 10.0
 CHUNK = 500
+LIMIT = 5000  # open tasks looked at per call, those quiet the longest first
 
 
 class _Finished:
@@ -44,8 +47,8 @@ def open_tasks(events_path, quiet, now):
     try:
         return conn.execute(
             "select task_id, task, priority, run_id from tasks where status in "
-            "(%s) and updated < ?" % ",".join("?" * len(OPEN)),
-            OPEN + (now - quiet,)).fetchall()
+            "(%s) and updated < ? order by updated limit ?"
+            % ",".join("?" * len(OPEN)), OPEN + (now - quiet, LIMIT)).fetchall()
     except sqlite3.Error:
         return []
     finally:
@@ -70,23 +73,34 @@ def completed_in_queue(huey, task_ids):
     return done
 
 
-def reconcile(huey, quiet=QUIET_SECONDS):
+def reconcile(huey, seen, quiet=QUIET_SECONDS):
     """Record ``complete`` for tasks the store shows open whose result is stored.
 
-    Returns how many it recorded. SQLite queues only; never raises.
+    ``seen`` maps task id to when (monotonic) an earlier call first found
+    it so; the caller keeps it between calls. Returns how many it recorded.
+    SQLite queues only; never raises.
     """
     recorder = recorder_for(huey)
     if recorder is None or not hasattr(huey.storage, "sql"):
         return 0
+    now = time.monotonic()
     try:
         rows = open_tasks(recorder.path, quiet, time.time())
-        if not rows:
-            return 0
-        done = completed_in_queue(huey, [r[0] for r in rows])
+        done = completed_in_queue(huey, [r[0] for r in rows]) if rows else set()
     except Exception:
         return 0
+    recorded = 0
+    still = {}
     for task_id, name, priority, run_id in rows:
-        if task_id in done:
+        if task_id not in done:
+            continue
+        first = seen.get(task_id, now)
+        if now - first >= quiet:
             huey._emit("complete", _Finished(task_id, name, priority),
                        run_id=run_id)
-    return len(done)
+            recorded += 1
+        else:
+            still[task_id] = first
+    seen.clear()
+    seen.update(still)
+    return recorded
