@@ -401,12 +401,17 @@ def test_stock_huey_consumer_with_process_workers_loses_nothing_at_a_graceful_st
     os._exit: the recorder flushes in multiprocessing's exit hook, so even
     with a flush interval longer than the run, every event is written."""
     queue, events, env = stock_app(tmp_path, "flush_interval=600")
+    proc, out = start_huey_consumer(tmp_path, env, "process")
+    # Enqueued once the consumer is up, so the tasks are not due yet when
+    # taken: they go through the schedule whatever the machine's load.
+    wait_until(lambda: "commands are available" in
+               (tmp_path / "huey_consumer.log").read_text(),
+               message="huey_consumer to start")
     produced = subprocess.run(
         [sys.executable, "-c", "import stockapp; "
-         "[stockapp.double.schedule((i,), delay=0.5) for i in range(3)]"],
+         "[stockapp.double.schedule((i,), delay=1.0) for i in range(3)]"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
     assert produced.returncode == 0, produced.stderr
-    proc, out = start_huey_consumer(tmp_path, env, "process")
     try:
         wait_until(lambda: scalar(queue, "select count(*) from kv") == 3
                    or proc.poll() is not None,
