@@ -100,7 +100,6 @@ class LeasedSqliteStorage(DurableSqliteStorage):
     prefetch = False
 
     def __init__(self, *args, **kwargs):
-        self._local = threading.local()
         self._reset_process_state()
         # Set by SqliteHuey: who this process is in the event store.
         self.run_id_source = None
@@ -191,28 +190,42 @@ class LeasedSqliteStorage(DurableSqliteStorage):
         # huey's BaseSqlStorage.db(), with every write transaction also
         # releasing the leases whose outcome is now durable.
         with self.lock:
-            conn = self.conn
-            cursor = conn.cursor()
-            released = None
             try:
                 if commit:
-                    cursor.execute(self.begin_sql)
-                    released = self._release_in(cursor)
-                yield cursor
-            except Exception:
-                if commit:
-                    conn.rollback()
-                    self._unrelease(released)
-                raise
-            else:
-                if commit:
-                    conn.commit()
-                    self._holder_new = False
+                    with self._write() as cursor:
+                        yield cursor
+                else:
+                    cursor = self.conn.cursor()
+                    try:
+                        yield cursor
+                    finally:
+                        cursor.close()
             finally:
-                cursor.close()
                 if close:
-                    conn.close()
+                    self.conn.close()
                     self._conn = None
+
+    @contextlib.contextmanager
+    def _write(self):
+        """A write transaction that releases the leases now due; the lock is held.
+
+        Rolled back, it leaves every lease as it was before (see _unrelease).
+        """
+        conn = self.conn
+        cursor = conn.cursor()
+        cursor.execute(self.begin_sql)
+        released = None
+        try:
+            released = self._release_in(cursor)
+            yield cursor
+            conn.commit()
+            self._holder_new = False
+        except Exception:
+            conn.rollback()
+            self._unrelease(released)
+            raise
+        finally:
+            cursor.close()
 
     def _release_in(self, curs):
         """Delete the leases due for release, inside the open transaction."""
@@ -231,7 +244,6 @@ class LeasedSqliteStorage(DurableSqliteStorage):
         if ids:
             curs.execute("delete from hueyscope_lease where id in (%s)"
                          % ",".join("?" * len(ids)), ids)
-        self._holder_new = False
         prefetched = None
         if own is not None and self.prefetch and getattr(local, "next", None) is None:
             taken = self._take(curs, 1)
@@ -242,7 +254,7 @@ class LeasedSqliteStorage(DurableSqliteStorage):
 
     def _unrelease(self, released):
         # The transaction rolled back: the leases are still held.
-        if getattr(self, "_holder_new", False):
+        if self._holder_new:
             self._holder = None
             self._holder_new = False
         if not released:
@@ -292,29 +304,19 @@ class LeasedSqliteStorage(DurableSqliteStorage):
         """Write every waiting result in one transaction; the storage lock is held."""
         with self._group_lock:
             batch, self._group = self._group, []
-        conn = self.conn
-        curs = conn.cursor()
-        curs.execute(self.begin_sql)
-        released = None
         try:
-            released = self._release_in(curs)
-            curs.executemany(
-                "insert or replace into kv (queue, key, value) values (?, ?, ?)",
-                [(self.name, r.key, r.value) for r in batch])
-            ids = [r.lease for r in batch]
-            curs.execute("delete from hueyscope_lease where id in (%s)"
-                         % ",".join("?" * len(ids)), ids)
-            taken = self._take(curs, len(batch))
-            conn.commit()
-            self._holder_new = False
+            with self._write() as curs:
+                curs.executemany(
+                    "insert or replace into kv (queue, key, value) values (?, ?, ?)",
+                    [(self.name, r.key, r.value) for r in batch])
+                ids = [r.lease for r in batch]
+                curs.execute("delete from hueyscope_lease where id in (%s)"
+                             % ",".join("?" * len(ids)), ids)
+                taken = self._take(curs, len(batch))
         except Exception as exc:
-            conn.rollback()
-            self._unrelease(released)
             for r in batch:
                 r.error, r.done = exc, True
             raise
-        finally:
-            curs.close()
         for r, t in zip(batch, taken):
             r.next = t
             self._unstarted.add(t[0])
@@ -324,8 +326,6 @@ class LeasedSqliteStorage(DurableSqliteStorage):
     # -- dequeue -------------------------------------------------------------
 
     def dequeue(self):
-        if self._pid != os.getpid():
-            self._reset_process_state()
         local = self._local
         ready = getattr(local, "next", None)
         if ready is not None:
@@ -365,21 +365,8 @@ class LeasedSqliteStorage(DurableSqliteStorage):
                                 (self.name,)).fetchone()
         if not has_task and not self._pending:
             return []
-        cursor = conn.cursor()
-        cursor.execute(self.begin_sql)
-        released = None
-        try:
-            released = self._release_in(cursor)
-            taken = self._take(cursor, max(self._waiting, 1)) if has_task else []
-            conn.commit()
-            self._holder_new = False
-            return taken
-        except Exception:
-            conn.rollback()
-            self._unrelease(released)
-            raise
-        finally:
-            cursor.close()
+        with self._write() as cursor:
+            return self._take(cursor, max(self._waiting, 1)) if has_task else []
 
     def _take(self, curs, n):
         """Lease the next ``n`` messages, inside the open transaction."""
@@ -504,8 +491,6 @@ class LeasedSqliteStorage(DurableSqliteStorage):
             return super().put_if_empty(key, value, ttl)
         if ttl is not None:
             raise NotImplementedError("ttl is not supported by this storage.")
-        if self._pid != os.getpid():
-            self._reset_process_state()
         try:
             with self.db(commit=True) as curs:
                 curs.execute("insert or abort into kv (queue, key, value) "

@@ -189,14 +189,15 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
                 curs.execute("delete from hueyscope_lease where id = ?", (lease_id,))
                 continue
             counted = holder not in own
-            count = _recoveries(curs, storage.name, task_id or "#%d" % lease_id)
+            key = task_id or "#%d" % lease_id  # a message no one can read
+            count = _recoveries(curs, storage.name, key)
             if counted:
                 count += 1
                 curs.execute(
                     "insert into hueyscope_recoveries (queue, task_id, count, "
                     "updated) values (?, ?, ?, ?) on conflict (queue, task_id) "
                     "do update set count = excluded.count, updated = excluded.updated",
-                    (storage.name, task_id or "#%d" % lease_id, count, now))
+                    (storage.name, key, count, now))
             entry["recoveries"] = count
             if counted and count > max_recoveries:
                 why = ("recovered %d times (max %d), last because %s; parked in "
@@ -231,12 +232,13 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
 
 
 def _orphans(curs):
-    """Leases whose holder row is gone (deleted by hand): dead by definition."""
+    """Holders of leases or locks whose row is gone (deleted by hand): dead."""
     return {hid: (Holder(hid, "?", "?", 0, None, None, 0.0, 0.0),
                   "its holder is gone from the queue")
             for hid, in curs.execute(
-                "select distinct holder from hueyscope_lease where holder not in "
-                "(select id from hueyscope_holder)").fetchall()}
+                "select holder from hueyscope_lease union "
+                "select holder from hueyscope_lock "
+                "except select id from hueyscope_holder").fetchall()}
 
 
 class _DryRun(Exception):
@@ -249,15 +251,16 @@ def _stored_result(huey, curs, task_id):
         return None
     row = curs.execute("select value from kv where queue = ? and key = ?",
                        (huey.storage.name, task_id)).fetchone()
-    if row is None:
-        return None
+    return None if row is None else success(huey, row[0])
+
+
+def success(huey, stored):
+    """(value,) if the stored result ``stored`` is a task's value, not an error."""
     try:
-        value = huey.serializer.deserialize(row[0])
+        value = huey.serializer.deserialize(stored)
     except Exception:
         return None
-    if isinstance(value, Error):
-        return None
-    return (value,)
+    return None if isinstance(value, Error) else (value,)
 
 
 def _continuation(huey, data, value):
@@ -285,15 +288,11 @@ def _free_locks(curs, storage, dead, unowned=False, names=None):
     rows = curs.execute(
         "select key, holder from hueyscope_lock where queue = ?",
         (storage.name,)).fetchall()
-    known = {h for h, in curs.execute("select id from hueyscope_holder")}
     for key, holder in rows:
-        if holder in dead:
-            h, reason = dead[holder]
-            run_id = h.run_id
-        elif holder not in known:
-            run_id, reason = None, "its holder is gone from the queue"
-        else:
+        if holder not in dead:
             continue
+        h, reason = dead[holder]
+        run_id = h.run_id
         name = key.split(LOCK_MARK, 1)[-1]
         if names and name not in names:
             continue
@@ -323,6 +322,7 @@ def free_dead_locks(huey, names=(), unowned=True, lease_timeout=DEFAULT_LEASE_TI
     names = {n.strip() for n in names if n.strip()}
     with storage.db(commit=True) as curs:
         dead = dead_holders(holders(curs), lease_timeout)
+        dead.update(_orphans(curs))
         freed = _free_locks(curs, storage, dead, unowned=unowned, names=names)
     return [f["lock"] for f in freed]
 

@@ -61,26 +61,20 @@ def _lease_status(conn, entry, lease_timeout):
                 "dead_because": dead[h.id][1] if h.id in dead else None,
                 "heartbeat_age": round(now - h.heartbeat, 1)}
 
-    def fresh(name):
-        e = entry(name)
-        for key, empty in (("leases", []), ("lock_holders", []), ("parked", 0)):
-            e.setdefault(key, empty)
-        return e
-
     for name, holder, count, oldest in conn.execute(
             "select queue, holder, count(*), min(taken) from hueyscope_lease "
             "group by queue, holder order by holder"):
-        fresh(name)["leases"].append(dict(
+        entry(name)["leases"].append(dict(
             who(holder), tasks=count, oldest_age=round(now - oldest, 1)))
     for name, key, holder, worker, taken in conn.execute(
             "select queue, key, holder, worker, taken from hueyscope_lock "
             "order by taken"):
-        fresh(name)["lock_holders"].append(dict(
+        entry(name)["lock_holders"].append(dict(
             who(holder), lock=key.split(LOCK_MARK, 1)[-1], worker=worker,
             age=round(now - taken, 1)))
     for name, count in conn.execute(
             "select queue, count(*) from hueyscope_dead_letter group by queue"):
-        fresh(name)["parked"] = count
+        entry(name)["parked"] = count
 
 
 def sqlite_status(path, lease_timeout=DEFAULT_LEASE_TIMEOUT):
@@ -109,11 +103,15 @@ def sqlite_status(path, lease_timeout=DEFAULT_LEASE_TIMEOUT):
             raise ValueError("%s is a SQLite database but not a huey queue "
                              "(no %s table)" % (path, missing[0]))
         queues = {}
+        leased = "hueyscope_lease" in tables
 
         def entry(name):
-            return queues.setdefault(name, {
-                "pending": 0, "scheduled": 0, "next_due": None, "results": 0,
-                "revoked": 0, "locks": []})
+            if name not in queues:
+                queues[name] = {"pending": 0, "scheduled": 0, "next_due": None,
+                                "results": 0, "revoked": 0, "locks": []}
+                if leased:
+                    queues[name].update(leases=[], lock_holders=[], parked=0)
+            return queues[name]
 
         for name, count in conn.execute(
                 "select queue, count(*) from task group by queue"):
@@ -127,9 +125,7 @@ def sqlite_status(path, lease_timeout=DEFAULT_LEASE_TIMEOUT):
         for name, names in keys.items():
             locks, revoked, results = _classify(name, names)
             entry(name).update(locks=locks, revoked=revoked, results=results)
-        if "hueyscope_lease" in tables:
-            for q in queues.values():
-                q.update(leases=[], lock_holders=[], parked=0)
+        if leased:
             _lease_status(conn, entry, lease_timeout)
         return queues
     except sqlite3.DatabaseError as exc:

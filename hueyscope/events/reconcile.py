@@ -17,8 +17,6 @@ import os
 import sqlite3
 import time
 
-from huey.utils import Error
-
 from hueyscope.events.recorder import recorder_for
 
 OPEN = ("enqueued", "scheduled", "executing", "retrying")
@@ -57,6 +55,8 @@ def open_tasks(events_path, quiet, now):
 
 def completed_in_queue(huey, task_ids):
     """The ids of ``task_ids`` whose result (not an error) is stored in the queue."""
+    from hueyscope.recovery import success
+
     storage = huey.storage
     done = set()
     for i in range(0, len(task_ids), CHUNK):
@@ -64,12 +64,7 @@ def completed_in_queue(huey, task_ids):
         rows = storage.sql(
             "select key, value from kv where queue = ? and key in (%s)"
             % ",".join("?" * len(chunk)), [storage.name] + chunk, results=True)
-        for key, value in rows:
-            try:
-                if not isinstance(huey.serializer.deserialize(value), Error):
-                    done.add(key)
-            except Exception:
-                continue
+        done.update(key for key, value in rows if success(huey, value))
     return done
 
 
