@@ -8,7 +8,7 @@ import functools
 
 import click
 
-from hueyscope.settings import DEFAULT_REDACT, Settings
+from hueyscope.settings import DEFAULT_REDACT, DELIVERY, Settings
 
 
 class BadInput(click.ClickException):
@@ -53,7 +53,7 @@ def durability_option(fn):
 
 def delivery_option(fn):
     return click.option(
-        "--delivery", type=Choice(["at-least-once", "at-most-once"]),
+        "--delivery", type=Choice(list(DELIVERY)),
         envvar="HUEYSCOPE_DELIVERY", default=None, show_envvar=True,
         help="SQLite queues: at-least-once (default) leases each task until "
              "its outcome is stored, so a killed consumer's tasks run again; "

@@ -18,7 +18,6 @@ BUSY_TIMEOUT_SECONDS = 10
 SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 
 
-DELIVERY = ("at-least-once", "at-most-once")
 # Tables a queue file may hold: huey's, ours, SQLite's own.
 HUEY_TABLES = frozenset(("kv", "schedule", "task", "counter"))
 OUR_PREFIX = "hueyscope_"

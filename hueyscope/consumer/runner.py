@@ -56,8 +56,8 @@ def die_with_parent(parent_pid):
 
     A worker process outliving its consumer would go on taking tasks with
     no one to stop it (it ignores SIGINT and SIGTERM, see below). Killed,
-    its lease goes back on the queue at the next recovery. Elsewhere the
-    worker loop checks its parent pid instead.
+    its lease goes back on the queue at the next recovery. Where prctl is
+    missing, only the check below (a parent already gone) applies.
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
@@ -117,7 +117,6 @@ class Worker(huey_consumer.Worker):
         self.in_flight = in_flight
         # A blocking storage waits inside dequeue(): never under a lock.
         self.taken = None if huey.storage.blocking else taken
-        self.parent_pid = os.getppid()
 
     def dequeue(self):
         if self.taken is None:
@@ -267,7 +266,6 @@ class Consumer(huey_consumer.Consumer):
         self.lease_timeout = lease_timeout or recovery.DEFAULT_LEASE_TIMEOUT
         self.max_recoveries = recovery.DEFAULT_MAX_RECOVERIES \
             if max_recoveries is None else max_recoveries
-        self.recoveries = []  # the Outcome of each recovery that did something
         self._flush_lock_names = None  # set by huey's __init__ via flush_locks()
         self._reconcile_seen = {}  # task id -> first seen open with a result
         if self.leased:
@@ -495,8 +493,6 @@ class Consumer(huey_consumer.Consumer):
             logger.exception("Recovery failed; it runs again at the next "
                              "health check.")
             return None
-        if outcome:
-            self.recoveries.append(outcome)
         return outcome
 
     def _reconcile(self):

@@ -6,8 +6,9 @@ writer thread hands them to a :class:`Store` in batches of plain tuples (see
 eta, duration, error_type, error, traceback, fingerprint, args, kwargs,
 worker, chain, run_id)``, where args and kwargs are JSON text (or None),
 chain lists the later steps of a pipeline as ``(task_id, task, priority,
-parent_id)``, and run_id (normally None: the batch's run) names the dead
-run whose task recovery put back (``recovered``) or parked (``lost``).
+parent_id)``, and run_id (normally None: the batch's run) names another
+run: the dead one whose task recovery put back (``recovered``) or parked
+(``lost``), or the one a reconciled ``complete`` belongs to.
 """
 import itertools
 import logging
