@@ -43,6 +43,7 @@ from huey.api import SqliteHuey as _HueySqliteHuey
 from huey.utils import Error
 
 from hueyscope import liveness
+from hueyscope.events.hooks import UnknownTask
 from hueyscope.queue import DurableSqliteStorage
 
 logger = logging.getLogger("hueyscope.leases")
@@ -521,18 +522,6 @@ class LeasedSqliteStorage(DurableSqliteStorage):
         return super().close()
 
 
-class _Unrunnable:
-    """What a signal handler needs of a task this process cannot build."""
-
-    on_complete = on_error = None
-
-    def __init__(self, message):
-        self.id, self.name = message.id, message.name
-        self.retries, self.priority, self.eta = (
-            message.retries, message.priority, message.eta)
-        self.args, self.kwargs = message.args, message.kwargs
-
-
 class _ResultWrite:
     """A result waiting for the group commit, and what the commit gave back."""
 
@@ -591,7 +580,7 @@ class SqliteHuey(_HueySqliteHuey):
         logger.warning("Parked a message this consumer cannot run (%s) in "
                        "hueyscope_dead_letter.", reason)
         if message is not None:
-            self._emit("dropped", _Unrunnable(message), exc=exc)
+            self._emit("dropped", UnknownTask(message), exc=exc)
 
     def execute(self, task, timestamp=None):
         try:

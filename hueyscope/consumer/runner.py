@@ -539,7 +539,8 @@ class Consumer(huey_consumer.Consumer):
         try:
             self.run_id = self.recorder.begin_run(
                 role="consumer", workers=self.workers,
-                worker_type=self.worker_type, app=self.app)
+                worker_type=self.worker_type, app=self.app,
+                periodic=self.periodic)
         except Exception:
             logger.exception("Could not record the start of this run.")
 

@@ -15,6 +15,7 @@ atexit, huey's shutdown hooks) flushes everything; SIGKILL loses at most one
 flush interval.
 """
 import atexit
+import calendar
 import collections
 import hashlib
 import json
@@ -32,7 +33,7 @@ import traceback
 import weakref
 
 from hueyscope import settings as _settings
-from hueyscope.events import schema, writer, writer_process
+from hueyscope.events import hooks, schema, writer, writer_process
 
 logger = logging.getLogger("hueyscope.recorder")
 
@@ -44,6 +45,9 @@ AUTO_HEARTBEAT = 2.0  # seconds: a consumer run nobody heartbeats beats itself
 # Signals huey emits from inside its except block: the exception is current.
 EXC_INFO_SIGNALS = frozenset(("timeout", "interrupted", "locked", "canceled",
                               "rate-limited"))
+# Signals whose pipeline steps are recorded with them: those the enqueue
+# made waiting, or the failed enqueue left never queued.
+CHAIN_SIGNALS = frozenset(("enqueued", "not-queued"))
 _recorders = weakref.WeakKeyDictionary()  # huey instance -> Recorder
 _inherited_stores = []  # a forked child's copies of its parent's connections
 _attach_lock = threading.Lock()
@@ -197,11 +201,13 @@ def _backend(huey):
             "MemoryStorage": "memory"}.get(name, name)
 
 
-def plain(item, capture, keys, limit):
+def plain(item, capture, keys, limit, utc=True):
     """A buffered signal as the plain tuple the writer takes (see writer.py).
 
     This is all the recording process does per signal besides the handler:
     read the task's fields, format an error, dump the arguments as JSON.
+    ``utc`` is the Huey's own setting: whether its etas are naive UTC or
+    naive local time.
     """
     ts, signal, task, retries, priority, eta, duration, exc, worker, run_id = item
     error_type = error = tb_text = fp = None
@@ -219,13 +225,13 @@ def plain(item, capture, keys, limit):
     else:
         args = kwargs = None
     chain = None
-    if signal == "enqueued" and task.on_complete is not None:
+    if signal in CHAIN_SIGNALS and task.on_complete is not None:
         chain, parent, child = [], task, task.on_complete
         while child is not None:
             chain.append((child.id, child.name, child.priority, parent.id))
             parent, child = child, child.on_complete
     return (ts, signal, task.id, task.name, retries, priority,
-            _timestamp(eta) if eta is not None else None, duration,
+            _timestamp(eta, utc) if eta is not None else None, duration,
             error_type, error, tb_text, fp, args, kwargs, worker, chain, run_id)
 
 
@@ -264,6 +270,7 @@ class Recorder:
         self._run_pid = None
         self.role = None
         huey._signal.connect(self._on_signal)
+        hooks.install(huey, self._on_signal)
         huey.on_startup(name="hueyscope_recorder_startup")(self._on_worker_startup)
         huey.on_shutdown(name="hueyscope_recorder_shutdown")(self._on_worker_shutdown)
         os.register_at_fork(after_in_child=self._after_fork_in_child)
@@ -322,7 +329,9 @@ class Recorder:
             duration = None
             if signal == "executing":
                 self._started[task.id] = time.monotonic()
-            elif signal in schema.TERMINAL_SIGNALS:
+            elif signal in schema.TERMINAL_SIGNALS or signal == "retrying":
+                # A task that raised RetryTask ends its attempt with
+                # 'retrying' alone: no error signal took its run time.
                 start = self._started.pop(task.id, None)
                 if start is not None:
                     duration = time.monotonic() - start
@@ -361,11 +370,13 @@ class Recorder:
     # -- run lifecycle -------------------------------------------------------
 
     def begin_run(self, role="consumer", workers=None, worker_type=None,
-                  app=None):
+                  app=None, periodic=True):
         """Start (or restate) the ``runs`` row of this process; returns its id.
 
         After end_run, this starts a new run: a consumer stopped and started
-        again in one process (a notebook) gets one row per run.
+        again in one process (a notebook) gets one row per run. A consumer
+        run records the tasks huey's registry declares periodic (none when
+        ``periodic`` is False: this consumer does not schedule them).
         """
         with self._state_lock:
             if self.run_id is None or self.pid != self._run_pid or self._ended:
@@ -383,12 +394,15 @@ class Recorder:
                     "backend": _backend(self.huey), "versions": _versions(),
                     "app": app, "heartbeat": started,
                     "stopped": None, "stop_reason": None,
+                    "periodic": _declared_periodic(self.huey, role, periodic),
                 }
             elif self._run_row is not None:
                 self._run_row.update(
                     {k: v for k, v in dict(role=role, workers=workers,
                                            worker_type=worker_type,
                                            app=app).items() if v is not None})
+                self._run_row["periodic"] = _declared_periodic(
+                    self.huey, role, periodic)
             self.role = role
             self._run_row_dirty = True
         self._ensure_writer()
@@ -531,8 +545,9 @@ class Recorder:
             if batch or run_row or samples or dropped:
                 if self._store is None:
                     self._store = self._open_store()
+                utc = self.huey.utc
                 plains = [plain(item, self.capture_args, self.redact,
-                                self.max_arg_chars) for item in batch]
+                                self.max_arg_chars, utc) for item in batch]
                 self._store.write(plains, run_row, samples, dropped,
                                   self.run_id, self.host, self.pid,
                                   self.queue_name)
@@ -540,6 +555,22 @@ class Recorder:
                 m.done.set()
             if not buffer:
                 return
+
+
+def _declared_periodic(huey, role, periodic):
+    """JSON list of the task names huey's registry declares periodic.
+
+    Recorded, not inferred from timing: a task a consumer re-enqueues (a
+    retry, a delayed task) looks periodic, and is not.
+    """
+    if role != "consumer":
+        return None
+    if not periodic:
+        return "[]"
+    try:
+        return json.dumps(sorted(t.name for t in huey._registry.periodic_tasks))
+    except Exception:  # a registry of another shape: say nothing
+        return None
 
 
 def _default_role():
@@ -552,14 +583,19 @@ def _default_role():
     return "producer"
 
 
-def _timestamp(value):
-    """huey etas are naive UTC datetimes (utc=True); return unix seconds."""
+def _timestamp(value, utc=True):
+    """Unix seconds of a huey eta.
+
+    huey's etas are naive datetimes: UTC when the Huey has ``utc=True`` (the
+    default), the machine's local time when it has ``utc=False``. An aware
+    one says its own zone.
+    """
     if value is None:
         return None
     if isinstance(value, (int, float)):
         return float(value)
-    import calendar
-
+    if value.tzinfo is not None or not utc:
+        return value.timestamp()  # a naive value is taken as local time
     return calendar.timegm(value.utctimetuple()) + value.microsecond / 1e6
 
 

@@ -26,8 +26,9 @@ SIGNALS = (
     "enqueued", "scheduled", "executing", "complete", "error", "retrying",
     "locked", "revoked", "canceled", "expired", "interrupted", "timeout",
     "rate-limited",
-    # Not huey's: hueyscope's recovery of a dead consumer's leased task.
-    "recovered", "lost", "dropped",
+    # Not huey's: hueyscope's recovery of a dead consumer's leased task, a
+    # message no task could be built from, an enqueue that raised.
+    "recovered", "lost", "dropped", "not-queued",
 )
 # Signals after which an execution attempt is over (duration is measured to them).
 TERMINAL_SIGNALS = frozenset((
@@ -300,3 +301,15 @@ def m004_partial_task_indexes(db):
         db.execute("drop index if exists %s" % name)
         db.execute("create index %s on tasks (%s) where %s is not null" % (
             name, ", ".join(columns), where))
+
+
+@migrations()
+def m005_declared_periodic(db):
+    """Consumer runs record the tasks huey's registry declares periodic.
+
+    ``runs.periodic`` is a JSON list of task names (``[]`` for a consumer
+    started with ``--no-periodic``). Reports list periodic tasks from it
+    instead of guessing from enqueue timing, which also caught retries and
+    delayed tasks.
+    """
+    db.execute("alter table runs add column periodic text")

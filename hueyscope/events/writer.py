@@ -30,7 +30,8 @@ FINAL_STATUS = {
     "timeout": "timeout",
     "rate-limited": "rate-limited",
     "lost": "lost",  # parked by recovery after too many deaths
-    "dropped": "dropped",  # parked: the consumer does not have the task
+    "dropped": "dropped",  # the consumer does not have the task
+    "not-queued": "not-queued",  # the enqueue raised: never in the queue
 }
 # Signals that make a task ready to run (again).
 READY_SIGNALS = ("enqueued", "scheduled", "recovered")
@@ -119,7 +120,7 @@ class Store:
         try:
             conn.execute("begin immediate")
             if run_row is not None:
-                conn.execute(UPSERT_RUN, run_row)
+                conn.execute(UPSERT_RUN, dict(RUN_DEFAULTS, **run_row))
             if events:
                 # New task rows take the next sequence numbers; a row that
                 # already exists keeps its own (the upsert leaves seq alone).
@@ -143,10 +144,9 @@ class Store:
             if samples:
                 conn.executemany(INSERT_SAMPLE, samples)
             if self._run_id is not None and (events or dropped):
-                conn.execute(
-                    "update runs set events_written = events_written + ?, "
-                    "events_dropped = events_dropped + ? where id = ?",
-                    (len(events), dropped, self._run_id))
+                conn.execute(COUNT_RUN_EVENTS, (
+                    self._run_id, *_run_identity(self._run_id),
+                    len(events), dropped))
             conn.execute("commit")
         except BaseException:
             try:
@@ -158,6 +158,15 @@ class Store:
             self._run_row = None
         self._unrecorded -= dropped
         self.written += len(events)
+
+
+def _run_identity(run_id):
+    """(host, pid, started) as a run id spells them: ``host:pid:started[.n]``."""
+    try:
+        host, pid, started = run_id.rsplit(":", 2)
+        return host, int(pid), float(started.split(".")[0])
+    except ValueError:  # an id made elsewhere (a test, an import)
+        return run_id, 0, 0.0
 
 
 def batch_rows(plains, run_id, host, pid, queue):
@@ -200,9 +209,12 @@ def batch_rows(plains, run_id, host, pid, queue):
                        None])
         if signal == "enqueued":
             late.append(task_id)
-            # A pipeline: its later steps exist now, waiting on this one.
-            for child_id, child_name, child_priority, parent_id in chain or ():
-                waiting = [child_id, child_name, queue, "waiting", None, None,
+        if chain:
+            # A pipeline: its later steps exist now, waiting on this one --
+            # or, when the enqueue raised, will never run.
+            status = "waiting" if signal == "enqueued" else "not-queued"
+            for child_id, child_name, child_priority, parent_id in chain:
+                waiting = [child_id, child_name, queue, status, None, None,
                            None, None, 0, None, None, None, None,
                            child_priority, None, parent_id, None, ts, None,
                            None]
@@ -330,15 +342,17 @@ def _fold(row, new):
     cleared by a later start, and the wait of an execution whose ready time
     is in this batch computed here.
     """
-    for i in (1, 2, 15):
+    for i in (1, 2):
         if row[i] is None:
             row[i] = new[i]
+    if new[15] is not None:
+        row[15] = new[15]  # a rescheduled step is its next step's parent
     if new[3] != "waiting":
         row[3] = new[3]
     if new[4] is not None and (row[4] is None or new[4] < row[4]):
         row[4] = new[4]
     if new[6] is not None:
-        row[18] = new[6] - row[5] if row[5] is not None else None
+        row[18] = max(new[6] - row[5], 0.0) if row[5] is not None else None
         row[6] = new[6]
         row[7] = None
     if new[5] is not None:
@@ -379,7 +393,8 @@ on conflict (task_id) do update set
                 and excluded.updated >= coalesce(tasks.updated, 0)
                then excluded.ready else coalesce(tasks.ready, excluded.ready) end,
   wait = case when excluded.wait is not null then excluded.wait
-              when excluded.started is not null then excluded.started - tasks.ready
+              when excluded.started is not null
+              then max(excluded.started - tasks.ready, 0.0)
               when tasks.wait is null and tasks.started is not null
                    and excluded.ready is not null
                    and tasks.started >= excluded.ready
@@ -396,7 +411,10 @@ on conflict (task_id) do update set
   fingerprint = coalesce(excluded.fingerprint, tasks.fingerprint),
   priority = coalesce(excluded.priority, tasks.priority),
   eta = coalesce(excluded.eta, tasks.eta),
-  parent_id = coalesce(tasks.parent_id, excluded.parent_id),
+  parent_id = case when excluded.parent_id is not null
+                    and excluded.updated >= coalesce(tasks.updated, 0)
+                   then excluded.parent_id
+                   else coalesce(tasks.parent_id, excluded.parent_id) end,
   run_id = coalesce(excluded.run_id, tasks.run_id),
   updated = max(coalesce(tasks.updated, 0), excluded.updated)
 returning task_id, seq, attempts, wait, started""")
@@ -421,13 +439,31 @@ on conflict (hour, task, signal) do update set
 INSERT_SAMPLE = """insert into queue_samples (ts, queue, pending, scheduled,
   in_flight, run_id) values (?, ?, ?, ?, ?, ?)"""
 
+# Columns a runs row written by an older recorder (or a test) may lack.
+RUN_DEFAULTS = {"periodic": None}
+
+# The run's own process states every column but the counters, which a
+# worker process may have started (COUNT_RUN_EVENTS) before it wrote them.
 UPSERT_RUN = """insert into runs (id, role, host, pid, started, workers,
-  worker_type, queue, backend, versions, app, heartbeat, stopped, stop_reason)
+  worker_type, queue, backend, versions, app, heartbeat, stopped, stop_reason,
+  periodic)
 values (:id, :role, :host, :pid, :started, :workers, :worker_type, :queue,
-  :backend, :versions, :app, :heartbeat, :stopped, :stop_reason)
+  :backend, :versions, :app, :heartbeat, :stopped, :stop_reason, :periodic)
 on conflict (id) do update set
-  role = excluded.role, workers = excluded.workers,
-  worker_type = excluded.worker_type, app = excluded.app,
-  heartbeat = excluded.heartbeat, stopped = excluded.stopped,
-  stop_reason = excluded.stop_reason"""
+  role = excluded.role, host = excluded.host, pid = excluded.pid,
+  started = excluded.started, workers = excluded.workers,
+  worker_type = excluded.worker_type, queue = excluded.queue,
+  backend = excluded.backend, versions = excluded.versions,
+  app = excluded.app, heartbeat = excluded.heartbeat,
+  stopped = excluded.stopped, stop_reason = excluded.stop_reason,
+  periodic = excluded.periodic"""
+
+# A worker process counts its events into its consumer's run, whose row the
+# consumer may not have written yet: then the count starts the row, with
+# what the run id says (host:pid:started), and UPSERT_RUN completes it.
+COUNT_RUN_EVENTS = """insert into runs (id, role, host, pid, started,
+  events_written, events_dropped) values (?, 'consumer', ?, ?, ?, ?, ?)
+on conflict (id) do update set
+  events_written = events_written + excluded.events_written,
+  events_dropped = events_dropped + excluded.events_dropped"""
 

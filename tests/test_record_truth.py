@@ -1,0 +1,202 @@
+"""The record tells the truth in huey's edge cases.
+
+Each test runs the case as a user would -- a producer process and a real
+``hueyscope consume`` on tests/truth_app.py -- and asserts the value the
+event store must hold: etas and waits under any time zone, a rescheduled
+pipeline step, RetryTask attempts, declared periodic tasks, an enqueue that
+raised, a task the consumer does not have, and the events a run wrote.
+"""
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import query, scalar, wait_until
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture
+def app(cli):
+    """The ``cli`` fixture, set up for truth_app."""
+    cli.env.update(PYTHONPATH=str(TESTS), HUEYSCOPE_APP="truth_app:huey",
+                   TRUTH_COUNTER=str(cli.folder / "retries.txt"))
+    return cli
+
+
+def produce(cli, code, check=True, **env):
+    """Run ``code`` with truth_app imported as ``a``, in a producer process."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import truth_app as a; " + code],
+        cwd=cli.folder, env=dict(cli.env, **env), capture_output=True,
+        text=True, timeout=60)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def consume(cli, *args, periodic=False, **env):
+    return cli.start("consume", "--max-delay", "0.1", "--heartbeat-every", "0.5",
+                     "-w", "2", "--periodic" if periodic else "--no-periodic",
+                     *args, name="consumer", **env)
+
+
+def statuses(cli, *task_ids):
+    rows = dict(query(cli.events, "select task_id, status from tasks"))
+    return [rows.get(t) for t in task_ids]
+
+
+def all_complete(cli, *task_ids):
+    return all(s == "complete" for s in statuses(cli, *task_ids))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("utc", [True, False], ids=["utc", "local"])
+@pytest.mark.parametrize("tz", ["Asia/Tokyo", "America/New_York", "UTC"])
+def test_eta_and_wait_are_right_in_any_time_zone(app, tz, utc):
+    env = dict(TZ=tz, TRUTH_UTC="1" if utc else "0")
+    ids = produce(app, "print(a.add.schedule((1, 2), delay=3).id, "
+                  "a.add(3, 4).id)", **env).stdout.split()
+    consumer = consume(app, **env)
+    wait_until(lambda: all_complete(app, *ids), message="both tasks to complete")
+    assert consumer.stop() == 0
+    delayed, now = ids
+    # The producer's enqueue (the scheduler enqueues it again when due).
+    eta_minus_ts = scalar(app.events, "select eta - ts from events where "
+                          "task_id = ? and signal = 'enqueued' order by id "
+                          "limit 1", (delayed,))
+    assert abs(eta_minus_ts - 3) < 0.5
+    waits = query(app.events, "select task_id, wait from tasks")
+    assert len(waits) == 2 and all(0 <= w < 5 for _, w in waits), waits
+    assert all(w >= 0 for w, in query(
+        app.events, "select wait from events where signal = 'executing'"))
+
+
+@pytest.mark.timeout(60)
+def test_a_rescheduled_first_step_is_its_next_steps_parent(app):
+    first, old_transform = produce(app, """
+steps = list(a.huey.enqueue(a.fetch.s(1).then(a.transform).then(a.store)))
+new = list(steps[0].reschedule(delay=1))
+print(new[0].id, steps[1].id)""").stdout.split()
+    consumer = consume(app)
+    wait_until(lambda: scalar(app.events, "select count(*) from tasks "
+                              "where status = 'complete'") == 3,
+               message="the three steps to complete")
+    assert consumer.stop() == 0
+    parents = dict(query(app.events, "select task, parent_id from tasks "
+                         "where status = 'complete'"))
+    assert parents["transform"] == first
+    assert parents["fetch"] is None
+    assert scalar(app.events, "select parent_id from tasks where task_id = ?",
+                  (old_transform,)) == first
+
+
+@pytest.mark.timeout(60)
+def test_retry_task_attempts_have_run_time_and_outcome(app):
+    task_id = produce(app, "print(a.retry_twice().id)").stdout.strip()
+    consumer = consume(app)
+    wait_until(lambda: all_complete(app, task_id), message="the third attempt")
+    assert consumer.stop() == 0
+    rows = query(app.events, "select signal, duration, eta - ts from events "
+                 "where task_id = ? order by id", (task_id,))
+    signals = [r[0] for r in rows]
+    assert signals.count("executing") == 3 and signals.count("retrying") == 2
+    assert all(d is not None and d >= 0 for s, d, _ in rows if s == "retrying")
+    scheduled = [delay for s, _, delay in rows if s == "scheduled"]
+    assert len(scheduled) == 2 and all(0.3 < d < 0.7 for d in scheduled), rows
+    assert scalar(app.events, "select attempts from tasks where task_id = ?",
+                  (task_id,)) == 3
+
+
+@pytest.mark.timeout(60)
+def test_only_declared_periodic_tasks_are_recorded_periodic(app):
+    produce(app, "a.always_fails(); [a.add.schedule((i, i), delay=0.2) "
+                 "for i in range(5)]")
+    consumer = consume(app, periodic=True)
+    wait_until(lambda: scalar(app.events, "select count(*) from tasks where "
+                              "task = 'every_minute' and status = "
+                              "'complete'"), message="the periodic task to run")
+    wait_until(lambda: scalar(app.events, "select status from tasks where "
+                              "task = 'always_fails'") == "failed",
+               message="the failing task to use its retries")
+    assert consumer.stop() == 0
+    declared = query(app.events, "select periodic from runs where role = 'consumer'")
+    assert [json.loads(p) for p, in declared] == [["every_minute"]]
+
+    quiet = consume(app)
+    wait_until(lambda: scalar(app.events, "select count(*) from runs where "
+                              "role = 'consumer'") == 2, message="the second run")
+    assert quiet.stop() == 0
+    assert scalar(app.events, "select periodic from runs where role = 'consumer' "
+                  "order by started desc limit 1") == "[]"
+
+
+@pytest.mark.timeout(60)
+def test_an_enqueue_that_raised_is_recorded_never_queued(app):
+    # An argument pickle cannot take: huey has already signalled 'enqueued'.
+    proc = produce(app, "a.add(lambda: 1, 2)", check=False)
+    assert proc.returncode != 0 and "pickle" in proc.stderr.lower()
+    # A pipeline whose first step cannot be queued (another connection holds
+    # the queue's write lock past the busy timeout): no step will ever run.
+    proc = produce(app, "import sqlite3; other = sqlite3.connect("
+                   "a.huey.storage.filename, isolation_level=None); "
+                   "other.execute('begin exclusive'); "
+                   "a.huey.enqueue(a.fetch.s(1).then(a.transform))",
+                   check=False, TRUTH_TIMEOUT="0.2")
+    assert proc.returncode != 0 and "database is locked" in proc.stderr
+    rows = query(app.events, "select task, status, error_type, error from tasks "
+                 "order by task")
+    assert [(t, s) for t, s, *_ in rows] == [
+        ("add", "not-queued"), ("fetch", "not-queued"),
+        ("transform", "not-queued")]
+    assert rows[0][2] in ("PicklingError", "AttributeError")
+    assert rows[1][2:] == ("OperationalError", "database is locked")
+    assert scalar(app.events, "select count(*) from events "
+                  "where signal = 'not-queued'") == 2
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("stock", [False, True], ids=["at-most-once", "stock-huey"])
+def test_a_task_the_consumer_does_not_have_is_recorded_dropped(app, stock):
+    env = dict(HUEYSCOPE_DELIVERY="at-most-once")
+    if stock:
+        env["TRUTH_STOCK"] = "1"
+    unknown = produce(app, """
+@a.huey.task()
+def deployed_later():
+    pass
+print(deployed_later().id); a.add(1, 2)""", **env).stdout.strip()
+    consumer = consume(app, **env)
+    wait_until(lambda: statuses(app, unknown) == ["dropped"],
+               message="the unknown task recorded dropped")
+    wait_until(lambda: scalar(app.events, "select count(*) from tasks where "
+                              "status = 'complete'") == 1,
+               message="the known task to run")
+    assert consumer.stop() == 0
+    error, = query(app.events, "select error from tasks where task_id = ?",
+                   (unknown,))
+    assert "not found in TaskRegistry" in error[0]
+    assert "Traceback" not in consumer.stderr
+    assert "Dropped a message this consumer cannot run" in consumer.stderr
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_events_written_counts_every_event_of_the_run(app, worker_type):
+    produce(app, "[a.add(i, i) for i in range(1500)]")
+    consumer = consume(app, "-k", worker_type, "-w", "4")
+    wait_until(lambda: scalar(app.events, "select count(*) from tasks where "
+                              "status = 'complete'") == 1500, timeout=90,
+               message="1500 tasks to complete")
+    assert consumer.stop() == 0
+    written = dict(query(app.events, "select role, sum(events_written) from runs "
+                         "group by role"))
+    stored = dict(query(app.events, "select r.role, count(*) from events e "
+                        "join runs r on r.id = e.run_id group by r.role"))
+    assert written == stored
+    assert written["consumer"] == 3000
+    assert scalar(app.events, "select count(*) from runs where role = 'consumer' "
+                  "and (host is null or started is null)") == 0
