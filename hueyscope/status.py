@@ -118,7 +118,7 @@ def sqlite_status(path, lease_timeout=DEFAULT_LEASE_TIMEOUT):
             entry(name)["pending"] = count
         for name, count, due in conn.execute(
                 "select queue, count(*), min(timestamp) from schedule group by queue"):
-            entry(name).update(scheduled=count, next_due=due)
+            entry(name).update(scheduled=count, next_due=schedule_time(due))
         keys = {}
         for name, key in conn.execute("select queue, key from kv"):
             keys.setdefault(name, []).append(key)
@@ -132,6 +132,23 @@ def sqlite_status(path, lease_timeout=DEFAULT_LEASE_TIMEOUT):
         raise ValueError("cannot read queue %s: %s" % (path, exc))
     finally:
         conn.close()
+
+
+def schedule_time(stored, utc=True):
+    """Unix seconds of a time in huey's SQLite ``schedule`` table.
+
+    huey stores ``time.mktime`` of the naive eta, which reads it as local
+    time; the eta of a ``utc=True`` Huey (hueyscope's) is naive UTC, so
+    under any other zone the stored number is off by the zone's offset.
+    Turned back into the naive eta, it is read the way the Huey meant it.
+    """
+    if stored is None or not utc:
+        return stored
+    import calendar
+    import datetime
+
+    naive = datetime.datetime.fromtimestamp(stored)
+    return calendar.timegm(naive.timetuple()) + naive.microsecond / 1e6
 
 
 def huey_status(huey):

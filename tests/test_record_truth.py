@@ -9,6 +9,7 @@ raised, a task the consumer does not have, and the events a run wrote.
 import json
 import sqlite3
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -200,3 +201,19 @@ def test_events_written_counts_every_event_of_the_run(app, worker_type):
     assert written["consumer"] == 3000
     assert scalar(app.events, "select count(*) from runs where role = 'consumer' "
                   "and (host is null or started is null)") == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("tz", ["Asia/Tokyo", "America/New_York"])
+def test_status_shows_when_a_scheduled_task_is_due_in_any_time_zone(app, tz):
+    app.env["TZ"] = tz
+    enqueued = time.time()
+    produce(app, "a.add.schedule((1, 2), delay=30)")
+    consumer = consume(app)
+    wait_until(lambda: scalar(app.queue, "select count(*) from schedule"),
+               message="the consumer to move the task to the schedule")
+    assert consumer.stop() == 0
+    result = app.run("status", "--json")
+    assert result.returncode == 0, result.stderr
+    due = json.loads(result.stdout)["queues"]["truth"]["next_due"]
+    assert abs(due - (enqueued + 30)) < 5

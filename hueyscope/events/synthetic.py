@@ -44,6 +44,8 @@ TASK_COLUMNS = (
 )
 VERSIONS = json.dumps({"hueyscope": "0.1.0", "huey": "3.5.4",
                        "python": "3.11.2", "sqlite": "3.40.1"})
+# What consumer runs record of the registry (runs.periodic).
+PERIODIC = json.dumps(["fast_heartbeat", "heartbeat"])
 
 # name -> (weight, priority, retries, retry_delay, median run time seconds)
 CATALOGUE = {
@@ -566,11 +568,12 @@ def build_synthetic(path, events=1_000_000, seed=1, days=7, progress=None,
         conn.execute(sql)
     conn.executemany(
         "insert into runs (id, role, host, pid, started, stopped, stop_reason, "
-        "workers, worker_type, queue, backend, versions, heartbeat, app) "
-        "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "workers, worker_type, queue, backend, versions, heartbeat, app, "
+        "periodic) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [(r.id, r.role, r.host, r.pid, r.started, r.stopped, r.reason,
           r.workers, "thread" if r.role == "consumer" else None, QUEUE,
-          "sqlite", VERSIONS, r.heartbeat, "hueyscope.demo_tasks:huey")
+          "sqlite", VERSIONS, r.heartbeat, "hueyscope.demo_tasks:huey",
+          PERIODIC if r.role == "consumer" else None)
          for r in consumers + producers])
     conn.execute(
         "update runs set events_written = "
