@@ -44,6 +44,7 @@ from huey.utils import Error
 
 from hueyscope import liveness
 from hueyscope.events.hooks import UnknownTask
+from hueyscope.periodic import OncePerTick
 from hueyscope.queue import DurableSqliteStorage
 
 logger = logging.getLogger("hueyscope.leases")
@@ -532,12 +533,13 @@ class _ResultWrite:
         self.done, self.error, self.next = False, None, None
 
 
-class SqliteHuey(_HueySqliteHuey):
+class SqliteHuey(OncePerTick, _HueySqliteHuey):
     """huey's SqliteHuey with at-least-once delivery (a leased queue).
 
     A drop-in replacement: ``SqliteHuey("app", filename="queue.db")``. A
     consumer killed mid-task leaves its tasks leased; the next consumer (or
     ``hueyscope recover``) puts them back on the queue and frees their locks.
+    Periodic tasks run once per tick however many consumers share the queue.
     """
 
     storage_class = LeasedSqliteStorage

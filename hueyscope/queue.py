@@ -13,6 +13,8 @@ import sqlite3
 from huey import PriorityRedisHuey, SqliteHuey
 from huey.storage import SqliteStorage
 
+from hueyscope.periodic import TICK_DDL, OncePerTick
+
 QUEUE_NAME = "hueyscope"
 BUSY_TIMEOUT_SECONDS = 10
 SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
@@ -27,8 +29,11 @@ class DurableSqliteStorage(SqliteStorage):
     """SqliteStorage with an explicit synchronous mode (FULL or NORMAL).
 
     Refuses a file that is not a queue before huey creates its tables in it
-    (see :func:`check_queue_file`).
+    (see :func:`check_queue_file`). Holds the claims that run each periodic
+    task once per tick (see :mod:`hueyscope.periodic`).
     """
+
+    ddl = SqliteStorage.ddl + [TICK_DDL]
 
     def __init__(self, *args, synchronous="FULL", **kwargs):
         self.synchronous = synchronous
@@ -42,7 +47,9 @@ class DurableSqliteStorage(SqliteStorage):
         return conn
 
 
-class DurableSqliteHuey(SqliteHuey):
+class DurableSqliteHuey(OncePerTick, SqliteHuey):
+    """huey's SqliteHuey (at-most-once) on DurableSqliteStorage."""
+
     storage_class = DurableSqliteStorage
 
 

@@ -39,10 +39,10 @@ def produce(cli, code, check=True, **env):
     return proc
 
 
-def consume(cli, *args, periodic=False, **env):
+def consume(cli, *args, periodic=False, name="consumer", **env):
     return cli.start("consume", "--max-delay", "0.1", "--heartbeat-every", "0.5",
                      "-w", "2", "--periodic" if periodic else "--no-periodic",
-                     *args, name="consumer", **env)
+                     *args, name=name, **env)
 
 
 def statuses(cli, *task_ids):
@@ -217,3 +217,27 @@ def test_status_shows_when_a_scheduled_task_is_due_in_any_time_zone(app, tz):
     assert result.returncode == 0, result.stderr
     due = json.loads(result.stdout)["queues"]["truth"]["next_due"]
     assert abs(due - (enqueued + 30)) < 5
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once"])
+def test_two_consumers_run_a_periodic_task_once_per_tick(app, delivery):
+    app.env["HUEYSCOPE_DELIVERY"] = delivery
+    # Both consumers start within one minute (one tick), with room to spare.
+    wait_until(lambda: time.gmtime().tm_sec < 40, timeout=25,
+               message="the first 40 seconds of a minute")
+    minute = time.gmtime().tm_min
+    consumers = [consume(app, periodic=True, name=n) for n in ("a", "b")]
+    wait_until(lambda: scalar(app.events, "select count(*) from runs where "
+                              "role = 'consumer' and heartbeat > started") == 2,
+               message="both consumers to be up and beating")
+    wait_until(lambda: scalar(app.events, "select count(*) from tasks where "
+                              "task = 'every_minute' and status = 'complete'"),
+               message="the periodic task to run")
+    for consumer in consumers:
+        assert consumer.stop() == 0
+    assert time.gmtime().tm_min == minute, "the test crossed a minute"
+    assert scalar(app.events, "select count(*) from events where "
+                  "task = 'every_minute' and signal = 'executing'") == 1
+    assert query(app.queue, "select task, tick from hueyscope_periodic_tick") == [
+        ("truth_app.every_minute", time.strftime("%Y-%m-%dT%H:%M", time.gmtime()))]

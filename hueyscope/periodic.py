@@ -1,0 +1,92 @@
+"""Periodic tasks once per tick, however many consumers share a queue.
+
+huey's scheduler enqueues every due periodic task in every consumer that
+runs it: two consumers on one queue run ``heartbeat_minutely`` twice a
+minute. Here each tick is claimed in the queue file itself: a row
+``(queue, task, tick)`` in ``hueyscope_periodic_tick``, inserted in the same
+exclusive transaction as the task's message. The first consumer to reach a
+tick inserts both; every other one finds the row and enqueues nothing. A
+consumer killed mid-transaction leaves neither, so the next consumer to look
+at that minute still claims it.
+
+Why claims and not a leader: a leader lease must be noticed dead before
+another consumer takes over, so the ticks of that wait are lost (or, if the
+old leader was only slow, run twice). A claim per tick needs no liveness at
+all: any live consumer serves the tick, exactly once.
+
+A tick is the minute of huey's timestamp (huey's crontab resolution), in
+the Huey's own clock (UTC or local, as ``utc`` says). Claims older than
+:data:`KEEP_SECONDS` are deleted as new ones are made.
+"""
+import logging
+import time
+
+from huey import signals as S
+
+logger = logging.getLogger("hueyscope.periodic")
+
+KEEP_SECONDS = 2 * 86400
+TICK_DDL = (
+    "create table if not exists hueyscope_periodic_tick ("
+    "queue text not null, task text not null, tick text not null, "
+    "claimed real not null, primary key (queue, task, tick))")
+FORGET_OLD = "delete from hueyscope_periodic_tick where queue = ? and claimed < ?"
+CLAIM = ("insert or ignore into hueyscope_periodic_tick (queue, task, tick, "
+         "claimed) values (?, ?, ?, ?)")
+
+
+def tick_of(timestamp):
+    """The tick a scheduler timestamp belongs to: its minute."""
+    return timestamp.strftime("%Y-%m-%dT%H:%M")
+
+
+def enqueue_unclaimed(storage, tick, messages):
+    """Enqueue each ``(task key, data, priority)`` of ``tick`` no one claimed.
+
+    One exclusive transaction claims and enqueues; returns the indices of
+    the messages enqueued.
+    """
+    enqueued = []
+    now = time.time()
+    with storage.db(commit=True) as curs:
+        curs.execute(FORGET_OLD, (storage.name, now - KEEP_SECONDS))
+        for i, (key, data, priority) in enumerate(messages):
+            curs.execute(CLAIM, (storage.name, key, tick, now))
+            if curs.rowcount == 1:
+                curs.execute("insert into task (queue, data, priority) "
+                             "values (?, ?, ?)",
+                             (storage.name, storage.to_blob(data), priority or 0))
+                enqueued.append(i)
+    return enqueued
+
+
+class OncePerTick:
+    """A Huey mixin (SQLite storages with TICK_DDL): periodic tasks once a tick.
+
+    huey's scheduler asks :meth:`read_periodic` for the due tasks and
+    enqueues what it gets; this claims and enqueues them itself, records
+    ``enqueued`` for each one it won, and hands the scheduler nothing.
+    """
+
+    def read_periodic(self, timestamp):
+        due = super().read_periodic(timestamp)
+        if not due:
+            return due
+        if timestamp is None:
+            timestamp = self._get_timestamp()
+        tick = tick_of(timestamp)
+        messages = []
+        for task in due:
+            if task.expires:
+                task.resolve_expires(self.utc)
+            messages.append((self._registry.task_to_string(type(task)),
+                             self.serialize_task(task), task.priority))
+        try:
+            enqueued = enqueue_unclaimed(self.storage, tick, messages)
+        except Exception:
+            logger.exception("Could not enqueue the periodic tasks of %s.", tick)
+            return []
+        for i in enqueued:
+            logger.info("Enqueued periodic task %s for %s.", due[i], tick)
+            self._emit(S.SIGNAL_ENQUEUED, due[i])
+        return []
