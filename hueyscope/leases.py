@@ -86,6 +86,26 @@ DDL = [
 ]
 
 
+class QueueCursor:
+    """A cursor that runs queue SQL on any leased storage.
+
+    Recovery's statements are written once, in SQLite's ``?`` style with
+    huey's tables as ``{kv}`` and ``{task}``; each storage names its tables
+    (``queue_tables``) and its parameter style (``param_style``).
+    """
+
+    def __init__(self, storage, cursor):
+        self.cursor = cursor
+        self.tables = storage.queue_tables
+        self.pyformat = storage.param_style == "pyformat"
+
+    def execute(self, sql, params=()):
+        sql = sql.format(**self.tables)
+        if self.pyformat:
+            sql = sql.replace("?", "%s")
+        return self.cursor.execute(sql, params)
+
+
 class LeasedSqliteStorage(DurableSqliteStorage):
     """huey's SQLite storage with leased dequeue (see the module docstring).
 
@@ -95,6 +115,8 @@ class LeasedSqliteStorage(DurableSqliteStorage):
 
     ddl = DurableSqliteStorage.ddl + DDL
     leased = True
+    queue_tables = {"kv": "kv", "task": "task"}
+    param_style = "qmark"
     # Lease a worker's next message in the transaction that stores its
     # result: one transaction per task instead of two. Only for consumers
     # that put back what they leased and never started when they stop
@@ -126,6 +148,9 @@ class LeasedSqliteStorage(DurableSqliteStorage):
         self._taken = 0
         self._heartbeat_thread = None
         self._stop_heartbeat = threading.Event()
+
+    def lock_for_recovery(self, curs):
+        """Nothing to do: every write transaction here is exclusive."""
 
     # -- the holder: this process, as recovery sees it ---------------------
 
@@ -533,16 +558,12 @@ class _ResultWrite:
         self.done, self.error, self.next = False, None, None
 
 
-class SqliteHuey(OncePerTick, _HueySqliteHuey):
-    """huey's SqliteHuey with at-least-once delivery (a leased queue).
+class LeasedHuey:
+    """A Huey mixin for leased storages: tells the storage when an outcome is written.
 
-    A drop-in replacement: ``SqliteHuey("app", filename="queue.db")``. A
-    consumer killed mid-task leaves its tasks leased; the next consumer (or
-    ``hueyscope recover``) puts them back on the queue and frees their locks.
-    Periodic tasks run once per tick however many consumers share the queue.
+    Used by :class:`SqliteHuey` and by :class:`hueyscope.postgres.PostgresHuey`
+    (``leased=True``); the storage does the leasing and releasing.
     """
-
-    storage_class = LeasedSqliteStorage
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -623,3 +644,15 @@ class SqliteHuey(OncePerTick, _HueySqliteHuey):
         from hueyscope.recovery import free_dead_locks
 
         return set(free_dead_locks(self, names=names, unowned=True))
+
+
+class SqliteHuey(OncePerTick, LeasedHuey, _HueySqliteHuey):
+    """huey's SqliteHuey with at-least-once delivery (a leased queue).
+
+    A drop-in replacement: ``SqliteHuey("app", filename="queue.db")``. A
+    consumer killed mid-task leaves its tasks leased; the next consumer (or
+    ``hueyscope recover``) puts them back on the queue and frees their locks.
+    Periodic tasks run once per tick however many consumers share the queue.
+    """
+
+    storage_class = LeasedSqliteStorage

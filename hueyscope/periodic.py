@@ -43,8 +43,8 @@ def tick_of(timestamp):
 def enqueue_unclaimed(storage, tick, messages):
     """Enqueue each ``(task key, data, priority)`` of ``tick`` no one claimed.
 
-    One exclusive transaction claims and enqueues; returns the indices of
-    the messages enqueued.
+    For huey's SQLite storages (with TICK_DDL): one exclusive transaction
+    claims and enqueues. Returns the indices of the messages enqueued.
     """
     enqueued = []
     now = time.time()
@@ -61,11 +61,13 @@ def enqueue_unclaimed(storage, tick, messages):
 
 
 class OncePerTick:
-    """A Huey mixin (SQLite storages with TICK_DDL): periodic tasks once a tick.
+    """A Huey mixin: periodic tasks once a tick.
 
     huey's scheduler asks :meth:`read_periodic` for the due tasks and
     enqueues what it gets; this claims and enqueues them itself, records
-    ``enqueued`` for each one it won, and hands the scheduler nothing.
+    ``enqueued`` for each one it won, and hands the scheduler nothing. The
+    storage's ``enqueue_unclaimed(tick, messages)`` does the claiming (see
+    :func:`enqueue_unclaimed` for SQLite).
     """
 
     def read_periodic(self, timestamp):
@@ -82,7 +84,7 @@ class OncePerTick:
             messages.append((self._registry.task_to_string(type(task)),
                              self.serialize_task(task), task.priority))
         try:
-            enqueued = enqueue_unclaimed(self.storage, tick, messages)
+            enqueued = self.storage.enqueue_unclaimed(tick, messages)
         except Exception:
             logger.exception("Could not enqueue the periodic tasks of %s.", tick)
             return []

@@ -13,9 +13,10 @@ import sqlite3
 from huey import PriorityRedisHuey, SqliteHuey
 from huey.storage import SqliteStorage
 
-from hueyscope.periodic import TICK_DDL, OncePerTick
+from hueyscope.periodic import TICK_DDL, OncePerTick, enqueue_unclaimed
 
 QUEUE_NAME = "hueyscope"
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 BUSY_TIMEOUT_SECONDS = 10
 SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 
@@ -34,6 +35,7 @@ class DurableSqliteStorage(SqliteStorage):
     """
 
     ddl = SqliteStorage.ddl + [TICK_DDL]
+    enqueue_unclaimed = enqueue_unclaimed
 
     def __init__(self, *args, synchronous="FULL", **kwargs):
         self.synchronous = synchronous
@@ -127,6 +129,10 @@ def make_huey(settings, name=QUEUE_NAME, **huey_kwargs):
     """
     if settings.queue_scheme == "redis":
         return PriorityRedisHuey(name, url=settings.queue, **huey_kwargs)
+    if settings.queue_scheme in POSTGRES_SCHEMES:
+        from hueyscope.postgres import make_postgres_huey
+
+        return make_postgres_huey(name, settings.queue, **huey_kwargs)
     path = settings.queue_path
     check_sqlite_file(path)
     if settings.delivery == "at-least-once":

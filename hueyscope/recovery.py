@@ -23,7 +23,7 @@ import click
 from huey.utils import Error
 
 from hueyscope import liveness
-from hueyscope.leases import LOCK_MARK
+from hueyscope.leases import LOCK_MARK, QueueCursor
 
 logger = logging.getLogger("hueyscope.recovery")
 
@@ -156,6 +156,8 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
     now = time.time()
     this_host = liveness.host_identity()
     with storage.db(commit=True) as curs:
+        curs = QueueCursor(storage, curs)
+        storage.lock_for_recovery(curs)
         rows = holders(curs)
         own = {h.id for h in rows if h.host == this_host and h.pid in own_pids}
         dead = dead_holders(rows, lease_timeout, own=own)
@@ -182,7 +184,7 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
                 if nxt is not None:
                     outcome.continued.append(dict(entry, next_id=nxt.id,
                                                   next_task=nxt.name))
-                    curs.execute("insert into task (queue, data, priority) "
+                    curs.execute("insert into {task} (queue, data, priority) "
                                  "values (?, ?, ?)", (storage.name, storage.to_blob(
                                      huey.serialize_task(nxt)), nxt.priority or 0))
                     later.append(("enqueued", nxt, {}))
@@ -212,7 +214,7 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
                 outcome.parked.append(entry)
                 later.append(("lost", data, {"exc": PoisonTask(why), "run_id": h.run_id}))
             else:
-                curs.execute("insert into task (queue, data, priority) "
+                curs.execute("insert into {task} (queue, data, priority) "
                              "values (?, ?, ?)", (storage.name, data, priority))
                 outcome.requeued.append(entry)
                 later.append(("recovered", data, {
@@ -249,7 +251,7 @@ def _stored_result(huey, curs, task_id):
     """(value,) if a result other than an error is stored for ``task_id``."""
     if task_id is None:
         return None
-    row = curs.execute("select value from kv where queue = ? and key = ?",
+    row = curs.execute("select value from {kv} where queue = ? and key = ?",
                        (huey.storage.name, task_id)).fetchone()
     return None if row is None else success(huey, row[0])
 
@@ -296,20 +298,20 @@ def _free_locks(curs, storage, dead, unowned=False, names=None):
         name = key.split(LOCK_MARK, 1)[-1]
         if names and name not in names:
             continue
-        curs.execute("delete from kv where queue = ? and key = ?", (storage.name, key))
+        curs.execute("delete from {kv} where queue = ? and key = ?", (storage.name, key))
         curs.execute("delete from hueyscope_lock where queue = ? and key = ?",
                      (storage.name, key))
         freed.append({"lock": name, "run_id": run_id, "reason": reason})
     if unowned:
         prefix = "%s%s" % (storage.name, LOCK_MARK)
         for key, in curs.execute(
-                "select key from kv where queue = ? and substr(key, 1, ?) = ? "
+                "select key from {kv} where queue = ? and substr(key, 1, ?) = ? "
                 "and key not in (select key from hueyscope_lock where queue = ?)",
                 (storage.name, len(prefix), prefix, storage.name)).fetchall():
             name = key[len(prefix):]
             if names and name not in names:
                 continue
-            curs.execute("delete from kv where queue = ? and key = ?",
+            curs.execute("delete from {kv} where queue = ? and key = ?",
                          (storage.name, key))
             freed.append({"lock": name, "run_id": None,
                           "reason": "no holder on record"})
@@ -321,6 +323,8 @@ def free_dead_locks(huey, names=(), unowned=True, lease_timeout=DEFAULT_LEASE_TI
     storage = huey.storage
     names = {n.strip() for n in names if n.strip()}
     with storage.db(commit=True) as curs:
+        curs = QueueCursor(storage, curs)
+        storage.lock_for_recovery(curs)
         dead = dead_holders(holders(curs), lease_timeout)
         dead.update(_orphans(curs))
         freed = _free_locks(curs, storage, dead, unowned=unowned, names=names)

@@ -87,10 +87,10 @@ class Settings:
             raise ValueError("delivery must be 'at-least-once' or "
                              "'at-most-once', not %r" % self.delivery)
         scheme = self.queue_scheme
-        if scheme not in ("sqlite", "redis"):
+        if scheme not in ("sqlite", "redis", "postgresql", "postgres"):
             raise ValueError(
-                "unsupported queue URL %r: use a SQLite file path or redis://"
-                % self.queue)
+                "unsupported queue URL %r: use a SQLite file path, "
+                "postgresql:// or redis://" % self.queue)
         if self.max_arg_chars < 0:
             raise ValueError("max-arg-chars must be 0 (no limit) or more, "
                              "not %d" % self.max_arg_chars)
