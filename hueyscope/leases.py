@@ -106,51 +106,24 @@ class QueueCursor:
         return self.cursor.execute(sql, params)
 
 
-class LeasedSqliteStorage(DurableSqliteStorage):
-    """huey's SQLite storage with leased dequeue (see the module docstring).
+class LeaseKeeping:
+    """What every leased storage does alike, through :class:`QueueCursor`.
 
-    Takes SqliteStorage's options plus ``synchronous`` (FULL or NORMAL).
-    Tables of huey's stay as huey makes them; ours are named ``hueyscope_*``.
+    The process's holder row and its heartbeat, the calling thread's lease
+    (the task it runs) and what the Huey tells about it (:class:`LeasedHuey`),
+    parking, and ``lock_task`` locks with their holder. A storage adds the
+    leasing dequeue and ``db()`` transactions that delete the leases in
+    ``_pending`` (and the thread's own, once its outcome is written).
     """
 
-    ddl = DurableSqliteStorage.ddl + DDL
-    leased = True
-    queue_tables = {"kv": "kv", "task": "task"}
-    param_style = "qmark"
-    # Lease a worker's next message in the transaction that stores its
-    # result: one transaction per task instead of two. Only for consumers
-    # that put back what they leased and never started when they stop
-    # (hueyscope's Consumer turns it on).
-    prefetch = False
-
-    def __init__(self, *args, **kwargs):
-        self._reset_process_state()
-        # Set by SqliteHuey: who this process is in the event store.
-        self.run_id_source = None
-        super().__init__(*args, **kwargs)
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: ref() and ref()._reset_process_state())
-
-    def _reset_process_state(self):
-        # A forked worker is a holder of its own, with its own connection
-        # (huey closes the parent's before forking), buffer and heartbeat.
+    def _reset_lease_state(self):
         self._pid = os.getpid()
         self._local = threading.local()
         self._holder = None
         self._holder_new = False  # registered in a transaction not yet committed
         self._pending = collections.deque()  # lease ids to release at the next write
-        self._buffer = collections.deque()  # (lease id, data, seq) for waiting workers
-        self._unstarted = set()  # leases taken ahead for a worker, not handed over
-        self._group = []  # results waiting to be committed together
-        self._group_lock = threading.Lock()
-        self._waiting = 0
-        self._waiting_lock = threading.Lock()
-        self._taken = 0
         self._heartbeat_thread = None
         self._stop_heartbeat = threading.Event()
-
-    def lock_for_recovery(self, curs):
-        """Nothing to do: every write transaction here is exclusive."""
 
     # -- the holder: this process, as recovery sees it ---------------------
 
@@ -158,12 +131,14 @@ class LeasedSqliteStorage(DurableSqliteStorage):
         """This process's holder id, registering it inside the caller's transaction."""
         if self._holder is None:
             now = time.time()
-            curs.execute(
+            rows = QueueCursor(self, curs).execute(
                 "insert into hueyscope_holder (host, hostname, pid, pid_start, "
-                "run_id, started, heartbeat) values (?, ?, ?, ?, ?, ?, ?)",
+                "run_id, started, heartbeat) values (?, ?, ?, ?, ?, ?, ?) "
+                "returning id",
                 (liveness.host_identity(), socket.gethostname(), self._pid,
-                 liveness.process_start(self._pid), self._run_id(), now, now))
-            self._holder = curs.lastrowid
+                 liveness.process_start(self._pid), self._run_id(), now,
+                 now)).fetchall()
+            self._holder = rows[0][0]
             self._holder_new = True
         return self._holder
 
@@ -203,12 +178,166 @@ class LeasedSqliteStorage(DurableSqliteStorage):
             return
         try:
             with self.db(commit=True) as curs:
-                curs.execute(
+                QueueCursor(self, curs).execute(
                     "update hueyscope_holder set heartbeat = ?, "
                     "run_id = coalesce(run_id, ?) where id = ?",
                     (time.time(), self._run_id(), self._holder))
         except Exception:
             pass  # the next beat tries again; a busy queue is no failure
+
+    # -- what LeasedHuey tells the storage --------------------------------
+
+    def note_task(self, task):
+        """The calling thread's lease holds ``task`` (its id and pipeline)."""
+        local = self._local
+        local.task_id = task.id
+        local.chained = task.on_complete is not None
+
+    def owns(self, task_id):
+        """True if the calling thread holds the lease of ``task_id``."""
+        local = self._local
+        return (getattr(local, "lease", None) is not None
+                and getattr(local, "task_id", None) == task_id)
+
+    def release_with_next_write(self, task_id):
+        """Release this thread's lease of ``task_id`` in the next write transaction."""
+        if self.owns(task_id):
+            self._local.release_on_write = True
+
+    def result_releases(self, task_id):
+        """Whether storing ``task_id``'s result should release its lease."""
+        # A pipeline step keeps its lease until its continuation is
+        # enqueued: recovery finds the result stored and enqueues the next
+        # step itself.
+        return self.owns(task_id) and not self._local.chained
+
+    def keep_lease(self, task_id):
+        """The task was interrupted: its lease stays, to be put back on the queue."""
+        if self.owns(task_id):
+            self._local.keep = True
+
+    def finish(self, task_id):
+        """The worker is done with ``task_id``: release what is still held.
+
+        An interrupted task keeps its lease, which goes back on the queue
+        when the consumer stops (or when recovery finds it).
+        """
+        local = self._local
+        lease = getattr(local, "lease", None)
+        if lease is None or local.task_id != task_id:
+            return
+        local.lease = None
+        local.release_on_write = False
+        if not local.keep:
+            self._pending.append(lease)
+        local.keep = False
+
+    def park_current(self, reason, message=None):
+        """Move this thread's lease to the dead-letter table (e.g. an unknown task)."""
+        local = self._local
+        lease = getattr(local, "lease", None)
+        if lease is None:
+            return
+        local.lease = None
+        task_id = getattr(message, "id", None)
+        name = getattr(message, "name", None)
+        with self.db(commit=True) as curs:
+            curs = QueueCursor(self, curs)
+            curs.execute(
+                "insert into hueyscope_dead_letter (queue, task_id, task, data, "
+                "priority, reason, run_id, parked) select queue, ?, ?, data, "
+                "priority, ?, ?, ? from hueyscope_lease where id = ?",
+                (task_id, name, reason, self._run_id(), time.time(), lease))
+            curs.execute("delete from hueyscope_lease where id = ?", (lease,))
+
+    def release_pending(self):
+        """Write any release still waiting for a transaction (idle workers)."""
+        if self._pending and self._pid == os.getpid():
+            with self.db(commit=True):
+                pass
+
+    # -- locks, with their holder --------------------------------------------
+
+    def put_if_empty(self, key, value, ttl=None):
+        key = key.decode("utf-8") if isinstance(key, bytes) else key
+        if LOCK_MARK not in key:
+            return super().put_if_empty(key, value, ttl)
+        if ttl is not None:
+            raise NotImplementedError("ttl is not supported by this storage.")
+        with self.db(commit=True) as curs:
+            run = QueueCursor(self, curs)
+            run.execute("insert into {kv} (queue, key, value) values (?, ?, ?) "
+                        "on conflict do nothing",
+                        (self.name, key, self.to_blob(value)))
+            if curs.rowcount != 1:
+                return False
+            run.execute(
+                "insert into hueyscope_lock (queue, key, holder, worker, taken) "
+                "values (?, ?, ?, ?, ?) on conflict (queue, key) do update set "
+                "holder = excluded.holder, worker = excluded.worker, "
+                "taken = excluded.taken",
+                (self.name, key, self._holder_in(curs),
+                 threading.current_thread().name, time.time()))
+        self._ensure_heartbeat()
+        return True
+
+    def delete_data(self, key):
+        key = key.decode("utf-8") if isinstance(key, bytes) else key
+        if LOCK_MARK not in key:
+            return super().delete_data(key)
+        with self.db(commit=True) as curs:
+            run = QueueCursor(self, curs)
+            run.execute("delete from {kv} where queue = ? and key = ?",
+                        (self.name, key))
+            deleted = curs.rowcount == 1
+            run.execute("delete from hueyscope_lock where queue = ? and key = ?",
+                        (self.name, key))
+        return deleted
+
+    def close(self):
+        self._stop_heartbeat.set()
+        return super().close()
+
+
+class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
+    """huey's SQLite storage with leased dequeue (see the module docstring).
+
+    Takes SqliteStorage's options plus ``synchronous`` (FULL or NORMAL).
+    Tables of huey's stay as huey makes them; ours are named ``hueyscope_*``.
+    """
+
+    ddl = DurableSqliteStorage.ddl + DDL
+    leased = True
+    queue_tables = {"kv": "kv", "task": "task"}
+    param_style = "qmark"
+    # Lease a worker's next message in the transaction that stores its
+    # result: one transaction per task instead of two. Only for consumers
+    # that put back what they leased and never started when they stop
+    # (hueyscope's Consumer turns it on).
+    prefetch = False
+
+    def __init__(self, *args, **kwargs):
+        self._reset_process_state()
+        # Set by SqliteHuey: who this process is in the event store.
+        self.run_id_source = None
+        super().__init__(*args, **kwargs)
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: ref() and ref()._reset_process_state())
+
+    def _reset_process_state(self):
+        # A forked worker is a holder of its own, with its own connection
+        # (huey closes the parent's before forking), buffer and heartbeat.
+        self._reset_lease_state()
+        self._buffer = collections.deque()  # (lease id, data, seq) for waiting workers
+        self._unstarted = set()  # leases taken ahead for a worker, not handed over
+        self._group = []  # results waiting to be committed together
+        self._group_lock = threading.Lock()
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+        self._taken = 0
+
+    def lock_for_recovery(self, curs):
+        """Nothing to do: every write transaction here is exclusive."""
 
     # -- transactions that also settle leases ------------------------------
 
@@ -420,70 +549,6 @@ class LeasedSqliteStorage(DurableSqliteStorage):
         """The order in which this process took the calling thread's task."""
         return getattr(self._local, "seq", None)
 
-    # -- what SqliteHuey tells the storage --------------------------------
-
-    def note_task(self, task):
-        """The calling thread's lease holds ``task`` (its id and pipeline)."""
-        local = self._local
-        local.task_id = task.id
-        local.chained = task.on_complete is not None
-
-    def owns(self, task_id):
-        """True if the calling thread holds the lease of ``task_id``."""
-        local = self._local
-        return (getattr(local, "lease", None) is not None
-                and getattr(local, "task_id", None) == task_id)
-
-    def release_with_next_write(self, task_id):
-        """Release this thread's lease of ``task_id`` in the next write transaction."""
-        if self.owns(task_id):
-            self._local.release_on_write = True
-
-    def result_releases(self, task_id):
-        """Whether storing ``task_id``'s result should release its lease."""
-        # A pipeline step keeps its lease until its continuation is
-        # enqueued: recovery finds the result stored and enqueues the next
-        # step itself.
-        return self.owns(task_id) and not self._local.chained
-
-    def keep_lease(self, task_id):
-        """The task was interrupted: its lease stays, to be put back on the queue."""
-        if self.owns(task_id):
-            self._local.keep = True
-
-    def finish(self, task_id):
-        """The worker is done with ``task_id``: release what is still held.
-
-        An interrupted task keeps its lease, which goes back on the queue
-        when the consumer stops (or when recovery finds it).
-        """
-        local = self._local
-        lease = getattr(local, "lease", None)
-        if lease is None or local.task_id != task_id:
-            return
-        local.lease = None
-        local.release_on_write = False
-        if not local.keep:
-            self._pending.append(lease)
-        local.keep = False
-
-    def park_current(self, reason, message=None):
-        """Move this thread's lease to the dead-letter table (e.g. an unknown task)."""
-        local = self._local
-        lease = getattr(local, "lease", None)
-        if lease is None:
-            return
-        local.lease = None
-        task_id = getattr(message, "id", None)
-        name = getattr(message, "name", None)
-        with self.db(commit=True) as curs:
-            curs.execute(
-                "insert into hueyscope_dead_letter (queue, task_id, task, data, "
-                "priority, reason, run_id, parked) select queue, ?, ?, data, "
-                "priority, ?, ?, ? from hueyscope_lease where id = ?",
-                (task_id, name, reason, self._run_id(), time.time(), lease))
-            curs.execute("delete from hueyscope_lease where id = ?", (lease,))
-
     def put_back_unstarted(self):
         """Return the leases taken ahead for workers that never started them.
 
@@ -504,48 +569,6 @@ class LeasedSqliteStorage(DurableSqliteStorage):
         self._unstarted.difference_update(ids)
         self._buffer.clear()
         return len(ids)
-
-    def release_pending(self):
-        """Write any release still waiting for a transaction (idle workers)."""
-        if self._pending and self._pid == os.getpid():
-            with self.db(commit=True):
-                pass
-
-    # -- locks, with their holder --------------------------------------------
-
-    def put_if_empty(self, key, value, ttl=None):
-        if LOCK_MARK not in key:
-            return super().put_if_empty(key, value, ttl)
-        if ttl is not None:
-            raise NotImplementedError("ttl is not supported by this storage.")
-        try:
-            with self.db(commit=True) as curs:
-                curs.execute("insert or abort into kv (queue, key, value) "
-                             "values (?, ?, ?)", (self.name, key, self.to_blob(value)))
-                curs.execute(
-                    "insert or replace into hueyscope_lock (queue, key, holder, "
-                    "worker, taken) values (?, ?, ?, ?, ?)",
-                    (self.name, key, self._holder_in(curs),
-                     threading.current_thread().name, time.time()))
-        except self.integrity_error:
-            return False
-        self._ensure_heartbeat()
-        return True
-
-    def delete_data(self, key):
-        if LOCK_MARK not in key:
-            return super().delete_data(key)
-        with self.db(commit=True) as curs:
-            curs.execute("delete from kv where queue = ? and key = ?",
-                         (self.name, key))
-            deleted = curs.rowcount == 1
-            curs.execute("delete from hueyscope_lock where queue = ? and key = ?",
-                         (self.name, key))
-        return deleted
-
-    def close(self):
-        self._stop_heartbeat.set()
-        return super().close()
 
 
 class _ResultWrite:

@@ -1,22 +1,61 @@
-"""The queue on PostgreSQL: huey's PostgresHuey (psycopg 3), periodic tasks once a tick.
+"""The queue on PostgreSQL: huey's PostgresHuey (psycopg 3), leased, periodic tasks once a tick.
 
-``--queue postgresql://host/db`` (or ``HUEYSCOPE_QUEUE``) builds
-:class:`PostgresHuey`: huey's own storage -- ``FOR UPDATE SKIP LOCKED``
-dequeue, LISTEN/NOTIFY wake-ups -- plus the tick claims of
-:mod:`hueyscope.periodic` in a ``<prefix>_periodic_tick`` table, so many
-consumers on many hosts run each periodic task once a tick. The driver is
-an optional extra: ``pip install 'hueyscope[postgres]'``.
+``--queue postgresql://host/db`` (or ``HUEYSCOPE_QUEUE``) builds a Huey on
+huey's own storage -- ``FOR UPDATE SKIP LOCKED`` dequeue, LISTEN/NOTIFY
+wake-ups -- plus the tick claims of :mod:`hueyscope.periodic` in a
+``<prefix>_periodic_tick`` table, so many consumers on many hosts run each
+periodic task once a tick. The driver is an optional extra:
+``pip install 'hueyscope[postgres]'``.
 
-Delivery is huey's: a dequeue deletes the message (at-most-once), as on
-SQLite with ``--delivery at-most-once``.
+Delivery is at-least-once by default, with the SQLite leased queue's
+semantics and tables of record (:mod:`hueyscope.leases`): the dequeue
+moves the message into ``hueyscope_lease`` in one statement (a DELETE ...
+RETURNING feeding an INSERT, on the row SKIP LOCKED found); the write that
+makes the outcome durable deletes the lease in its own transaction;
+:mod:`hueyscope.recovery` puts dead holders' leases back, under a
+transaction-level advisory lock so two consumers never recover the same
+lease. Holders on other hosts are judged by heartbeat alone.
+``--delivery at-most-once`` is huey's delete-on-dequeue.
 """
+import contextlib
+import os
+import threading
 import time
+import weakref
 
 from huey.api import PostgresHuey as _HueyPostgresHuey
 from huey.exceptions import ConfigurationError
 from huey.storage import PostgresStorage
 
+from hueyscope.leases import LeasedHuey, LeaseKeeping
 from hueyscope.periodic import KEEP_SECONDS, OncePerTick
+
+# The tables of record, as on SQLite (psycopg's parameter style).
+LEASE_DDL = [
+    "create table if not exists hueyscope_holder ("
+    "id bigserial primary key, host text not null, hostname text, "
+    "pid integer not null, pid_start bigint, run_id text, "
+    "started double precision not null, heartbeat double precision not null)",
+    "create table if not exists hueyscope_lease ("
+    "id bigserial primary key, queue text not null, data bytea not null, "
+    "priority double precision not null default 0, holder bigint not null, "
+    "taken double precision not null)",
+    "create index if not exists hueyscope_lease_holder on hueyscope_lease (holder)",
+    "create table if not exists hueyscope_lock ("
+    "queue text not null, key text not null, holder bigint not null, "
+    "worker text, taken double precision not null, primary key (queue, key))",
+    "create table if not exists hueyscope_recoveries ("
+    "queue text not null, task_id text not null, count integer not null, "
+    "updated double precision not null, primary key (queue, task_id))",
+    "create table if not exists hueyscope_dead_letter ("
+    "id bigserial primary key, queue text not null, task_id text, task text, "
+    "data bytea not null, priority double precision not null default 0, "
+    "reason text, recoveries integer not null default 0, run_id text, "
+    "parked double precision not null)",
+]
+SCHEMA_LOCK = "select pg_advisory_xact_lock(hashtext('hueyscope_schema'))"
+# One recovery at a time across every consumer of the database.
+RECOVERY_LOCK = "select pg_advisory_xact_lock(hashtext('hueyscope_recovery'))"
 
 class ClaimingPostgresStorage(PostgresStorage):
     """huey's PostgresStorage with a table of periodic tick claims."""
@@ -32,6 +71,16 @@ class ClaimingPostgresStorage(PostgresStorage):
             % self.table_tick]
         if create_tables:
             self.initialize_schema()
+
+    def initialize_schema(self):
+        # CREATE TABLE IF NOT EXISTS is not safe against itself in
+        # PostgreSQL: two consumers starting at once would see one of them
+        # fail on a duplicate type. One creates; the other waits, then finds
+        # every table there.
+        with self.db(commit=True, close=True) as curs:
+            curs.execute(SCHEMA_LOCK)
+            for sql in self.ddl:
+                curs.execute(sql)
 
     def enqueue_unclaimed(self, tick, messages):
         """Enqueue each ``(task key, data, priority)`` of ``tick`` no one claimed.
@@ -59,19 +108,155 @@ class ClaimingPostgresStorage(PostgresStorage):
 
 
 class PostgresHuey(OncePerTick, _HueyPostgresHuey):
-    """huey's PostgresHuey whose periodic tasks run once a tick."""
+    """huey's PostgresHuey (at-most-once) whose periodic tasks run once a tick."""
 
     storage_class = ClaimingPostgresStorage
 
 
-def make_postgres_huey(name, dsn, **huey_kwargs):
-    """A :class:`PostgresHuey` on ``dsn``; one-line ValueErrors for bad input.
+class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
+    """ClaimingPostgresStorage with leased dequeue (see the module docstring).
+
+    Each thread holds at most one lease, the task it runs. A lease is
+    deleted in the transaction of the write that makes its outcome durable
+    (a result, a retry's enqueue or schedule, a continuation), or by the
+    process's next transaction when the outcome writes nothing.
+    """
+
+    leased = True
+    prefetch = False  # leases are taken one at a time
+    param_style = "pyformat"
+    to_blob = staticmethod(bytes)
+
+    def __init__(self, name="huey", create_tables=True, **kwargs):
+        super().__init__(name, create_tables=False, **kwargs)
+        self.ddl = self.ddl + LEASE_DDL
+        self.queue_tables = {"kv": self.table_kv, "task": self.table_task}
+        self.run_id_source = None
+        self._reset_lease_state()
+        if create_tables:
+            self.initialize_schema()
+        ref = weakref.ref(self)
+        os.register_at_fork(
+            after_in_child=lambda: ref() and ref()._after_fork())
+
+    def _after_fork(self):
+        # A forked worker is a holder of its own; the parent's connections
+        # are the parent's (psycopg never closes them from a child).
+        self._conn = None
+        self._listen_local = threading.local()
+        self._reset_lease_state()
+
+    def lock_for_recovery(self, curs):
+        curs.execute(RECOVERY_LOCK)
+
+    # -- transactions that also settle leases -----------------------------
+
+    @contextlib.contextmanager
+    def db(self, commit=False, close=False):
+        if not commit:
+            with super().db(commit=False, close=close) as curs:
+                yield curs
+            return
+        released = None
+        try:
+            with super().db(commit=True, close=close) as curs:
+                released = self._release_in(curs)
+                yield curs
+        except BaseException:
+            # Rolled back: the leases are still held, and a holder
+            # registered in this transaction is not on record.
+            if self._holder_new:
+                self._holder = None
+            if released is not None:
+                self._unrelease(released)
+            raise
+        finally:
+            self._holder_new = False
+
+    def _release_in(self, curs):
+        local = self._local
+        own = getattr(local, "lease", None) \
+            if getattr(local, "release_on_write", False) else None
+        ids = []
+        while self._pending:
+            try:
+                ids.append(self._pending.popleft())
+            except IndexError:  # another thread's transaction took it
+                break
+        if own is not None:
+            ids = ids + [own]
+            local.lease = None
+            local.release_on_write = False
+        if ids:
+            curs.execute("delete from hueyscope_lease where id = any(%s)", (ids,))
+        return ids, own
+
+    def _unrelease(self, released):
+        ids, own = released
+        self._pending.extend(i for i in ids if i != own)
+        if own is not None:
+            self._local.lease = own
+            self._local.release_on_write = True
+
+    # -- writes that make an outcome durable ------------------------------
+
+    def put_data(self, key, value, is_result=False):
+        with self.db(commit=True) as curs:
+            curs.execute("insert into %s (queue, key, value) values (%%s, %%s, %%s) "
+                         "on conflict (queue, key) do update set "
+                         "value = excluded.value" % self.table_kv,
+                         (self.name, self._key(key), value))
+
+    def add_to_schedule(self, data, ts):
+        with self.db(commit=True) as curs:
+            curs.execute("insert into %s (queue, data, timestamp) "
+                         "values (%%s, %%s, %%s)" % self.table_schedule,
+                         (self.name, data, ts.timestamp()))
+
+    # -- dequeue ----------------------------------------------------------
+
+    def _dequeue(self):
+        with self.db(commit=True) as curs:
+            curs.execute(
+                "with moved as (delete from {t} where id = ("
+                "select id from {t} where queue = %s "
+                "order by priority desc, id limit 1 for update skip locked) "
+                "returning queue, data, priority) "
+                "insert into hueyscope_lease (queue, data, priority, holder, taken) "
+                "select queue, data, priority, %s, %s from moved "
+                "returning id, data".format(t=self.table_task),
+                (self.name, self._holder_in(curs), time.time()))
+            row = curs.fetchone()
+        if row is None:
+            return None
+        local = self._local
+        local.lease, local.task_id = row[0], None
+        local.release_on_write = local.keep = local.chained = False
+        self._ensure_heartbeat()
+        return bytes(row[1])
+
+    def taken_seq(self):
+        return None
+
+    def put_back_unstarted(self):
+        return 0  # nothing is taken ahead
+
+
+class LeasedPostgresHuey(OncePerTick, LeasedHuey, _HueyPostgresHuey):
+    """huey's PostgresHuey with at-least-once delivery (a leased queue)."""
+
+    storage_class = LeasedPostgresStorage
+
+
+def make_postgres_huey(name, dsn, leased=True, **huey_kwargs):
+    """A Huey on ``dsn``, leased or not; one-line ValueErrors for bad input.
 
     huey creates its tables as it is built, so a server that is down, a
     database that does not exist or a missing driver shows up here.
     """
+    huey_class = LeasedPostgresHuey if leased else PostgresHuey
     try:
-        return PostgresHuey(name, dsn=dsn, utc=True, **huey_kwargs)
+        return huey_class(name, dsn=dsn, utc=True, **huey_kwargs)
     except ConfigurationError:
         raise ValueError("a postgresql:// queue needs psycopg 3: "
                          "pip install 'hueyscope[postgres]'")

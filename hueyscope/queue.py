@@ -132,7 +132,9 @@ def make_huey(settings, name=QUEUE_NAME, **huey_kwargs):
     if settings.queue_scheme in POSTGRES_SCHEMES:
         from hueyscope.postgres import make_postgres_huey
 
-        return make_postgres_huey(name, settings.queue, **huey_kwargs)
+        return make_postgres_huey(
+            name, settings.queue, leased=settings.delivery == "at-least-once",
+            **huey_kwargs)
     path = settings.queue_path
     check_sqlite_file(path)
     if settings.delivery == "at-least-once":

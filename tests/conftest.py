@@ -204,6 +204,22 @@ def cli(tmp_path):
     runner.close()
 
 
+REQUIRE_SERVERS = "HUEYSCOPE_REQUIRE_SERVERS"
+
+
+def require_server(name, url, exc):
+    """Skip the test: the server at ``url`` is not there (fail instead in CI).
+
+    ``.ci/run`` sets HUEYSCOPE_REQUIRE_SERVERS=1: there, the machine has
+    PostgreSQL and Redis, and a test that cannot reach them has failed.
+    """
+    message = "%s is not reachable at %s: %s" % (
+        name, url, (str(exc).strip().splitlines() or [""])[0])
+    if os.environ.get(REQUIRE_SERVERS) == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def assert_one_line_error(result):
     """Exit code 2, one ``Error: ...`` line on stderr, no traceback."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -56,6 +56,15 @@ def locked(n, seconds=0.0, task=None):
     return n
 
 
+if os.environ.get("LEDGER_PERIODIC"):
+    from huey import crontab
+
+    @huey.periodic_task(crontab(minute="*"))
+    def every_minute():
+        """Due as the consumer starts, then every minute."""
+        note("periodic", "-", 0, os.getpid())
+
+
 if os.environ.get("LEDGER_EXTRA_TASK"):
     @huey.task()
     def only_in_the_producer():

@@ -7,7 +7,6 @@ pipeline step, RetryTask attempts, declared periodic tasks, an enqueue that
 raised, a task the consumer does not have, and the events a run wrote.
 """
 import json
-import sqlite3
 import subprocess
 import time
 import sys

@@ -195,10 +195,16 @@ def _versions():
 
 
 def _backend(huey):
-    name = type(huey.storage).__name__
-    return {"SqliteStorage": "sqlite", "DurableSqliteStorage": "sqlite",
-            "RedisStorage": "redis", "PriorityRedisStorage": "redis",
-            "MemoryStorage": "memory"}.get(name, name)
+    """sqlite, postgresql, redis, memory: the queue's engine, whatever the class."""
+    from huey import storage as huey_storage
+
+    for base, name in ((huey_storage.SqliteStorage, "sqlite"),
+                       (huey_storage.PostgresStorage, "postgresql"),
+                       (huey_storage.RedisStorage, "redis"),
+                       (huey_storage.MemoryStorage, "memory")):
+        if isinstance(huey.storage, base):
+            return name
+    return type(huey.storage).__name__
 
 
 def plain(item, capture, keys, limit, utc=True):

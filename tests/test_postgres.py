@@ -1,0 +1,129 @@
+"""The same tasks on PostgreSQL: leased, recovered after a kill, periodic once a tick.
+
+Each test gets a schema of its own in the machine's PostgreSQL (database
+``test``), named in the DSN's search_path and dropped afterwards. The event
+store stays a local SQLite file; only --queue changes. Consumers run
+tests/ledger_app.py, whose ledger says which task ran, how often, where.
+"""
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+import ledger_app
+from conftest import query, require_server, scalar, wait_until
+from test_delivery import TESTS, consume, events, kill_group
+
+psycopg = pytest.importorskip("psycopg")
+SERVER = os.environ.get("HUEYSCOPE_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg(cli):
+    """The ``cli`` fixture on a PostgreSQL queue in a fresh schema."""
+    schema = "hs_" + uuid.uuid4().hex[:12]
+    try:
+        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        require_server("PostgreSQL", SERVER, exc)
+    admin.execute("create schema %s" % schema)
+    dsn = "%s?options=-csearch_path%%3D%s" % (SERVER, schema)
+    cli.env.update(PYTHONPATH=str(TESTS), LEDGER=str(cli.folder / "ledger.txt"),
+                   HUEYSCOPE_APP="ledger_app:huey", HUEYSCOPE_QUEUE=dsn)
+    cli.ledger = cli.folder / "ledger.txt"
+    cli.schema = schema
+
+    def sql(statement, params=()):
+        admin.execute("set search_path = %s" % schema)
+        return admin.execute(statement, params).fetchall()
+
+    cli.sql = sql
+    yield cli
+    cli.close()
+    admin.execute("drop schema %s cascade" % schema)
+    admin.close()
+
+
+def produce(cli, count):
+    return subprocess.Popen(
+        [sys.executable, "-c", "import ledger_app as a; a.enqueue(%d)" % count],
+        cwd=cli.folder, env=cli.env)
+
+
+def results(cli):
+    return cli.sql("select count(*) from huey_kv where key not like '%%.lock.%%'")[0][0]
+
+
+@pytest.mark.timeout(240)
+def test_two_consumers_two_producers_10000_tasks_none_lost_none_twice(pg):
+    total = 10_000
+    producers = [produce(pg, total // 2) for _ in range(2)]
+    consumers = [consume(pg, "-w", "4", name=n) for n in ("one", "two")]
+    for p in producers:
+        assert p.wait(120) == 0
+    wait_until(lambda: results(pg) == total, timeout=200, message="every result")
+    for consumer in consumers:
+        assert consumer.stop() == 0, consumer.describe()
+    starts = ledger_app.starts(pg.ledger)
+    assert len(starts) == total and set(starts.values()) == {1}
+    assert pg.sql("select count(*) from hueyscope_lease") == [(0,)]
+    assert pg.sql("select count(*) from huey_task") == [(0,)]
+    assert scalar(pg.events, "select count(*) from tasks where status = 'complete'") == total
+    assert query(pg.events, "select distinct backend from runs where role = 'consumer'") == [
+        ("postgresql",)]
+
+
+@pytest.mark.timeout(120)
+def test_a_consumer_killed_mid_task_has_its_tasks_recovered(pg):
+    assert produce(pg, 40).wait(60) == 0
+    subprocess.run([sys.executable, "-c", "import ledger_app as a; a.enqueue(40, 0.3)"],
+                   cwd=pg.folder, env=pg.env, check=True, timeout=60)
+    first = consume(pg, "-w", "4", name="first")
+    wait_until(lambda: len(ledger_app.starts(pg.ledger)) >= 50,
+               message="the slow tasks to start")
+    kill_group(first)
+    leased = {bytes(d) for d, in pg.sql("select data from hueyscope_lease")}
+    assert leased, "the kill left nothing leased"
+    second = consume(pg, "-w", "4", name="second")
+    wait_until(lambda: results(pg) == 80, timeout=60, message="every result")
+    assert second.stop() == 0, second.describe()
+    starts = ledger_app.starts(pg.ledger)
+    assert len(starts) == 80
+    twice = {t for t, n in starts.items() if n > 1}
+    assert len(twice) == len(leased) and max(starts.values()) == 2
+    recovered = events(pg, "recovered")
+    assert {r[0] for r in recovered} == twice
+    assert pg.sql("select count(*) from hueyscope_lease") == [(0,)]
+
+
+@pytest.mark.timeout(120)
+def test_two_consumers_run_a_periodic_task_once_per_tick(pg):
+    import time
+
+    pg.env["LEDGER_PERIODIC"] = "1"
+    wait_until(lambda: time.gmtime().tm_sec < 40, timeout=25,
+               message="the first 40 seconds of a minute")
+    minute = time.gmtime().tm_min
+    consumers = [consume(pg, "-w", "2", "--periodic", name=n) for n in ("a", "b")]
+    wait_until(lambda: scalar(pg.events, "select count(*) from runs where "
+                              "role = 'consumer' and heartbeat > started") == 2,
+               message="both consumers up and beating")
+    wait_until(lambda: any(k == "periodic" for k, *_ in ledger_app.ledger(pg.ledger)),
+               message="the periodic task to run")
+    for consumer in consumers:
+        assert consumer.stop() == 0, consumer.describe()
+    assert time.gmtime().tm_min == minute, "the test crossed a minute"
+    assert [k for k, *_ in ledger_app.ledger(pg.ledger)].count("periodic") == 1
+    assert len(pg.sql("select * from huey_periodic_tick")) == 1
+
+
+@pytest.mark.parametrize("queue", [
+    "postgresql://127.0.0.1:1/test", "postgresql://127.0.0.1:5432/no_such_db"])
+def test_an_unreachable_queue_is_one_line_and_exit_2(cli, queue):
+    from conftest import assert_one_line_error
+
+    result = cli.run("status", HUEYSCOPE_QUEUE=queue)
+    assert_one_line_error(result)
+    assert "cannot open queue" in result.stderr
