@@ -422,7 +422,8 @@ def recover_command(settings, lease_timeout, max_recoveries, dry_run):
         raise BadInput("recover needs at-least-once delivery (not %s)"
                        % settings.delivery)
     try:
-        huey = open_app(settings)
+        # A dry run records nothing, so it does not need the event store.
+        huey = open_app(settings, events=not dry_run)
         if not dry_run:
             import hueyscope
 

@@ -96,7 +96,8 @@ class Settings:
                              "not %d" % self.max_arg_chars)
         if ":" not in self.app:
             raise ValueError(
-                "--app must look like module:attribute, not %r" % self.app)
+                "--app must look like module:attribute or "
+                "path/to/file.py:attribute, not %r" % self.app)
 
     @property
     def redact_keys(self):

@@ -19,6 +19,8 @@ import time
 import sqlite_utils
 from sqlite_utils import Migrations
 
+from hueyscope.readonly import read_only
+
 migrations = Migrations("hueyscope")
 
 # Every huey signal, in lifecycle order.
@@ -213,14 +215,10 @@ def check_event_store(path, must_exist=True):
         return
     if header != b"SQLite format 3\x00":
         raise ValueError("%s is not a SQLite database" % path)
-    conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
     try:
-        names = {row[0] for row in conn.execute(
-            "select name from sqlite_master where type='table'")}
-    except sqlite3.DatabaseError as exc:
+        names, applied = read_only(path, _tables_and_migrations)
+    except sqlite3.Error as exc:
         raise ValueError("%s is not a readable SQLite database: %s" % (path, exc))
-    finally:
-        conn.close()
     # A store another process is creating right now may show only the
     # migrations table (older sqlite-utils committed it on its own).
     names.discard(migrations.migrations_table)
@@ -230,6 +228,26 @@ def check_event_store(path, must_exist=True):
             "(no events table)" % path)
     if must_exist and "events" not in names:
         raise ValueError("%s is not a hueyscope event store" % path)
+    newer = [name for name in applied if name not in KNOWN_MIGRATIONS]
+    if newer:
+        # Its tables may mean something this code does not know: writing
+        # into it, or reading it as if it were ours, would misstate it.
+        raise ValueError(
+            "event store %s was written by a newer hueyscope (migration %s is "
+            "unknown to this version): upgrade hueyscope; left unchanged"
+            % (path, newer[0]))
+
+
+def _tables_and_migrations(conn):
+    """(table names, names of our migrations applied) of an open store."""
+    names = {row[0] for row in conn.execute(
+        "select name from sqlite_master where type = 'table'")}
+    applied = []
+    if migrations.migrations_table in names:
+        applied = [row[0] for row in conn.execute(
+            "select name from [%s] where migration_set = ? order by rowid"
+            % migrations.migrations_table, (migrations.name,))]
+    return names, applied
 
 
 @migrations()
@@ -300,3 +318,9 @@ def m004_partial_task_indexes(db):
         db.execute("drop index if exists %s" % name)
         db.execute("create index %s on tasks (%s) where %s is not null" % (
             name, ", ".join(columns), where))
+
+
+# Every migration this version knows; a store listing another one was
+# upgraded by a newer hueyscope (see check_event_store).
+KNOWN_MIGRATIONS = frozenset(
+    m.name for m in migrations.pending(sqlite_utils.Database(memory=True)))
