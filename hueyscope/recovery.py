@@ -395,10 +395,11 @@ def echo_outcome(outcome, dry_run=False):
 def _settings_options(fn):
     from hueyscope.options import settings_options
 
-    return settings_options(fn)
+    # Recovery is of leased queues: delivery is at-least-once by definition.
+    return settings_options(fn, only=("queue", "events", "durability", "app"))
 
 
-@click.command()
+@click.command(short_help="Requeue dead consumers' tasks and free their locks.")
 @_settings_options
 @lease_options
 @click.option("--dry-run", is_flag=True,
@@ -418,9 +419,6 @@ def recover_command(settings, lease_timeout, max_recoveries, dry_run):
     from hueyscope.apps import open_app
     from hueyscope.options import BadInput
 
-    if settings.delivery != "at-least-once":
-        raise BadInput("recover needs at-least-once delivery (not %s)"
-                       % settings.delivery)
     try:
         # A dry run records nothing, so it does not need the event store.
         huey = open_app(settings, events=not dry_run)

@@ -162,8 +162,8 @@ def _holder_text(item):
                                           item["host"], state)
 
 
-@click.command()
-@settings_options
+@click.command(short_help="Show what is queued, scheduled, leased and locked.")
+@settings_options(only=("queue", "app"))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--lease-timeout", type=FloatRange(min=1.0),
               default=DEFAULT_LEASE_TIMEOUT, show_default=True,
@@ -176,8 +176,10 @@ def status(settings, as_json, lease_timeout):
     Reads a SQLite queue without writing to it, so it is safe to run at any
     time, next to running consumers. On a leased (at-least-once) queue it
     lists the tasks each consumer holds, consumers that died holding some
-    (``hueyscope recover`` or the next consumer puts them back), each lock's
+    (hueyscope recover or the next consumer puts them back), each lock's
     holder and age, and the tasks parked in the dead-letter table.
+
+    --app is read for a Redis queue only: a SQLite file is read directly.
     """
     try:
         if settings.queue_scheme == "sqlite":
