@@ -422,8 +422,27 @@ def _summary(run, index):
     click.echo("  consumer log %s" % (run.folder / "consumer.log"))
     click.echo("")
     click.echo("Next:")
-    click.echo("  hueyscope browse %s" % _quote(settings.events))
-    click.echo("  hueyscope status --queue %s" % _quote(settings.queue))
+    command = hueyscope_command()
+    click.echo("  %s browse %s" % (command, _quote(settings.events)))
+    click.echo("  %s status --queue %s" % (command, _quote(settings.queue)))
+
+
+def hueyscope_command():
+    """How to run this hueyscope again from a shell, virtualenv active or not.
+
+    "hueyscope" when that name finds this very script; else the full path
+    of the script that is running; else this Python with ``-m hueyscope``.
+    """
+    import os
+    import shutil
+
+    script = sys.argv[0] if sys.argv else ""
+    if os.path.basename(script) == "hueyscope" and os.path.isfile(script):
+        found = shutil.which("hueyscope")
+        if found and os.path.realpath(found) == os.path.realpath(script):
+            return "hueyscope"
+        return _quote(os.path.abspath(script))
+    return "%s -m hueyscope" % _quote(sys.executable)
 
 
 def _quote(path):
