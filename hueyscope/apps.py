@@ -12,7 +12,7 @@ import sys
 
 from huey.api import Huey
 
-from hueyscope.queue import check_sqlite_file
+from hueyscope.queue import check_queue_file
 
 
 APP_FORM = "module:attribute or path/to/file.py:attribute"
@@ -103,15 +103,16 @@ def _one_line(exc):
 def check_queue_path(settings):
     """Raise ValueError (one line) if the SQLite queue cannot be opened or made.
 
-    Touches nothing: a foreign file is refused by its header, a missing file
-    needs an existing, writable folder.
+    Touches nothing: a file that is not a queue is refused by what it holds
+    (read without leaving a trace), a missing file needs an existing,
+    writable folder.
     """
     if settings.queue_scheme != "sqlite":
         return
     path = settings.queue_path
     if os.path.isdir(path):
         raise ValueError("queue %s is a folder, not a SQLite file" % path)
-    check_sqlite_file(path)
+    check_queue_file(path)
     if os.path.exists(path):
         if not os.access(path, os.R_OK | os.W_OK):
             raise ValueError("cannot write queue %s: permission denied" % path)
