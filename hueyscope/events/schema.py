@@ -243,10 +243,14 @@ def _tables_and_migrations(conn):
     names = {row[0] for row in conn.execute(
         "select name from sqlite_master where type = 'table'")}
     applied = []
-    if migrations.migrations_table in names:
+    table = migrations.migrations_table
+    # Without these columns (a table of another sqlite-utils version, or
+    # one a process creating the store has only begun) it names none of ours.
+    columns = {row[1] for row in conn.execute("pragma table_info([%s])" % table)}
+    if {"migration_set", "name"} <= columns:
         applied = [row[0] for row in conn.execute(
             "select name from [%s] where migration_set = ? order by rowid"
-            % migrations.migrations_table, (migrations.name,))]
+            % table, (migrations.name,))]
     return names, applied
 
 
