@@ -167,7 +167,7 @@ def _holder_text(item):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--lease-timeout", type=FloatRange(min=1.0),
               default=DEFAULT_LEASE_TIMEOUT, show_default=True,
-              envvar="HUEYSCOPE_LEASE_TIMEOUT",
+              envvar="HUEYSCOPE_LEASE_TIMEOUT", show_envvar=True,
               help="Seconds without a heartbeat after which a consumer on "
                    "another host counts as dead.")
 def status(settings, as_json, lease_timeout):
