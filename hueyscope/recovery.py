@@ -395,8 +395,7 @@ def echo_outcome(outcome, dry_run=False):
 def _settings_options(fn):
     from hueyscope.options import settings_options
 
-    # Recovery is of leased queues: delivery is at-least-once by definition.
-    return settings_options(fn, only=("queue", "events", "durability", "app"))
+    return settings_options(fn)
 
 
 @click.command(short_help="Requeue dead consumers' tasks and free their locks.")
@@ -419,6 +418,11 @@ def recover_command(settings, lease_timeout, max_recoveries, dry_run):
     from hueyscope.apps import open_app
     from hueyscope.options import BadInput
 
+    # The configured delivery says how the queue is used: an at-most-once
+    # queue has no leases, and building a leased queue on it would add them.
+    if settings.delivery != "at-least-once":
+        raise BadInput("recover needs at-least-once delivery (not %s)"
+                       % settings.delivery)
     try:
         # A dry run records nothing, so it does not need the event store.
         huey = open_app(settings, events=not dry_run)

@@ -77,7 +77,7 @@ def test_the_readme_lists_every_environment_variable_one_way():
 @pytest.mark.parametrize("name,offered,not_offered", [
     ("produce", {"--queue", "--events", "--durability", "--delivery"}, {"--app"}),
     ("status", {"--queue", "--app"}, {"--events", "--durability", "--delivery"}),
-    ("recover", {"--queue", "--events", "--durability", "--app"}, {"--delivery"}),
+    ("recover", {"--queue", "--events", "--durability", "--delivery", "--app"}, set()),
     ("consume", {"--queue", "--events", "--durability", "--delivery", "--app"}, set()),
 ])
 def test_each_command_offers_the_settings_it_uses(helps, name, offered, not_offered):
