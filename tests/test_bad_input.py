@@ -219,9 +219,10 @@ def test_status_refuses_an_event_store_given_as_the_queue(cli):
 # -- what a file holds is told by the file: nothing written on refusal -------
 
 def _snapshot(folder):
-    """{name: sha256} of every file in ``folder``: -wal and -shm files too."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.iterdir()) if p.is_file()}
+    """{name: sha256} of every file in ``folder``, -wal and -shm files too;
+    a folder (a report's site, say) by its name."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file()
+            else "folder" for p in sorted(folder.iterdir())}
 
 
 def _checkpointed(folder):
