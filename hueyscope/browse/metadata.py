@@ -15,8 +15,9 @@ TITLE = "hueyscope event store"
 DESCRIPTION_HTML = (
     "<p>Every lifecycle signal of your Huey tasks, as recorded by hueyscope. "
     "Times are unix seconds (UTC), shown as ISO-8601; durations and waits are "
-    "in seconds in the tables, in milliseconds in the canned queries. Start with the <strong>tasks</strong> table (one row per "
-    "task id) or the canned queries below each database.</p>"
+    "in seconds in the tables, in milliseconds in the canned queries. Start "
+    "with the <strong>tasks</strong> table (one row per task id) or the "
+    "canned queries below each database.</p>"
     "<p>Read-only: nothing here can change the store.</p>"
 )
 
@@ -193,19 +194,28 @@ MS_NOTE = " Run times and waits are in milliseconds (columns ending in _ms)."
 
 
 @functools.lru_cache(maxsize=None)
-def _columns(name):
-    """The output columns of a shared query, from an empty store in memory."""
+def _query_columns():
+    """{query name: its output columns}, read from an empty store in memory."""
     import sqlite_utils
 
     from hueyscope.events.schema import migrate
 
     db = sqlite_utils.Database(memory=True)
-    migrate(db)
-    query = QUERIES[name]
-    cursor = db.conn.execute(
-        "select * from (\n%s\n) limit 0" % query.sql,
-        {p: "" for p in query.params})
-    return tuple(d[0] for d in cursor.description)
+    try:
+        migrate(db)
+        columns = {}
+        for name, query in QUERIES.items():
+            cursor = db.conn.execute("select * from (\n%s\n) limit 0" % query.sql,
+                                     {p: "" for p in query.params})
+            columns[name] = tuple(d[0] for d in cursor.description)
+        return columns
+    finally:
+        db.close()
+
+
+def in_milliseconds(name):
+    """True if query ``name`` shows a run time or a wait (in milliseconds)."""
+    return any(MILLISECOND_COLUMNS.match(c) for c in _query_columns()[name])
 
 
 def display_sql(name):
@@ -219,7 +229,7 @@ def display_sql(name):
     """
     sql = QUERIES[name].sql
     shown, rounded = [], False
-    for column in _columns(name):
+    for column in _query_columns()[name]:
         if MILLISECOND_COLUMNS.match(column):
             shown.append("round(%s * 1000, 1) as %s_ms" % (column, column))
         elif column in SECOND_COLUMNS:
@@ -240,7 +250,8 @@ def canned_queries():
         sql = display_sql(q.name)
         queries[q.name] = {
             "title": q.title,
-            "description": q.description + (MS_NOTE if "_ms" in sql else ""),
+            "description": q.description + (
+                MS_NOTE if in_milliseconds(q.name) else ""),
             "sql": sql,
             "params": list(q.params),
             "write": False,
