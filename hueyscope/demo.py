@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from hueyscope.options import BadInput, Path as PathType, capture_options
+from hueyscope.options import CAPTURE_FIELDS, BadInput, Path as PathType, capture_options
 from hueyscope.settings import Settings
 
 MARKER = ".hueyscope-demo"
@@ -32,7 +32,10 @@ class Demo:
     def __init__(self, folder, **capture):
         """``capture``: the :data:`hueyscope.options.CAPTURE_FIELDS` flags."""
         self.folder = Path(folder)
+        # Its own files and the demo catalogue, whatever the environment
+        # says of the queue, the app or its delivery.
         self.settings = Settings.build(
+            only=("queue", "events", "site", *CAPTURE_FIELDS),
             queue=str(self.folder / "queue.db"),
             events=str(self.folder / "events.db"),
             site=str(self.folder / "site"), **capture)

@@ -135,3 +135,15 @@ def test_demo_passes_the_flags_to_its_settings(tmp_path, monkeypatch):
         "password", "token", "secret", "api_key", "authorization")
     assert Demo(tmp_path, redact=" Seed,,PIN ").settings.redact_keys == (
         "seed", "pin")
+
+
+def test_demo_runs_the_demo_catalogue_on_its_own_files(tmp_path, monkeypatch):
+    from hueyscope.demo import Demo
+
+    monkeypatch.setenv("HUEYSCOPE_APP", "myapp.tasks:huey")
+    monkeypatch.setenv("HUEYSCOPE_QUEUE", "/elsewhere/queue.db")
+    monkeypatch.setenv("HUEYSCOPE_DELIVERY", "at-most-once")
+    settings = Demo(tmp_path).settings
+    assert settings.app == "hueyscope.demo_tasks:huey"
+    assert settings.queue == str(tmp_path / "queue.db")
+    assert settings.delivery == "at-least-once"
