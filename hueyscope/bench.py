@@ -233,19 +233,23 @@ def _run_child(variant, tasks, workers, worker_type, durability):
     return float(proc.stdout.strip().splitlines()[-1])
 
 
-@click.command()
+@click.command(short_help="Measure the drain rate with and without recording.")
 @click.option("--tasks", default=3000, show_default=True, type=IntRange(1),
-              help="Tasks per variant and round.")
-@click.option("--workers", default=4, show_default=True, type=IntRange(1))
+              help="No-op tasks each variant drains, per round.")
+@click.option("--workers", default=4, show_default=True, type=IntRange(1),
+              help="Workers of each variant's consumer.")
 @click.option("--worker-type", type=Choice(["thread", "process"]),
-              default="thread", show_default=True)
+              default="thread", show_default=True,
+              help="Run the tasks in threads or in forked processes.")
 @click.option("--durability", type=Choice(["full", "normal"]),
-              default="full", show_default=True)
+              default="full", show_default=True,
+              help="SQLite synchronous mode of each variant's queue (see "
+                   "hueyscope consume --help).")
 @click.option("--rounds", default=5, show_default=True, type=IntRange(1),
               help="Each round runs every variant once, in rotating order.")
 @click.option("--variants", default=None,
               help="Comma-separated subset of: " + ", ".join(VARIANTS)
-                   + " (default: all; contrib.stats only if peewee is installed)")
+                   + " (default: all; contrib.stats only if peewee is installed).")
 @click.option("--writer-events", default=300_000, show_default=True,
               type=IntRange(0), help="Events for the writer-only figure (0: skip).")
 def bench(tasks, workers, worker_type, durability, rounds, variants,
@@ -254,8 +258,8 @@ def bench(tasks, workers, worker_type, durability, rounds, variants,
 
     Prints tasks/s per variant (median over rounds) and the ratio to bare
     SqliteHuey from the same run, then the writer's own capacity in events/s.
-    ``leased`` is what ``hueyscope consume`` runs: the at-least-once queue,
-    hueyscope's consumer and the recorder.
+    The variant "leased" is what hueyscope consume runs: the at-least-once
+    queue, hueyscope's consumer and the recorder.
     """
     asked = variants is not None
     chosen = [v.strip() for v in (variants or ",".join(VARIANTS)).split(",")

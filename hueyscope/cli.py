@@ -21,6 +21,23 @@ COMMANDS = {
 
 
 class LazyGroup(click.Group):
+    """Imports a command when it runs, and reports usage errors on one line.
+
+    A mistyped option or command is bad input like any other: one
+    ``Error: ...`` line with where to look, exit code 2, rather than the
+    usage text around it.
+    """
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            from hueyscope.options import BadInput
+
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            message = " ".join(exc.format_message().split()).rstrip(".")
+            raise BadInput("%s (see %s --help)" % (message, where)) from None
+
     def list_commands(self, ctx):
         return list(COMMANDS)
 
@@ -38,6 +55,7 @@ def cli():
     """Background tasks on Huey with SQLite, and every task event on record.
 
     Producers enqueue into one SQLite queue; consumers run the tasks; every
-    lifecycle signal lands in the event store, which ``hueyscope report``
-    turns into a static site and ``hueyscope browse`` opens in Datasette.
+    lifecycle signal lands in the event store, which "hueyscope report"
+    turns into a static site and "hueyscope browse" opens in Datasette.
+    Run "hueyscope demo" to see it all at work.
     """

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from hueyscope.options import BadInput, Path as PathType, capture_options
+from hueyscope.options import CAPTURE_FIELDS, BadInput, Path as PathType, capture_options
 from hueyscope.settings import Settings
 
 MARKER = ".hueyscope-demo"
@@ -32,7 +32,10 @@ class Demo:
     def __init__(self, folder, **capture):
         """``capture``: the :data:`hueyscope.options.CAPTURE_FIELDS` flags."""
         self.folder = Path(folder)
+        # Its own files and the demo catalogue, whatever the environment
+        # says of the queue, the app or its delivery.
         self.settings = Settings.build(
+            only=("queue", "events", "site", *CAPTURE_FIELDS),
             queue=str(self.folder / "queue.db"),
             events=str(self.folder / "events.db"),
             site=str(self.folder / "site"), **capture)
@@ -422,8 +425,27 @@ def _summary(run, index):
     click.echo("  consumer log %s" % (run.folder / "consumer.log"))
     click.echo("")
     click.echo("Next:")
-    click.echo("  hueyscope browse %s" % _quote(settings.events))
-    click.echo("  hueyscope status --queue %s" % _quote(settings.queue))
+    command = hueyscope_command()
+    click.echo("  %s browse %s" % (command, _quote(settings.events)))
+    click.echo("  %s status --queue %s" % (command, _quote(settings.queue)))
+
+
+def hueyscope_command():
+    """How to run this hueyscope again from a shell, virtualenv active or not.
+
+    "hueyscope" when that name finds this very script; else the full path
+    of the script that is running; else this Python with ``-m hueyscope``.
+    """
+    import os
+    import shutil
+
+    script = sys.argv[0] if sys.argv else ""
+    if os.path.basename(script) == "hueyscope" and os.path.isfile(script):
+        found = shutil.which("hueyscope")
+        if found and os.path.realpath(found) == os.path.realpath(script):
+            return "hueyscope"
+        return _quote(os.path.abspath(script))
+    return "%s -m hueyscope" % _quote(sys.executable)
 
 
 def _quote(path):

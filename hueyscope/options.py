@@ -8,7 +8,7 @@ import functools
 
 import click
 
-from hueyscope.settings import DEFAULT_REDACT, DELIVERY, Settings
+from hueyscope.settings import DEFAULT_REDACT, DELIVERY, ENV, Settings
 
 
 class BadInput(click.ClickException):
@@ -21,7 +21,7 @@ def queue_option(fn):
     return click.option(
         "--queue", "queue", envvar="HUEYSCOPE_QUEUE", default=None,
         show_envvar=True,
-        help="Queue: a SQLite file path (default ./queue.db), or a redis:// URL.",
+        help="Queue: a SQLite file path (default ./queue.db), a postgresql:// or a redis:// URL.",
     )(fn)
 
 
@@ -64,8 +64,9 @@ def delivery_option(fn):
 def app_option(fn):
     return click.option(
         "--app", "app", envvar="HUEYSCOPE_APP", default=None, show_envvar=True,
-        help="Huey instance to use, as module:attribute "
-             "(default: the demo catalogue, hueyscope.demo_tasks:huey).",
+        help="Huey instance to use, as module:attribute or "
+             "path/to/file.py:attribute (default: the demo catalogue, "
+             "hueyscope.demo_tasks:huey).",
     )(fn)
 
 
@@ -77,55 +78,70 @@ CAPTURE_FIELDS = ("no_args", "max_arg_chars", "redact")
 def capture_options(fn):
     """``--no-args``, ``--max-arg-chars`` and ``--redact``: what is kept of arguments.
 
-    Each passes ``None`` when not given, so that HUEYSCOPE_NO_ARGS,
-    HUEYSCOPE_MAX_ARG_CHARS and HUEYSCOPE_REDACT still apply through
-    :meth:`Settings.build`. Combined with :func:`settings_options` they go
-    into ``settings``; a command without it builds its settings with them.
+    Each passes ``None`` when neither given nor set in the environment, so
+    that :meth:`Settings.build` applies its default (and an empty
+    HUEYSCOPE_REDACT, which click reads as unset, still redacts nothing).
+    Combined with :func:`settings_options` they go into ``settings``; a
+    command without it builds its settings with them.
     """
     fn = click.option(
         "--redact", "redact", default=None, metavar="KEYS",
+        envvar=ENV["redact"], show_envvar=True,
         help="Comma-separated key names whose values, at any depth of args "
              "and kwargs, are stored as *** (default: %s; '' redacts "
-             "nothing). Env: HUEYSCOPE_REDACT." % DEFAULT_REDACT,
+             "nothing)." % DEFAULT_REDACT,
     )(fn)
     fn = click.option(
         "--max-arg-chars", "max_arg_chars", type=IntRange(min=0),
-        default=None, metavar="N",
+        default=None, metavar="N", envvar=ENV["max_arg_chars"], show_envvar=True,
         help="Keep at most about N characters of each task's args and kwargs "
              "JSON; longer ones are stored as a JSON string ending in "
-             "'...[truncated K chars]' (default 2000; 0: no limit). "
-             "Env: HUEYSCOPE_MAX_ARG_CHARS.",
+             "'...[truncated K chars]' (default 2000; 0: no limit).",
     )(fn)
     return click.option(
         "--no-args", "no_args", is_flag=True, flag_value=True, default=None,
+        type=Bool(), envvar=ENV["no_args"], show_envvar=True,
         help="Record no task arguments in the event store (args and kwargs "
-             "stay empty). Env: HUEYSCOPE_NO_ARGS=1.",
+             "stay empty; the variable takes 1 or 0).",
     )(fn)
 
 
-def settings_options(fn):
-    """Add --queue, --events, --durability, --delivery and --app; pass ``settings``.
+SETTINGS_OPTIONS = {
+    "queue": queue_option,
+    "events": events_option,
+    "durability": durability_option,
+    "delivery": delivery_option,
+    "app": app_option,
+}
 
-    A command that also has :func:`capture_options` gets their values in
-    ``settings``.
+
+def settings_options(fn=None, *, only=tuple(SETTINGS_OPTIONS)):
+    """Add the options of the settings a command uses; pass ``settings``.
+
+    ``only`` names them (default: --queue, --events, --durability,
+    --delivery and --app). The other settings keep their defaults, and
+    their environment variables are not read: a command offers, and can
+    fail on, only what it uses. A command that also has
+    :func:`capture_options` gets their values in ``settings``.
     """
+    if fn is None:
+        return functools.partial(settings_options, only=only)
+    names = tuple(only)
 
-    @queue_option
-    @events_option
-    @durability_option
-    @delivery_option
-    @app_option
     @functools.wraps(fn)
-    def wrapper(*args, queue, events, durability, delivery, app, **kwargs):
+    def wrapper(*args, **kwargs):
+        flags = {name: kwargs.pop(name) for name in names}
+        flags.update({name: kwargs.pop(name) for name in CAPTURE_FIELDS
+                      if name in kwargs})
         try:
-            settings = Settings.build(
-                queue=queue, events=events, durability=durability, app=app,
-                delivery=delivery,
-                **{name: kwargs.pop(name, None) for name in CAPTURE_FIELDS})
+            settings = Settings.build(only=tuple(flags), **flags)
         except ValueError as exc:
             raise BadInput(str(exc))
         return fn(*args, settings=settings, **kwargs)
 
+    # click lists options in the reverse order of decoration.
+    for name in reversed(names):
+        wrapper = SETTINGS_OPTIONS[name](wrapper)
     return wrapper
 
 
@@ -140,16 +156,38 @@ class _OneLineParamType:
         raise BadInput(message)
 
 
+class Bool(_OneLineParamType, click.types.BoolParamType):
+    """A boolean (a flag's environment variable) reported on one line."""
+
+
 class Choice(_OneLineParamType, click.Choice):
     """click.Choice reporting a bad value on one line."""
+
+
+def _parsed_or_fail(param_type, parse, value, what, param, ctx):
+    """Fail with "'abc' is not WHAT" where click would say "not a valid
+    integer range", which names a type instead of what to type."""
+    if isinstance(value, str):
+        try:
+            parse(value.strip())
+        except ValueError:
+            param_type.fail("%r is not %s" % (value, what), param, ctx)
 
 
 class IntRange(_OneLineParamType, click.IntRange):
     """click.IntRange reporting a bad (or non-numeric) value on one line."""
 
+    def convert(self, value, param, ctx):
+        _parsed_or_fail(self, int, value, "a whole number", param, ctx)
+        return super().convert(value, param, ctx)
+
 
 class FloatRange(_OneLineParamType, click.FloatRange):
     """click.FloatRange reporting a bad (or non-numeric) value on one line."""
+
+    def convert(self, value, param, ctx):
+        _parsed_or_fail(self, float, value, "a number", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class Path(_OneLineParamType, click.Path):

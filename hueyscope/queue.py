@@ -14,6 +14,7 @@ from huey import PriorityRedisHuey, SqliteHuey
 from huey.storage import SqliteStorage
 
 from hueyscope.periodic import TICK_DDL, OncePerTick, enqueue_unclaimed
+from hueyscope.readonly import read_only
 
 QUEUE_NAME = "hueyscope"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -87,38 +88,38 @@ def check_queue_file(path):
     check_sqlite_file(path)
     if os.path.getsize(path) == 0:
         return
-    # Read-only; and with no WAL beside it, immutable, so that not even a
-    # -wal or -shm file appears next to a database that is not ours.
-    mode = "mode=ro" if os.path.exists(path + "-wal") else "immutable=1"
+    # Read-only, leaving not even a -wal or -shm file next to a database
+    # that is not ours (see hueyscope.readonly).
     try:
-        conn = sqlite3.connect("file:%s?%s" % (os.path.abspath(path), mode),
-                               uri=True, timeout=BUSY_TIMEOUT_SECONDS)
+        tables, lease_schema = read_only(path, _tables_and_lease_schema,
+                                         timeout=BUSY_TIMEOUT_SECONDS)
     except sqlite3.Error as exc:
-        raise ValueError("cannot open queue %s: %s" % (path, exc))
-    try:
-        tables = {row[0] for row in conn.execute(
-            "select name from sqlite_master where type = 'table'")}
-        foreign = sorted(t for t in tables if t not in HUEY_TABLES
-                         and not t.startswith(OUR_PREFIX)
-                         and not t.startswith("sqlite_"))
-        if foreign:
-            what = "an event store" if {"events", "runs"} <= tables else \
-                "a SQLite database"
-            raise ValueError("%s is %s, not a huey queue (it has table%s %s); "
-                             "left unchanged" % (path, what, "s" if len(foreign) > 1
-                                                 else "", ", ".join(foreign[:5])))
-        if "hueyscope_meta" in tables:
-            row = conn.execute("select value from hueyscope_meta "
-                               "where key = 'lease_schema'").fetchone()
-            if row is not None and int(row[0]) > LEASE_SCHEMA:
-                raise ValueError(
-                    "queue %s has lease schema %s, newer than this hueyscope "
-                    "(%d): upgrade hueyscope; left unchanged" % (
-                        path, row[0], LEASE_SCHEMA))
-    except sqlite3.DatabaseError as exc:
         raise ValueError("cannot read queue %s: %s" % (path, exc))
-    finally:
-        conn.close()
+    foreign = sorted(t for t in tables if t not in HUEY_TABLES
+                     and not t.startswith(OUR_PREFIX)
+                     and not t.startswith("sqlite_"))
+    if foreign:
+        what = "an event store" if {"events", "runs"} <= tables else \
+            "a SQLite database"
+        raise ValueError("%s is %s, not a huey queue (it has table%s %s); "
+                         "left unchanged" % (path, what, "s" if len(foreign) > 1
+                                             else "", ", ".join(foreign[:5])))
+    if lease_schema is not None and int(lease_schema) > LEASE_SCHEMA:
+        raise ValueError(
+            "queue %s has lease schema %s, newer than this hueyscope "
+            "(%d): upgrade hueyscope; left unchanged" % (
+                path, lease_schema, LEASE_SCHEMA))
+
+
+def _tables_and_lease_schema(conn):
+    """(table names, lease schema version or None) of an open queue file."""
+    tables = {row[0] for row in conn.execute(
+        "select name from sqlite_master where type = 'table'")}
+    row = None
+    if "hueyscope_meta" in tables:
+        row = conn.execute("select value from hueyscope_meta "
+                           "where key = 'lease_schema'").fetchone()
+    return tables, row[0] if row else None
 
 
 def make_huey(settings, name=QUEUE_NAME, **huey_kwargs):

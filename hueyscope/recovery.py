@@ -402,7 +402,7 @@ def _settings_options(fn):
     return settings_options(fn)
 
 
-@click.command()
+@click.command(short_help="Requeue dead consumers' tasks and free their locks.")
 @_settings_options
 @lease_options
 @click.option("--dry-run", is_flag=True,
@@ -422,11 +422,14 @@ def recover_command(settings, lease_timeout, max_recoveries, dry_run):
     from hueyscope.apps import open_app
     from hueyscope.options import BadInput
 
+    # The configured delivery says how the queue is used: an at-most-once
+    # queue has no leases, and building a leased queue on it would add them.
     if settings.delivery != "at-least-once":
         raise BadInput("recover needs at-least-once delivery (not %s)"
                        % settings.delivery)
     try:
-        huey = open_app(settings)
+        # A dry run records nothing, so it does not need the event store.
+        huey = open_app(settings, events=not dry_run)
         if not dry_run:
             import hueyscope
 

@@ -47,13 +47,17 @@ class Settings:
     delivery: str = "at-least-once"  # SQLite queues: leased, or huey's delete
 
     @classmethod
-    def build(cls, **flags):
+    def build(cls, only=None, **flags):
         """Flags win over environment variables, which win over defaults.
 
+        ``only`` names the settings a command uses: the others keep their
+        defaults and their variables are not read (default: all of them).
         Raises ValueError with a one-line message for bad values.
         """
         values = {}
         for field in dataclasses.fields(cls):
+            if only is not None and field.name not in only:
+                continue
             value = flags.get(field.name)
             if value is None:
                 value = os.environ.get(ENV[field.name])
@@ -96,7 +100,8 @@ class Settings:
                              "not %d" % self.max_arg_chars)
         if ":" not in self.app:
             raise ValueError(
-                "--app must look like module:attribute, not %r" % self.app)
+                "--app must look like module:attribute or "
+                "path/to/file.py:attribute, not %r" % self.app)
 
     @property
     def redact_keys(self):

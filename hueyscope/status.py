@@ -19,7 +19,8 @@ import click
 
 from hueyscope.options import BadInput, FloatRange, settings_options
 from hueyscope.leases import LOCK_MARK
-from hueyscope.queue import check_sqlite_file
+from hueyscope.queue import check_queue_file
+from hueyscope.readonly import read_only
 from hueyscope.recovery import DEFAULT_LEASE_TIMEOUT
 
 HUEY_TABLES = ("task", "schedule", "kv")
@@ -87,51 +88,51 @@ def sqlite_status(path, lease_timeout=DEFAULT_LEASE_TIMEOUT):
         raise ValueError("no queue at %s (nothing enqueued yet?)" % path)
     if os.path.isdir(path):
         raise ValueError("queue %s is a folder, not a SQLite file" % path)
-    check_sqlite_file(path)
+    # An event store or another database given as the queue is named as such.
+    check_queue_file(path)
     try:
-        conn = sqlite3.connect("file:%s?mode=ro" % os.path.abspath(path),
-                               uri=True, timeout=10)
+        # Read-only, leaving no -wal or -shm file behind (hueyscope.readonly).
+        return read_only(path, lambda conn: _read_status(
+            conn, path, lease_timeout))
     except sqlite3.Error as exc:
-        raise ValueError("cannot open queue %s: %s" % (path, exc))
-    try:
-        tables = {row[0] for row in conn.execute(
-            "select name from sqlite_master where type = 'table'")}
-        if not tables:
-            raise ValueError("%s is an empty SQLite file, not a huey queue" % path)
-        missing = [t for t in HUEY_TABLES if t not in tables]
-        if missing:
-            raise ValueError("%s is a SQLite database but not a huey queue "
-                             "(no %s table)" % (path, missing[0]))
-        queues = {}
-        leased = "hueyscope_lease" in tables
-
-        def entry(name):
-            if name not in queues:
-                queues[name] = {"pending": 0, "scheduled": 0, "next_due": None,
-                                "results": 0, "revoked": 0, "locks": []}
-                if leased:
-                    queues[name].update(leases=[], lock_holders=[], parked=0)
-            return queues[name]
-
-        for name, count in conn.execute(
-                "select queue, count(*) from task group by queue"):
-            entry(name)["pending"] = count
-        for name, count, due in conn.execute(
-                "select queue, count(*), min(timestamp) from schedule group by queue"):
-            entry(name).update(scheduled=count, next_due=schedule_time(due))
-        keys = {}
-        for name, key in conn.execute("select queue, key from kv"):
-            keys.setdefault(name, []).append(key)
-        for name, names in keys.items():
-            locks, revoked, results = _classify(name, names)
-            entry(name).update(locks=locks, revoked=revoked, results=results)
-        if leased:
-            _lease_status(conn, entry, lease_timeout)
-        return queues
-    except sqlite3.DatabaseError as exc:
         raise ValueError("cannot read queue %s: %s" % (path, exc))
-    finally:
-        conn.close()
+
+
+def _read_status(conn, path, lease_timeout):
+    tables = {row[0] for row in conn.execute(
+        "select name from sqlite_master where type = 'table'")}
+    if not tables:
+        raise ValueError("%s is an empty SQLite file, not a huey queue" % path)
+    missing = [t for t in HUEY_TABLES if t not in tables]
+    if missing:
+        raise ValueError("%s is a SQLite database but not a huey queue "
+                         "(no %s table)" % (path, missing[0]))
+    queues = {}
+    leased = "hueyscope_lease" in tables
+
+    def entry(name):
+        if name not in queues:
+            queues[name] = {"pending": 0, "scheduled": 0, "next_due": None,
+                            "results": 0, "revoked": 0, "locks": []}
+            if leased:
+                queues[name].update(leases=[], lock_holders=[], parked=0)
+        return queues[name]
+
+    for name, count in conn.execute(
+            "select queue, count(*) from task group by queue"):
+        entry(name)["pending"] = count
+    for name, count, due in conn.execute(
+            "select queue, count(*), min(timestamp) from schedule group by queue"):
+        entry(name).update(scheduled=count, next_due=schedule_time(due))
+    keys = {}
+    for name, key in conn.execute("select queue, key from kv"):
+        keys.setdefault(name, []).append(key)
+    for name, names in keys.items():
+        locks, revoked, results = _classify(name, names)
+        entry(name).update(locks=locks, revoked=revoked, results=results)
+    if leased:
+        _lease_status(conn, entry, lease_timeout)
+    return queues
 
 
 def schedule_time(stored, utc=True):
@@ -178,12 +179,12 @@ def _holder_text(item):
                                           item["host"], state)
 
 
-@click.command()
-@settings_options
+@click.command(short_help="Show what is queued, scheduled, leased and locked.")
+@settings_options(only=("queue", "app"))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--lease-timeout", type=FloatRange(min=1.0),
               default=DEFAULT_LEASE_TIMEOUT, show_default=True,
-              envvar="HUEYSCOPE_LEASE_TIMEOUT",
+              envvar="HUEYSCOPE_LEASE_TIMEOUT", show_envvar=True,
               help="Seconds without a heartbeat after which a consumer on "
                    "another host counts as dead.")
 def status(settings, as_json, lease_timeout):
@@ -192,8 +193,10 @@ def status(settings, as_json, lease_timeout):
     Reads a SQLite queue without writing to it, so it is safe to run at any
     time, next to running consumers. On a leased (at-least-once) queue it
     lists the tasks each consumer holds, consumers that died holding some
-    (``hueyscope recover`` or the next consumer puts them back), each lock's
+    (hueyscope recover or the next consumer puts them back), each lock's
     holder and age, and the tasks parked in the dead-letter table.
+
+    --app is read for a Redis queue only: a SQLite file is read directly.
     """
     try:
         if settings.queue_scheme == "sqlite":
@@ -201,7 +204,7 @@ def status(settings, as_json, lease_timeout):
         else:
             from hueyscope.apps import open_app
 
-            queues = huey_status(open_app(settings))
+            queues = huey_status(open_app(settings, events=False))
     except ValueError as exc:
         raise BadInput(str(exc))
     if as_json:

@@ -24,7 +24,7 @@ from browse_helpers import build_known_store, get, rows
 from conftest import assert_one_line_error, query, wait_until
 from hueyscope.browse.app import make_datasette
 from hueyscope.events.schema import database_names
-from hueyscope.browse.metadata import TABLES
+from hueyscope.browse.metadata import TABLES, display_sql
 from hueyscope.events.queries import QUERIES
 from hueyscope.events.schema import open_event_store
 
@@ -55,6 +55,14 @@ def known(tmp_path_factory):
     return path, make_datasette([path])
 
 
+def ms(seconds):
+    """Seconds as the canned queries show them: milliseconds, rounded by SQLite."""
+    if seconds is None:
+        return None
+    return sqlite3.connect(":memory:").execute(
+        "select round(? * 1000, 1)", (seconds,)).fetchone()[0]
+
+
 def table_counts(path):
     return {t: query(path, "select count(*) from [%s]" % t)[0][0] for t in TABLES}
 
@@ -68,7 +76,9 @@ def test_canned_queries_are_the_shared_sql_read_only(recorded):
     assert set(listed) == set(QUERIES)
     for name, query_ in QUERIES.items():
         assert listed[name]["title"] == query_.title
-        assert listed[name]["sql"] == query_.sql
+        # The shared SQL, whole; at most inside a select rounding its times.
+        assert listed[name]["sql"] == display_sql(name)
+        assert query_.sql in listed[name]["sql"]
         assert not listed[name]["write"]
         assert query_.title and len(query_.description) > 30
     page = get(ds, "/events")
@@ -102,7 +112,7 @@ def test_recorded_task_history_and_retry_chains(recorded):
                if r["signal"] not in ("enqueued", "scheduled")]
     assert signals == ["executing", "error", "retrying"] * 3 + ["executing", "error"]
     assert [r["attempt"] for r in history if r["signal"] == "executing"] == [1, 2, 3, 4]
-    assert all(r["duration"] is not None for r in history if r["signal"] == "error")
+    assert all(r["duration_ms"] is not None for r in history if r["signal"] == "error")
     assert [r["ts"] for r in history] == sorted(r["ts"] for r in history)
 
     chains = rows(ds, "events", "retry_chains")
@@ -118,9 +128,9 @@ def test_recorded_task_history_and_retry_chains(recorded):
 def test_recorded_latency(recorded, recorded_expected):
     path, ds = recorded
     slowest = rows(ds, "events", "slowest_tasks")
-    durations = [r["duration"] for r in slowest]
+    durations = [r["duration_ms"] for r in slowest]
     assert durations == sorted(durations, reverse=True)
-    assert durations[0] == query(path, "select max(duration) from tasks")[0][0]
+    assert durations[0] == ms(query(path, "select max(duration) from tasks")[0][0])
     assert {r["task"] for r in rows(ds, "events", "slowest_tasks", task="slow_io")} \
         == {"slow_io"}
 
@@ -130,10 +140,10 @@ def test_recorded_latency(recorded, recorded_expected):
     ran["quick_add"] -= 1    # expired, never ran
     assert {t: r["finished"] for t, r in percentiles.items()} == ran
     for r in percentiles.values():
-        assert r["run_p50"] <= r["run_p95"] <= r["run_p99"]
-        assert r["wait_p50"] <= r["wait_p95"] <= r["wait_p99"]
+        assert r["run_p50_ms"] <= r["run_p95_ms"] <= r["run_p99_ms"]
+        assert r["wait_p50_ms"] <= r["wait_p95_ms"] <= r["wait_p99_ms"]
     # slow_io sleeps, quick_add does not
-    assert percentiles["slow_io"]["run_p50"] > percentiles["quick_add"]["run_p99"]
+    assert percentiles["slow_io"]["run_p50_ms"] > percentiles["quick_add"]["run_p99_ms"]
     # A since after everything: nothing finished since then.
     assert rows(ds, "events", "latency_percentiles", since="2999-01-01") == []
 
@@ -179,8 +189,10 @@ def test_known_percentiles_are_nearest_rank(known):
     by_task = {r["task"]: r for r in rows(ds, "known", "latency_percentiles")}
     # quick_add: waits 1..10 s and run times 0.1..1.0 s
     assert by_task["quick_add"]["finished"] == 10
-    assert [by_task["quick_add"]["wait_p%d" % p] for p in (50, 95, 99)] == [5.0, 10.0, 10.0]
-    assert [by_task["quick_add"]["run_p%d" % p] for p in (50, 95, 99)] == [0.5, 1.0, 1.0]
+    assert [by_task["quick_add"]["wait_p%d_ms" % p] for p in (50, 95, 99)] == [
+        5000.0, 10000.0, 10000.0]
+    assert [by_task["quick_add"]["run_p%d_ms" % p] for p in (50, 95, 99)] == [
+        500.0, 1000.0, 1000.0]
     # revoked and expired tasks never ran: no percentiles for them
     assert "delayed" not in by_task
     since = rows(ds, "known", "latency_percentiles", since="2023-11-14 22:18:00")
@@ -221,26 +233,26 @@ def test_percentiles_and_slowest_match_python(tmp_path):
         mine = [t for t in rows_ if t["task"] == name]
         assert r["finished"] == len(mine)
         for p in (50, 95, 99):
-            assert r["wait_p%d" % p] == _nearest_rank(
-                [t["wait"] for t in mine if t["wait"] is not None], p / 100)
-            assert r["run_p%d" % p] == _nearest_rank(
-                [t["duration"] for t in mine], p / 100)
-    assert by_task["no_wait"]["wait_p50"] is None
+            assert r["wait_p%d_ms" % p] == ms(_nearest_rank(
+                [t["wait"] for t in mine if t["wait"] is not None], p / 100))
+            assert r["run_p%d_ms" % p] == ms(_nearest_rank(
+                [t["duration"] for t in mine], p / 100))
+    assert by_task["no_wait"]["wait_p50_ms"] is None
     # Since: only what finished at or after it.
     late = rows(ds, "ranks", "latency_percentiles", since="1101")
     assert {r["task"]: r["finished"] for r in late} == {"ties": 103, "no_wait": 5}
-    assert late[1]["run_p50"] == _nearest_rank(
-        [t["duration"] for t in rows_[100:203]], 0.5)
+    assert late[1]["run_p50_ms"] == ms(_nearest_rank(
+        [t["duration"] for t in rows_[100:203]], 0.5))
 
     everyone = rows(ds, "ranks", "slowest_tasks")
-    assert [r["duration"] for r in everyone] == sorted(
+    assert [r["duration_ms"] for r in everyone] == [ms(d) for d in sorted(
         (t["duration"] for t in rows_ if t.get("duration") is not None),
-        reverse=True)[:100]
+        reverse=True)[:100]]
     for name in ("ties", "no_wait"):
         slowest = rows(ds, "ranks", "slowest_tasks", task=name)
         assert {r["task"] for r in slowest} == {name}
-        assert [r["duration"] for r in slowest] == sorted(
-            (t["duration"] for t in rows_ if t["task"] == name), reverse=True)[:100]
+        assert [r["duration_ms"] for r in slowest] == [ms(d) for d in sorted(
+            (t["duration"] for t in rows_ if t["task"] == name), reverse=True)[:100]]
     assert rows(ds, "ranks", "slowest_tasks", task="never_ran") == []
 
 def test_known_lost_and_silent_consumers(known):
@@ -522,3 +534,45 @@ def test_tasks_page_in_chromium(recorded):
     finally:
         started.stop(signal.SIGTERM, timeout=20)
         started.kill()
+
+
+def test_canned_queries_show_run_times_and_waits_in_milliseconds(tmp_path):
+    """A float such as 0.024796724319458008 s reads 24.8 ms, in every query
+    that shows a run time or a wait; the report's SQL keeps exact seconds."""
+    path = tmp_path / "ms.db"
+    db = open_event_store(str(path))
+    db["tasks"].insert({"task_id": "t1", "task": "work", "status": "complete",
+                        "enqueued": 1000.0, "ready": 1000.0, "started": 1000.5,
+                        "finished": 1000.524796724319458008, "attempts": 2,
+                        "wait": 0.5000123456, "duration": 0.024796724319458008,
+                        "seq": 1})
+    db["events"].insert({"ts": 1000.5248, "signal": "complete", "task_id": "t1",
+                         "task": "work", "attempt": 2, "task_seq": 1,
+                         "duration": 0.024796724319458008})
+    db.conn.commit()
+    db.close()
+    ds = make_datasette([path])
+    shown = {
+        "slowest_tasks": rows(ds, "ms", "slowest_tasks")[0],
+        "task_history": rows(ds, "ms", "task_history", task_id="t1")[0],
+        "latency_percentiles": rows(ds, "ms", "latency_percentiles")[0],
+        "retry_chains": rows(ds, "ms", "retry_chains")[0],
+    }
+    assert shown["slowest_tasks"]["duration_ms"] == 24.8
+    assert shown["slowest_tasks"]["wait_ms"] == 500.0
+    assert shown["task_history"]["duration_ms"] == 24.8
+    assert shown["latency_percentiles"]["run_p99_ms"] == 24.8
+    assert shown["latency_percentiles"]["wait_p50_ms"] == 500.0
+    assert shown["retry_chains"]["total_seconds"] == 0.525
+    for name, row in shown.items():
+        # No float with more digits than it means, in any column.
+        for column, value in row.items():
+            if isinstance(value, float) and column not in (
+                    "ts", "enqueued", "finished", "started", "eta"):
+                assert len(repr(value).split(".")[1]) <= 3, (name, column, value)
+    # The columns keep their places, and the report's SQL its seconds.
+    conn = sqlite3.connect(path)
+    raw = conn.execute(QUERIES["slowest_tasks"].sql, {"task": ""}).fetchone()
+    conn.close()
+    assert raw[3] == 0.024796724319458008
+    assert list(shown["slowest_tasks"])[3] == "duration_ms"

@@ -101,10 +101,13 @@ def test_max_arg_chars_keeps_every_value_valid_json(cli):
 @pytest.mark.parametrize("args, env, message", [
     (["--max-arg-chars", "-1"], {}, "Invalid value for '--max-arg-chars'"),
     (["--max-arg-chars", "lots"], {}, "Invalid value for '--max-arg-chars'"),
+    # The variable is read like the option, and named in the message.
     ([], {"HUEYSCOPE_MAX_ARG_CHARS": "lots"},
-     "max-arg-chars must be a whole number, not 'lots'"),
+     "Invalid value for '--max-arg-chars' (env var: 'HUEYSCOPE_MAX_ARG_CHARS'): "
+     "'lots' is not a whole number"),
     ([], {"HUEYSCOPE_MAX_ARG_CHARS": "-5"},
-     "max-arg-chars must be 0 (no limit) or more, not -5"),
+     "Invalid value for '--max-arg-chars' (env var: 'HUEYSCOPE_MAX_ARG_CHARS'): "
+     "-5 is not in the range x>=0"),
 ])
 @pytest.mark.parametrize("command", [["produce", "mixed"], ["consume"], ["demo"]])
 def test_bad_capture_values_are_one_line(cli, command, args, env, message):
@@ -132,3 +135,15 @@ def test_demo_passes_the_flags_to_its_settings(tmp_path, monkeypatch):
         "password", "token", "secret", "api_key", "authorization")
     assert Demo(tmp_path, redact=" Seed,,PIN ").settings.redact_keys == (
         "seed", "pin")
+
+
+def test_demo_runs_the_demo_catalogue_on_its_own_files(tmp_path, monkeypatch):
+    from hueyscope.demo import Demo
+
+    monkeypatch.setenv("HUEYSCOPE_APP", "myapp.tasks:huey")
+    monkeypatch.setenv("HUEYSCOPE_QUEUE", "/elsewhere/queue.db")
+    monkeypatch.setenv("HUEYSCOPE_DELIVERY", "at-most-once")
+    settings = Demo(tmp_path).settings
+    assert settings.app == "hueyscope.demo_tasks:huey"
+    assert settings.queue == str(tmp_path / "queue.db")
+    assert settings.delivery == "at-least-once"

@@ -1,19 +1,31 @@
 """``hueyscope demo``: one real run, every behaviour asserted on its event store."""
 import json
+import os
 import re
+import shlex
+import signal
+import subprocess
 import time
 
+import httpx
 import pytest
 
-from conftest import query, run_cli, cli_env
+from conftest import BIN, query, run_cli, cli_env, wait_until
 from hueyscope.demo import MARKER, prepare_folder
+from report_helpers import as_int, parse
+
+# A shell in which the virtualenv is not active: its bin folder is not on PATH.
+PLAIN_PATH = os.pathsep.join(
+    p for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+    if p and os.path.realpath(p) != os.path.realpath(BIN)) or "/usr/bin:/bin"
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("demo")
     started = time.monotonic()
-    result = run_cli(["demo"], cwd, env=cli_env(cwd / "unused"), timeout=90)
+    result = run_cli(["demo"], cwd, env=cli_env(cwd / "unused", PATH=PLAIN_PATH),
+                     timeout=90)
     result.elapsed = time.monotonic() - started
     result.folder = cwd / "demo-run"
     result.events = result.folder / "events.db"
@@ -42,7 +54,7 @@ def test_demo_succeeds_quickly_in_a_fresh_folder(demo_run):
     for name in ("queue.db", "events.db", "site/index.html", "consumer.log"):
         assert (demo_run.folder / name).exists(), name
     out = demo_run.stdout
-    assert "hueyscope browse %s" % demo_run.events in out
+    assert "browse %s" % demo_run.events in out
     assert "report       %s" % (demo_run.folder / "site" / "index.html") in out
     # Failing demo calls log to the file, not the terminal.
     assert "Traceback" not in out + demo_run.stderr
@@ -123,3 +135,59 @@ def test_prepare_folder_recreates_only_demo_folders(tmp_path):
     (folder / "queue.db").write_text("old")
     again = prepare_folder(tmp_path / "run")
     assert sorted(p.name for p in again.iterdir()) == [MARKER]
+
+
+def test_locked_card_counts_every_collision(demo_run):
+    collisions = query(demo_run.events, "select count(*) from events where "
+                       "task = 'locked_sync_job' and signal = 'locked'")[0][0]
+    printed = re.search(r"(\d+) attempt\(s\) found the lock taken", demo_run.stdout)
+    assert printed and int(printed.group(1)) == collisions >= 1
+    stats = parse(demo_run.folder / "site" / "index.html").stats
+    assert as_int(stats["Locked"]) == collisions
+
+
+def _url(text):
+    match = re.search(r"Serving at (http://\S+/)", text)
+    return match.group(1) if match else None
+
+
+def _answers(url):
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _next_commands(stdout):
+    lines = stdout.split("\nNext:\n", 1)[1].strip().splitlines()
+    return [shlex.split(line) for line in lines]
+
+
+@pytest.mark.timeout(90)
+def test_next_commands_work_with_the_virtualenv_inactive(demo_run, tmp_path):
+    commands = _next_commands(demo_run.stdout)
+    assert [c[c.index("browse") if "browse" in c else c.index("status")]
+            for c in commands] == ["browse", "status"]
+    env = dict(cli_env(tmp_path), PATH=PLAIN_PATH)
+    browse, status = commands
+    result = subprocess.run(status, cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "queue hueyscope" in result.stdout
+    out = tmp_path / "browse.out"
+    with open(out, "w") as stdout:
+        served = subprocess.Popen(browse + ["--port", "0"], cwd=tmp_path, env=env,
+                                  stdout=stdout, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        url = wait_until(lambda: _url(out.read_text()) or served.poll() is not None,
+                         timeout=60, message="the printed browse command to listen")
+        assert served.poll() is None, out.read_text()
+        wait_until(lambda: _answers(url + "events.json"), timeout=30,
+                   message="the event store to be served")
+        served.send_signal(signal.SIGTERM)
+        assert served.wait(30) == 0
+    finally:
+        if served.poll() is None:
+            os.killpg(served.pid, signal.SIGKILL)
+            served.wait(10)

@@ -169,3 +169,53 @@ def test_a_synthetic_store_links_every_event_to_its_task(tmp_path):
             "and t.task_id = e.task_id)").fetchone()[0]
         events = conn.execute("select count(*) from events").fetchone()[0]
     assert events >= 3000 and unlinked == 0
+
+
+def _closed_store(path):
+    """A real store, closed: its WAL folded in, no -wal or -shm beside it."""
+    open_event_store(str(path)).close()
+    conn = sqlite3.connect(path)
+    conn.execute("pragma wal_checkpoint(truncate)")
+    conn.close()
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    return path
+
+
+def test_checking_a_store_leaves_no_file_beside_it(tmp_path):
+    path = _closed_store(tmp_path / "events.db")
+    before = path.read_bytes()
+    check_event_store(str(path))
+    check_event_store(str(path), must_exist=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.db"]
+    assert path.read_bytes() == before
+
+
+def test_a_store_a_newer_hueyscope_migrated_is_refused_and_left_alone(tmp_path):
+    path = _closed_store(tmp_path / "events.db")
+    conn = sqlite3.connect(path)
+    conn.execute("insert into _sqlite_migrations (migration_set, name, applied_at) "
+                 "values ('hueyscope', 'm005_next', '2099-01-01')")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    for check in (lambda: check_event_store(str(path)),
+                  lambda: check_event_store(str(path), must_exist=False),
+                  lambda: open_event_store(str(path))):
+        with pytest.raises(ValueError, match="written by a newer hueyscope "
+                           r"\(migration m005_next is unknown"):
+            check()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.db"]
+
+
+def test_migrations_of_another_set_do_not_count(tmp_path):
+    # sqlite-utils keeps every migration set in one table: a user's own set
+    # in the same file is not a newer hueyscope.
+    path = _closed_store(tmp_path / "events.db")
+    conn = sqlite3.connect(path)
+    conn.execute("insert into _sqlite_migrations (migration_set, name, applied_at) "
+                 "values ('myapp', 'm001_mine', '2099-01-01')")
+    conn.commit()
+    conn.close()
+    check_event_store(str(path))
+    open_event_store(str(path)).close()

@@ -73,3 +73,25 @@ def test_refuses_files_that_are_not_a_huey_queue(cli):
     assert_one_line_error(result)
     assert "not a huey queue" in result.stderr
     assert digest(other) == before
+
+
+def test_leaves_no_wal_or_shm_beside_a_queue_nobody_has_open(cli):
+    assert cli.run("produce", "mixed").returncode == 0
+    conn = sqlite3.connect(cli.queue)
+    conn.execute("pragma wal_checkpoint(truncate)")
+    conn.close()  # the last connection: it removes the -wal and -shm
+    names = sorted(p.name for p in cli.folder.iterdir())
+    assert "queue.db-wal" not in names
+    before = digest(cli.queue)
+    assert status(cli)["pending"] == 7
+    assert "pending" in cli.run("status").stdout
+    assert sorted(p.name for p in cli.folder.iterdir()) == names
+    assert digest(cli.queue) == before
+
+
+def test_offers_only_the_options_it_reads(cli):
+    help_text = cli.run("status", "--help").stdout
+    for option in ("--queue", "--app", "--json", "--lease-timeout"):
+        assert option in help_text
+    for option in ("--events", "--durability", "--delivery"):
+        assert option not in help_text

@@ -40,7 +40,7 @@ def browse(events_db, events, host, port, open_browser):
 
     if not events_db:
         try:
-            events_db = (Settings.build(events=events).events,)
+            events_db = (Settings.build(only=("events",), events=events).events,)
         except ValueError as exc:
             raise BadInput(str(exc))
     # The same file given twice (a.db, ./a.db) is served once.

@@ -3,16 +3,21 @@
 :func:`database_metadata` describes one event store; :func:`build_metadata`
 wraps several into the document Datasette reads. The canned queries are
 :data:`hueyscope.events.queries.QUERIES`, the same SQL the static report
-runs, published read-only.
+runs, published read-only, with run times and waits shown in milliseconds
+(see :func:`display_sql`).
 """
+import functools
+import re
+
 from hueyscope.events.queries import QUERIES
 
 TITLE = "hueyscope event store"
 DESCRIPTION_HTML = (
     "<p>Every lifecycle signal of your Huey tasks, as recorded by hueyscope. "
     "Times are unix seconds (UTC), shown as ISO-8601; durations and waits are "
-    "in seconds. Start with the <strong>tasks</strong> table (one row per "
-    "task id) or the canned queries below each database.</p>"
+    "in seconds in the tables, in milliseconds in the canned queries. Start "
+    "with the <strong>tasks</strong> table (one row per task id) or the "
+    "canned queries below each database.</p>"
     "<p>Read-only: nothing here can change the store.</p>"
 )
 
@@ -180,20 +185,80 @@ HIDE_SQL_LINES = 12
 ALWAYS_HIDDEN = ("_sqlite_migrations",)
 
 
+# Output columns of the shared SQL holding a run time or a queue wait in
+# seconds: a float such as 0.024796724319458008 reads better as 24.8 ms.
+MILLISECOND_COLUMNS = re.compile(r"^(duration|wait|wait_p\d+|run_p\d+)$")
+# Seconds from enqueue to the end of a retried task: kept in seconds, to the ms.
+SECOND_COLUMNS = ("total_seconds",)
+MS_NOTE = " Run times and waits are in milliseconds (columns ending in _ms)."
+
+
+@functools.lru_cache(maxsize=None)
+def _query_columns():
+    """{query name: its output columns}, read from an empty store in memory."""
+    import sqlite_utils
+
+    from hueyscope.events.schema import migrate
+
+    db = sqlite_utils.Database(memory=True)
+    try:
+        migrate(db)
+        columns = {}
+        for name, query in QUERIES.items():
+            cursor = db.conn.execute("select * from (\n%s\n) limit 0" % query.sql,
+                                     {p: "" for p in query.params})
+            columns[name] = tuple(d[0] for d in cursor.description)
+        return columns
+    finally:
+        db.close()
+
+
+def in_milliseconds(name):
+    """True if query ``name`` shows a run time or a wait (in milliseconds)."""
+    return any(MILLISECOND_COLUMNS.match(c) for c in _query_columns()[name])
+
+
+def display_sql(name):
+    """The shared SQL of query ``name``, run times and waits in milliseconds.
+
+    The shared SQL is kept whole, as a subquery SQLite runs as a co-routine:
+    it keeps its plan (its indexes) and its order, and the outer select
+    only rounds columns as the rows stream by: ``duration`` becomes
+    ``duration_ms``, to 0.1 ms.
+    A query with no such column is returned as it is.
+    """
+    sql = QUERIES[name].sql
+    shown, rounded = [], False
+    for column in _query_columns()[name]:
+        if MILLISECOND_COLUMNS.match(column):
+            shown.append("round(%s * 1000, 1) as %s_ms" % (column, column))
+        elif column in SECOND_COLUMNS:
+            shown.append("round(%s, 3) as %s" % (column, column))
+        else:
+            shown.append("[%s]" % column)
+            continue
+        rounded = True
+    if not rounded:
+        return sql
+    return "select %s\nfrom (\n%s\n)" % (", ".join(shown), sql)
+
+
 def canned_queries():
     """The shared named SQL as Datasette canned queries, never writable."""
-    return {
-        q.name: {
+    queries = {}
+    for q in QUERIES.values():
+        sql = display_sql(q.name)
+        queries[q.name] = {
             "title": q.title,
-            "description": q.description,
-            "sql": q.sql,
+            "description": q.description + (
+                MS_NOTE if in_milliseconds(q.name) else ""),
+            "sql": sql,
             "params": list(q.params),
             "write": False,
             # Long SQL behind a "show" link, so the answer comes first.
-            "hide_sql": q.sql.count("\n") >= HIDE_SQL_LINES,
+            "hide_sql": sql.count("\n") >= HIDE_SQL_LINES,
         }
-        for q in QUERIES.values()
-    }
+    return queries
 
 
 def database_metadata(hidden=()):

@@ -184,7 +184,7 @@ def _mb(n):
     return "%.1f MB" % (n / 1e6)
 
 
-@click.command()
+@click.command(short_help="Delete old history from the event store, keep totals.")
 @click.option("--older-than", "older_than", type=Duration(), required=True,
               metavar="DURATION",
               help="Delete what is older than this: 90s, 15m, 12h, 30d, 2w.")
@@ -205,7 +205,7 @@ def prune(older_than, vacuum, events):
         hueyscope prune --older-than 2w --vacuum --events /var/lib/app/events.db
     """
     try:
-        path = Settings.build(events=events).events
+        path = Settings.build(only=("events",), events=events).events
         outcome = prune_store(path, older_than, vacuum=vacuum)
     except ValueError as exc:
         raise BadInput(str(exc))

@@ -19,6 +19,8 @@ import time
 import sqlite_utils
 from sqlite_utils import Migrations
 
+from hueyscope.readonly import read_only
+
 migrations = Migrations("hueyscope")
 
 # Every huey signal, in lifecycle order.
@@ -214,14 +216,10 @@ def check_event_store(path, must_exist=True):
         return
     if header != b"SQLite format 3\x00":
         raise ValueError("%s is not a SQLite database" % path)
-    conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
     try:
-        names = {row[0] for row in conn.execute(
-            "select name from sqlite_master where type='table'")}
-    except sqlite3.DatabaseError as exc:
+        names, applied = read_only(path, _tables_and_migrations)
+    except sqlite3.Error as exc:
         raise ValueError("%s is not a readable SQLite database: %s" % (path, exc))
-    finally:
-        conn.close()
     # A store another process is creating right now may show only the
     # migrations table (older sqlite-utils committed it on its own).
     names.discard(migrations.migrations_table)
@@ -231,6 +229,30 @@ def check_event_store(path, must_exist=True):
             "(no events table)" % path)
     if must_exist and "events" not in names:
         raise ValueError("%s is not a hueyscope event store" % path)
+    newer = [name for name in applied if name not in KNOWN_MIGRATIONS]
+    if newer:
+        # Its tables may mean something this code does not know: writing
+        # into it, or reading it as if it were ours, would misstate it.
+        raise ValueError(
+            "event store %s was written by a newer hueyscope (migration %s is "
+            "unknown to this version): upgrade hueyscope; left unchanged"
+            % (path, newer[0]))
+
+
+def _tables_and_migrations(conn):
+    """(table names, names of our migrations applied) of an open store."""
+    names = {row[0] for row in conn.execute(
+        "select name from sqlite_master where type = 'table'")}
+    applied = []
+    table = migrations.migrations_table
+    # Without these columns (a table of another sqlite-utils version, or
+    # one a process creating the store has only begun) it names none of ours.
+    columns = {row[1] for row in conn.execute("pragma table_info([%s])" % table)}
+    if {"migration_set", "name"} <= columns:
+        applied = [row[0] for row in conn.execute(
+            "select name from [%s] where migration_set = ? order by rowid"
+            % table, (migrations.name,))]
+    return names, applied
 
 
 @migrations()
@@ -313,3 +335,9 @@ def m005_declared_periodic(db):
     delayed tasks.
     """
     db.execute("alter table runs add column periodic text")
+
+
+# Every migration this version knows; a store listing another one was
+# upgraded by a newer hueyscope (see check_event_store).
+KNOWN_MIGRATIONS = frozenset(
+    m.name for m in migrations.pending(sqlite_utils.Database(memory=True)))

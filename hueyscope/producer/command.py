@@ -13,7 +13,6 @@ from hueyscope.apps import open_app
 from hueyscope.options import (BadInput, Choice, FloatRange, IntRange, capture_options,
                                settings_options)
 from hueyscope.producer.scenarios import DEFAULT_COUNT, SCENARIOS, wait_for
-from hueyscope.settings import DEFAULT_APP
 
 
 @click.command()
@@ -25,7 +24,8 @@ from hueyscope.settings import DEFAULT_APP
               help="Block until every result is in, and print them.")
 @click.option("--timeout", type=FloatRange(min=0), default=60.0, show_default=True,
               help="With --wait: give up after this many seconds in total.")
-@settings_options
+# Scenarios enqueue the demo catalogue: there is no --app to choose.
+@settings_options(only=("queue", "events", "durability", "delivery"))
 @capture_options
 def produce(settings, scenario, count, wait, timeout):
     """Enqueue a SCENARIO of demo tasks into the queue.
@@ -42,9 +42,6 @@ def produce(settings, scenario, count, wait, timeout):
     With --wait it blocks (up to --timeout seconds) and prints each result;
     it exits 1 if some did not arrive in time.
     """
-    if settings.app != DEFAULT_APP:
-        raise BadInput("scenarios enqueue the demo catalogue (%s); "
-                       "--app does not apply to produce" % DEFAULT_APP)
     try:
         huey = open_app(settings)
         recorder = hueyscope.attach(huey, events=settings.events)

@@ -7,7 +7,7 @@ from hueyscope.options import BadInput, HttpURL, events_option, site_option
 from hueyscope.settings import Settings
 
 
-@click.command()
+@click.command(short_help="Render the static HTML report of event stores.")
 @click.argument("event_stores", nargs=-1, metavar="[EVENTS_DB]...")
 @events_option
 @site_option
@@ -32,7 +32,8 @@ def report(event_stores, events, site, datasette_url, quiet):
         hueyscope report --out site/ --datasette-url http://localhost:8001
     """
     try:
-        settings = Settings.build(events=events, site=site)
+        settings = Settings.build(only=("events", "site"), events=events,
+                                  site=site)
     except ValueError as exc:
         raise BadInput(str(exc))
     sources = list(event_stores) or [settings.events]

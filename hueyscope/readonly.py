@@ -1,0 +1,44 @@
+"""Read a SQLite file without leaving a trace of having read it.
+
+Checks that refuse a file (a queue that is an event store, an event store
+from a newer hueyscope, a database that is not ours) must leave it exactly as
+it was. A plain ``mode=ro`` connection to a WAL database that nobody has open
+creates ``-wal`` and ``-shm`` files beside it and, being read-only, cannot
+delete them again. With no ``-wal`` beside the file there is nothing but the
+main file to read, so it is opened ``immutable``, which creates nothing.
+"""
+import os
+import sqlite3
+from urllib.parse import quote
+
+
+def _uri(path, mode):
+    return "file:%s?%s" % (quote(os.path.abspath(path)), mode)
+
+
+def read_only(path, read, timeout=10):
+    """``read(conn)`` on a read-only connection to ``path``; returns its result.
+
+    Raises sqlite3.Error as sqlite3 does. If another process starts writing
+    the file while it is read immutable (a checkpoint may then change pages
+    under the reader), the read is done again through a normal read-only
+    connection: the files that leaves behind are that process's anyway.
+    """
+    modes = ["mode=ro"]
+    if not os.path.exists(path + "-wal"):
+        modes.insert(0, "immutable=1")
+    for i, mode in enumerate(modes):
+        conn = sqlite3.connect(_uri(path, mode), uri=True, timeout=timeout)
+        try:
+            return read(conn)
+        except sqlite3.DatabaseError:
+            if i + 1 == len(modes) or not os.path.exists(path + "-wal"):
+                raise
+        finally:
+            conn.close()
+
+
+def table_names(path, timeout=10):
+    """The names of the tables in the SQLite file at ``path``, read-only."""
+    return read_only(path, lambda conn: {row[0] for row in conn.execute(
+        "select name from sqlite_master where type = 'table'")}, timeout)
