@@ -20,7 +20,8 @@ import math
 from hueyscope.reports.format import number, step_label
 from hueyscope.reports.timeline import DAY
 
-# At most this many ticks along the time axis, so labels never touch.
+# At most this many spaces between ticks along the time axis (so TICKS + 1
+# ticks), so labels never touch.
 TICKS = 8
 # Tick spacings beyond a day: 2 days, a week, 2 weeks, 4 weeks, ...
 LONG_TICKS = tuple(DAY * d for d in (2, 7, 14, 28, 56, 112, 224, 448))
@@ -57,7 +58,7 @@ def bucket_label(t, step):
 
 
 def time_ticks(start, end, step):
-    """[(t, label)]: at most TICKS ticks on bucket edges inside start..end.
+    """[(t, label)]: ticks on bucket edges inside start..end, TICKS apart at most.
 
     The spacing is a multiple of the bucket; labels say seconds when the
     spacing is under a minute, hours and minutes under a day, otherwise the
