@@ -28,6 +28,7 @@ EDGES = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 
 
 def _bucket_case(column):
+    """SQL: the run time histogram bucket (an index into EDGES) of ``column``."""
     parts = ["when %s < %r then %d" % (column, edge, i)
              for i, edge in enumerate(EDGES)]
     return "case when %s is null then null %s else %d end" % (
@@ -35,6 +36,7 @@ def _bucket_case(column):
 
 
 def bucket_labels():
+    """The range of each run time histogram bucket: '< 1 ms', '1 ms–2.5 ms'..."""
     labels = ["< %s" % edge_label(EDGES[0])]
     labels += ["%s–%s" % (edge_label(a), edge_label(b))
                for a, b in zip(EDGES, EDGES[1:])]
@@ -170,6 +172,8 @@ def overall_percentiles(store):
 
 
 def failures(store):
+    """Error groups by fingerprint, each with its tasks, newest instances and
+    one traceback."""
     groups = store.query("failures_by_fingerprint")[:NEWEST * 2]
     if not groups:
         return []
@@ -198,6 +202,7 @@ def failures(store):
 
 
 def retry_chains(store):
+    """The newest tasks that took more than one attempt, attempt by attempt."""
     chains = store.query("retry_chains")[:NEWEST]
     if not chains:
         return []
@@ -249,6 +254,7 @@ def attempts_of(events):
 
 
 def runs_detail(store, now):
+    """Every run, newest first, with what it processed and how it ended."""
     runs = store.query("consumer_runs", stale=STALE_SECONDS)
     processed = {}
     for row in store.rows(
@@ -276,6 +282,7 @@ def run_state(run, now=None):
 
 
 def locks(store):
+    """Lock contention per task name, and the newest locked-out attempts."""
     contention = store.query("lock_contention")
     recent = store.rows(
         "select ts, task_id, task, attempt, retries_left, host, worker, run_id "
@@ -289,6 +296,8 @@ def locks(store):
 
 
 def schedules(store, summaries, last=None):
+    """Scheduled, revoked and expired tasks, and periodic tasks with their
+    rhythm."""
     scheduled_now = store.rows(
         "select task_id, task, enqueued, eta, attempts from tasks "
         "where status = 'scheduled' order by eta limit ?", NEWEST)
@@ -351,6 +360,8 @@ BROKEN = ("'failed', 'revoked', 'expired', 'locked', 'canceled', "
 
 
 def pipelines(store):
+    """Pipeline outcomes by shape (first step, steps, where it broke) and the
+    newest chains step by step."""
     if not store.rows("select 1 from tasks where parent_id is not null limit 1"):
         return {"shapes": [], "chains": []}
     shapes = store.rows(PIPELINE_CTE.format(roots=ROOTS) + """,
