@@ -5,6 +5,7 @@ A small html.parser walk, so tests check what a reader sees (the text of
 template internals.
 """
 import html.parser
+import json
 import re
 import shutil
 import sqlite3
@@ -118,3 +119,58 @@ def rows(path, sql, params=()):
 
 def remove(path):
     shutil.rmtree(path, ignore_errors=True)
+
+
+_SPEC = re.compile(
+    r'<div class="chart" id="chart-([\w-]+)"[^>]*>'
+    r'<script type="application/json" class="chart-spec">(.*?)</script>', re.S)
+
+
+def chart_specs(path):
+    """The chart specs a page embeds, by chart id ('throughput', 'depth'...)."""
+    text = Path(path).read_text(encoding="utf-8")
+    return {m.group(1): json.loads(m.group(2)) for m in _SPEC.finditer(text)}
+
+
+def trim_store(src, dest, keep):
+    """A copy of the event store ``src`` with only the events ``keep`` (an
+    SQL condition on events) selects; tasks, roll-ups and queue samples are
+    cut to match, as if only those events had been recorded."""
+    copy_store(src, dest)
+    conn = sqlite3.connect(str(dest))
+    with conn:
+        conn.execute("delete from events where not (%s)" % keep)
+        conn.execute("delete from tasks where task_id not in "
+                     "(select task_id from events where task_id is not null)")
+        conn.execute("delete from runs where id not in "
+                     "(select run_id from events where run_id is not null)")
+        conn.execute("delete from queue_samples where ts < (select min(ts) from "
+                     "events) or ts > (select max(ts) from events)")
+        _roll_up(conn)
+    conn.close()
+    return Path(dest)
+
+
+def stretch_store(src, dest, days):
+    """A copy of ``src`` whose tasks are spread back over ``days`` more days:
+    each task's events move back a whole number of days (the task's number
+    modulo ``days``), and the roll-ups are rebuilt. Months of history from a
+    store of three days, in a fraction of a second."""
+    copy_store(src, dest)
+    conn = sqlite3.connect(str(dest))
+    with conn:
+        conn.execute("update events set ts = ts - 86400 * (task_seq %% %d) "
+                     "where task_seq is not null" % days)
+        _roll_up(conn)
+    conn.close()
+    return Path(dest)
+
+
+def _roll_up(conn):
+    """Rebuild the hourly roll-ups from the events, as the recorder keeps them."""
+    conn.execute("delete from rollup_hourly")
+    conn.execute(
+        "insert into rollup_hourly (hour, task, signal, count, duration_sum, "
+        "duration_max, wait_sum) select cast(ts / 3600 as integer) * 3600.0, "
+        "task, signal, count(*), sum(duration), max(duration), sum(wait) "
+        "from events group by 1, task, signal")

@@ -16,8 +16,8 @@ from datasette.utils import tilde_encode
 from conftest import assert_one_line_error, run_cli, cli_env
 from hueyscope.events.synthetic import build_synthetic
 from hueyscope.reports.builder import MARKER, build_report, slug
-from report_helpers import (as_int, copy_store, pages, parse, rows,
-                            table_with)
+from report_helpers import (as_int, chart_specs, copy_store, pages, parse,
+                            rows, stretch_store, table_with, trim_store)
 
 DATASETTE = "http://datasette.test:8001"
 
@@ -100,10 +100,12 @@ def test_tasks_table_and_task_pages(recorded_store, recorded_site):
         shown = {as_int(r["Attempts"]): as_int(r["Tasks"])
                  for r in table_with(page, "Share")}
         assert shown == attempts, name
-        # Every task that ran shows a run time histogram.
-        html = page_path.read_text()
+        # Every task that ran shows a run time histogram of its run times.
         if any(attempts):
-            assert html.count("<rect") >= 1
+            histogram = chart_specs(page_path)["histogram"]
+            finished = rows(recorded_store, "select count(*) from tasks where "
+                            "task = ? and duration is not null", (name,))[0][0]
+            assert sum(histogram["series"][0]["values"]) == finished
 
 
 def test_flaky_attempts_and_retry_chains(recorded_store, recorded_site):
@@ -191,9 +193,21 @@ def test_no_external_urls_and_every_internal_link_resolves(recorded_site):
                 assert target.fragment in anchor_page.ids, (path, url)
             checked += 1
     assert checked > 100
-    css = (recorded_site / "static" / "style.css").read_text()
-    assert "url(" not in css and "@import" not in css
-    assert "<script" not in "".join(p.read_text() for p in pages(recorded_site))
+    for name in ("style.css", "uPlot.min.css"):
+        css = (recorded_site / "static" / name).read_text()
+        assert "url(" not in css and "@import" not in css
+    # Scripts are the vendored uPlot and our charts.js, from the site's own
+    # folder (their src is checked above), and JSON data that runs nothing.
+    scripts = re.findall(r"<script[^>]*>", "".join(
+        p.read_text() for p in pages(recorded_site)))
+    assert scripts
+    assert set(scripts) <= {
+        '<script type="application/json" class="chart-spec">',
+        '<script src="static/uPlot.iife.min.js">', '<script src="static/charts.js">',
+        '<script src="../static/uPlot.iife.min.js">',
+        '<script src="../static/charts.js">'}, set(scripts)
+    js = (recorded_site / "static" / "charts.js").read_text()
+    assert not re.search(r"fetch\(|XMLHttpRequest|import\(|https?://", js)
 
 
 def test_datasette_links(recorded_store, tmp_path):
@@ -235,7 +249,10 @@ def test_hostile_text_is_escaped_and_file_names_are_safe(recorded_store, tmp_pat
     site = tmp_path / "site"
     build_report([store], site)
     everything = "".join(p.read_text() for p in pages(site))
-    assert "<script" not in everything
+    # The only script tags are the report's own (all with attributes).
+    assert "<script>" not in everything
+    assert all(" src=" in tag or 'type="application/json"' in tag
+               for tag in re.findall(r"<script[^>]*>", everything))
     assert "<img" not in everything and "<i>Boom" not in everything
     assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in everything
     task_pages = sorted(p.name for p in (site / "tasks").iterdir())
@@ -243,6 +260,8 @@ def test_hostile_text_is_escaped_and_file_names_are_safe(recorded_store, tmp_pat
     hostile_page = site / "tasks" / ("%s.html" % slug(name))
     assert hostile_page.is_file()
     assert "&lt;script&gt;alert(&#34;task&#34;)" in hostile_page.read_text()
+    # In a chart's JSON the name is escaped too, and reads back whole.
+    assert name in chart_specs(hostile_page)["histogram"]["title"]
     # Nothing was written outside the site.
     assert {p.name for p in tmp_path.iterdir()
             if not p.name.startswith("hostile.db")} == {"site"}
@@ -394,3 +413,175 @@ def test_a_task_split_across_hosts_is_one_task(recorded_store, tmp_path):
         stats["Retried"]
     first = rows(recorded_store, "select min(ts) from events")[0][0]
     assert '<time datetime="%s">' % iso(first) in (site / "index.html").read_text()
+
+
+# -- charts ------------------------------------------------------------------
+
+def utc(ts, fmt):
+    import datetime
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime(fmt)
+
+
+def check_time_chart(spec):
+    """What holds for every time chart, whatever the store: returns the step.
+
+    Bars sit in the middle of whole buckets inside the x range (no point
+    outside the plot), ticks are bucket edges inside the range, every value
+    is under the top of the y axis, and the hover label of each bar is its
+    bucket at the same resolution as the ticks.
+    """
+    start, end = spec["range"]
+    xs = spec["x"]
+    step = (xs[1] - xs[0]) if len(xs) > 1 else (end - start)
+    assert len(xs) == round((end - start) / step) >= 10
+    assert all(start < x < end for x in xs), (spec["range"], xs[:3], xs[-3:])
+    assert all(x - start == step * (i + 0.5) for i, x in enumerate(xs))
+    for t, _ in spec["ticks"]:
+        assert start <= t <= end and (t - start) % step == 0
+    assert 2 <= len(spec["ticks"]) <= 9  # 8 spaces at most
+    columns = [s["values"] for s in spec["series"]]
+    tops = [sum(v or 0 for v in values) if spec["stacked"] else max(
+        (v or 0) for v in values) for values in zip(*columns)]
+    assert max(tops) <= spec["y_max"] == spec["y_ticks"][-1]
+    fmt = "%H:%M:%S" if step < 60 else "%H:%M" if step < 86400 else None
+    for x, label in zip(xs, spec["labels"]):
+        bucket = x - step / 2
+        if fmt:
+            assert label == "%s %s–%s" % (utc(bucket, "%Y-%m-%d"), utc(bucket, fmt),
+                                          utc(bucket + step, fmt))
+        else:
+            assert label == utc(bucket, "%Y-%m-%d")
+    return step
+
+
+def throughput_of(spec):
+    """{bucket start: (completed, errors, locked)} of the non-empty bars."""
+    step = spec["x"][1] - spec["x"][0]
+    values = zip(*(s["values"] for s in spec["series"]))
+    return {x - step / 2: v for x, v in zip(spec["x"], values) if any(v)}
+
+
+def test_chart_of_a_single_event(recorded_store, tmp_path):
+    store = trim_store(recorded_store, tmp_path / "one.db",
+                       "id = (select min(id) from events where signal = 'complete')")
+    assert rows(store, "select count(*) from events")[0][0] == 1
+    (ts,), = rows(store, "select ts from events")
+    index = build_report([store], tmp_path / "site")
+    spec = chart_specs(index)["throughput"]
+    # One bar of one second, in the middle of ten labelled seconds.
+    assert check_time_chart(spec) == 1
+    assert throughput_of(spec) == {int(ts): (1, 0, 0)}
+    assert spec["range"][0] < ts < spec["range"][1]
+    assert spec["x_label"] == "Time (UTC), one bar per second"
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d(\n\d{4}-\d\d-\d\d)?", label)
+               for _, label in spec["ticks"])
+    # No queue sample in one instant: the depth chart says so.
+    assert "depth" not in chart_specs(index)
+    assert "No data recorded." in index.read_text()
+    # The table under the chart has the one bucket, readable without JS.
+    table = table_with(parse(index), "locked out")
+    assert [r["Time (UTC)"] for r in table] == [spec["labels"][spec["x"].index(
+        int(ts) + 0.5)]]
+    # Counts of one are singular everywhere.
+    everything = " ".join(p.read_text() for p in pages(tmp_path / "site"))
+    assert re.search(r"\b1 event\b", everything)
+    assert not re.search(r"\b1 (tasks|events|runs|attempts|rows)\b", everything)
+
+
+def test_charts_of_a_short_run_are_per_second(recorded_store, recorded_site):
+    """The recorded run lasts seconds: one bar per second, ticks in seconds."""
+    first, last = rows(recorded_store, "select min(ts), max(ts) from events")[0]
+    assert last - first < 120, "the recorded run is short"
+    index = recorded_site / "index.html"
+    spec = chart_specs(index)["throughput"]
+    assert check_time_chart(spec) == 1
+    assert spec["range"][0] <= first and last < spec["range"][1]
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d(\n\d{4}-\d\d-\d\d)?", label)
+               for _, label in spec["ticks"])
+    # Each tick says the time of the bucket edge it stands on.
+    for t, label in spec["ticks"]:
+        assert label.split("\n")[0] == utc(t, "%H:%M:%S")
+    # Every execution is in its second.
+    bars = throughput_of(spec)
+    per_second = {}
+    for ts, signal in rows(recorded_store, "select ts, signal from events "
+                           "where signal in ('complete', 'error', 'locked')"):
+        per_second.setdefault(int(ts), []).append(signal)
+    assert set(bars) == set(per_second)
+    for second, signals in per_second.items():
+        assert bars[second] == tuple(signals.count(s) for s in (
+            "complete", "error", "locked"))
+    # The table of numbers lists the same buckets under the same labels.
+    table = table_with(parse(index), "locked out")
+    labels = dict(zip(spec["x"], spec["labels"]))
+    assert [r["Time (UTC)"] for r in table] == [
+        labels[t + 0.5] for t in sorted(bars)]
+    assert [as_int(r["completed"]) for r in table] == [
+        bars[t][0] for t in sorted(bars)]
+    # Queue depth, sampled every half second, is drawn per second too.
+    depth = chart_specs(index)["depth"]
+    assert check_time_chart(depth) == 1
+    # Task pages use the same buckets, with only their task's executions.
+    page = recorded_site / "tasks" / ("%s.html" % slug("flaky_network_call"))
+    task = chart_specs(page)["throughput"]
+    assert task["range"] == spec["range"] and check_time_chart(task) == 1
+    errors = rows(recorded_store, "select count(*) from events where "
+                  "task = 'flaky_network_call' and signal = 'error'")[0][0]
+    assert sum(e for _, e, _ in throughput_of(task).values()) == errors
+
+
+def test_charts_of_days_follow_the_period(synthetic_store, tmp_path):
+    """Three days: hourly bars, ticks in hours with dates; 90 days: days."""
+    index = build_report([synthetic_store], tmp_path / "days")
+    spec = chart_specs(index)["throughput"]
+    assert check_time_chart(spec) == 3600
+    assert all(re.fullmatch(r"\d\d:00(\n\d{4}-\d\d-\d\d)?", label)
+               for _, label in spec["ticks"])
+    assert sum("\n" in label for _, label in spec["ticks"]) >= 2  # dates change
+    (completed,), = rows(synthetic_store, "select sum(count) from rollup_hourly "
+                         "where signal = 'complete'")
+    assert sum(c for c, _, _ in throughput_of(spec).values()) == completed
+    check_time_chart(chart_specs(index)["depth"])
+
+    long_store = stretch_store(synthetic_store, tmp_path / "long.db", 90)
+    index = build_report([long_store], tmp_path / "long")
+    spec = chart_specs(index)["throughput"]
+    assert check_time_chart(spec) == 86400
+    assert all(re.fullmatch(r"\d\d-\d\d(\n\d{4})?", label)
+               for _, label in spec["ticks"])
+    assert spec["x_label"] == "Time (UTC), one bar per day"
+    (completed,), = rows(long_store, "select count(*) from events "
+                         "where signal = 'complete'")
+    assert sum(c for c, _, _ in throughput_of(spec).values()) == completed
+
+
+def test_run_ids_are_whole_or_readably_shortened(recorded_store, recorded_site,
+                                                  synthetic_store, tmp_path):
+    text = (recorded_site / "runs.html").read_text()
+    for (run_id,) in rows(recorded_store, "select id from runs"):
+        # host:pid:started ids are short enough to show whole.
+        assert ">%s</code>" % run_id in text and 'title="%s"' % run_id in text
+    build_report([synthetic_store], tmp_path / "site")
+    text = (tmp_path / "site" / "runs.html").read_text()
+    for (run_id,) in rows(synthetic_store, "select id from runs"):
+        assert ">%s…</code>" % run_id[:8] in text and 'title="%s"' % run_id in text
+
+
+def test_busy_stores_draw_task_pages_from_the_roll_ups(tmp_path, monkeypatch):
+    """A day: the overview counts 15-minute buckets from the events; past
+    TASK_EVENTS events, task pages use hourly roll-ups (cheaper) instead."""
+    from hueyscope.reports import timeline
+
+    store = tmp_path / "day.db"
+    build_synthetic(store, events=4000, seed=9, days=1)
+    page = "tasks/%s.html" % slug("slow_io")
+    build_report([store], tmp_path / "quiet")
+    assert check_time_chart(chart_specs(tmp_path / "quiet" / page)["throughput"]) == 900
+    monkeypatch.setattr(timeline, "TASK_EVENTS", 1000)
+    build_report([store], tmp_path / "busy")
+    overview = chart_specs(tmp_path / "busy" / "index.html")["throughput"]
+    task = chart_specs(tmp_path / "busy" / page)["throughput"]
+    assert check_time_chart(overview) == 900 and check_time_chart(task) == 3600
+    (completed,), = rows(store, "select count(*) from events where "
+                         "task = 'slow_io' and signal = 'complete'")
+    assert sum(c for c, _, _ in throughput_of(task).values()) == completed

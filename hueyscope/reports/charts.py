@@ -1,40 +1,95 @@
-"""Inline SVG charts, made in Python: no JavaScript, no external files.
+"""Chart data for the report: what uPlot draws, decided in Python.
 
-Each function returns a :class:`markupsafe.Markup` string ready to drop into
-a template. Every label that could come from the event store is escaped.
-Charts use a fixed ``viewBox`` and ``width: 100%`` from the stylesheet, so
-they scale to a phone and print as vectors. Bars carry a ``<title>`` so a
-hover shows the exact value without any script.
+Each function returns a plain dict (a *spec*) that a page embeds as JSON and
+``static/charts.js`` hands to uPlot, the charting library vendored in
+``static/`` (see VENDORED.md); or None when there is nothing to draw. The
+same spec fills the table of numbers under each chart, so the numbers are
+on the page without JavaScript, in print, and for screen readers.
+
+Python decides everything a reader checks against the data: the bucket of
+each bar, the x range (whole buckets around the period: no point can fall
+outside it), where the axis ticks go and what they say, and the label each
+bar shows on hover. Tick and hover labels come from one formatter at the
+resolution of the buckets (seconds for a 15 s run, days for a month), so
+they always agree. uPlot draws, scales to the page width and shows the
+values under the cursor.
 """
 import datetime
 import math
 
-from markupsafe import Markup, escape
+from hueyscope.reports.format import number, step_label
+from hueyscope.reports.timeline import DAY
 
-WIDTH, HEIGHT = 800, 220
-LEFT, RIGHT, TOP, BOTTOM = 52, 12, 14, 34
+# At most this many spaces between ticks along the time axis (so TICKS + 1
+# ticks), so labels never touch.
+TICKS = 8
+# Tick spacings beyond a day: 2 days, a week, 2 weeks, 4 weeks, ...
+LONG_TICKS = tuple(DAY * d for d in (2, 7, 14, 28, 56, 112, 224, 448))
+TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600,
+              7200, 10800, 21600, 43200, DAY) + LONG_TICKS
 
-
-def _fmt(value):
-    """Compact axis numbers: 950, 1.2k, 3.4M, 0.25."""
-    if value is None:
-        return ""
-    if value >= 1_000_000:
-        return "%.1fM" % (value / 1_000_000)
-    if value >= 10_000:
-        return "%.0fk" % (value / 1000)
-    if value >= 1000:
-        return "%.1fk" % (value / 1000)
-    if value == int(value):
-        return "%d" % value
-    return "%.2g" % value
+# Series of the throughput charts: (key, name, colour), bottom to top. Each
+# is the count of one signal: how an execution ended.
+THROUGHPUT = (("completed", "completed", "ok"),
+              ("errors", "errors", "bad"),
+              ("locked", "locked out", "warn"))
 
 
-def _axis(value):
+def _utc(ts):
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+
+
+def bucket_label(t, step):
+    """The bucket starting at ``t``, at the resolution of ``step``.
+
+    '2024-06-01 12:00:05–12:00:06' for seconds, '2024-06-01 12:00–12:15'
+    for minutes and hours, '2024-06-01' for a day. The hover label of a bar
+    and its row in the table of numbers.
+    """
+    start, end = _utc(t), _utc(t + step)
+    if step >= DAY:
+        if step == DAY:
+            return start.strftime("%Y-%m-%d")
+        return "%s–%s" % (start.strftime("%Y-%m-%d"),
+                          _utc(t + step - DAY).strftime("%Y-%m-%d"))
+    fmt = "%H:%M:%S" if step < 60 else "%H:%M"
+    return "%s %s–%s" % (start.strftime("%Y-%m-%d"), start.strftime(fmt),
+                         end.strftime(fmt))
+
+
+def time_ticks(start, end, step):
+    """[(t, label)]: ticks on bucket edges inside start..end, TICKS apart at most.
+
+    The spacing is a multiple of the bucket; labels say seconds when the
+    spacing is under a minute, hours and minutes under a day, otherwise the
+    day. The date (or the year, for day ticks) is added under the first tick
+    and wherever it changes.
+    """
+    span = end - start
+    spacing = next((s for s in TICK_STEPS if s % step == 0 and span / s <= TICKS),
+                   TICK_STEPS[-1])
+    t = math.ceil(start / spacing) * spacing
+    ticks, previous = [], None
+    while t <= end:
+        moment = _utc(t)
+        if spacing < DAY:
+            label = moment.strftime("%H:%M:%S" if spacing < 60 else "%H:%M")
+            line2 = moment.strftime("%Y-%m-%d")
+        else:
+            label, line2 = moment.strftime("%m-%d"), moment.strftime("%Y")
+        if line2 != previous:
+            label += "\n" + line2
+            previous = line2
+        ticks.append((t, label))
+        t += spacing
+    return ticks
+
+
+def nice_axis(value):
     """A round y-axis: (maximum, gridline step) covering ``value``.
 
     The step is 1, 2, 2.5 or 5 times a power of ten, chosen so that three or
-    four gridlines span the data.
+    four gridlines span the data; counts get no fractional gridlines.
     """
     if not value or value <= 0:
         return 4, 1
@@ -43,155 +98,99 @@ def _axis(value):
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10)
                 if rough <= m * magnitude * (1 + 1e-9))
     if value >= 1 and step < 1:
-        step = 1  # counts: no gridlines at fractions
+        step = 1
     return step * math.ceil(value / step - 1e-9), step
 
 
-def _iso(ts, hours=True):
-    dt = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%MZ" if hours else "%Y-%m-%d")
+def _y_ticks(top):
+    y_max, y_step = nice_axis(top)
+    count = int(round(y_max / y_step))
+    return y_max, [round(y_step * i, 10) for i in range(count + 1)]
 
 
-def _frame(label, body, axis):
-    """The svg element, y gridlines and labels around a plot body."""
-    y_max, step = axis
-    plot_h = HEIGHT - TOP - BOTTOM
-    grid = []
-    lines = int(round(y_max / step))
-    for i in range(lines + 1):
-        value = step * i
-        y = TOP + plot_h - plot_h * value / y_max
-        grid.append(
-            '<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>'
-            '<text class="axis" x="%d" y="%.1f" text-anchor="end">%s</text>'
-            % (LEFT, WIDTH - RIGHT, y, y, LEFT - 6, y + 4, _fmt(value)))
-    return Markup(
-        '<svg class="chart" viewBox="0 0 %d %d" role="img" '
-        'aria-label="%s">'
-        '<title>%s</title>%s%s</svg>'
-        % (WIDTH, HEIGHT, escape(label), escape(label), "".join(grid), body))
+def _rows(labels, columns):
+    """Table rows (label, values...) of the buckets where anything happened."""
+    return [[label] + [c[i] for c in columns] for i, label in enumerate(labels)
+            if any(c[i] for c in columns)]
 
 
-def _time_axis(t0, t1):
-    """Tick labels along the bottom: days for long ranges, hours otherwise."""
-    plot_w = WIDTH - LEFT - RIGHT
-    span = max(t1 - t0, 1)
-    day = 86400
-    if span > 2 * day:
-        step = day * max(1, round(span / day / 7))
-        first = (int(t0) // day + 1) * day
-        hours = False
-    else:
-        step = 3600 * max(1, round(span / 3600 / 6))
-        first = (int(t0) // 3600 + 1) * 3600
-        hours = True
-    out = []
-    t = first
-    while t < t1:
-        x = LEFT + plot_w * (t - t0) / span
-        out.append(
-            '<line class="tick" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>'
-            '<text class="axis" x="%.1f" y="%d" text-anchor="middle">%s</text>'
-            % (x, x, HEIGHT - BOTTOM, HEIGHT - BOTTOM + 4, x,
-               HEIGHT - BOTTOM + 18, _iso(t, hours)))
-        t += step
-    return "".join(out)
+def time_bars(timeline, title, y_label, series=THROUGHPUT):
+    """Stacked bars over time, one per bucket: the throughput charts.
 
-
-def stacked_bars(points, series, label, start, end, step):
-    """Bars over time, one stack per bucket.
-
-    ``points`` is a list of dicts with a ``t`` key (bucket start, unix s)
-    and one key per series; ``series`` is a list of (key, css class, name).
+    ``timeline`` holds dense buckets (:class:`~.timeline.Timeline`);
+    ``series`` is (key, name, colour) from the bottom of a stack to the top.
     """
+    points, start, end, step = timeline
+    if not points or not any(p[k] for p in points for k, _, _ in series):
+        return None
+    labels = [bucket_label(p["t"], step) for p in points]
+    columns = [[p[key] or 0 for p in points] for key, _, _ in series]
+    y_max, y_ticks = _y_ticks(max(sum(c[i] for c in columns)
+                                  for i in range(len(points))))
+    return {
+        "kind": "bars", "stacked": True, "title": title,
+        # Bars are centred in their bucket; its edges are the ticks.
+        "x": [p["t"] + step / 2 for p in points],
+        "range": [start, end], "labels": labels,
+        "ticks": time_ticks(start, end, step),
+        "y_max": y_max, "y_ticks": y_ticks,
+        "x_label": "Time (UTC), one bar per %s" % step_label(step),
+        "y_label": y_label,
+        "series": [{"name": name, "colour": colour, "values": column}
+                   for (_, name, colour), column in zip(series, columns)],
+        "head": ["Time (UTC)"] + [name for _, name, _ in series],
+        "rows": _rows(labels, columns),
+    }
+
+
+def depth_lines(timeline, title):
+    """Queue depth: the average pending per bucket (filled) and its peak."""
+    points, start, end, step = timeline
     if not points:
-        return empty(label)
-    plot_w = WIDTH - LEFT - RIGHT
-    plot_h = HEIGHT - TOP - BOTTOM
-    span = max(end - start, step)
-    axis = _axis(max(sum(p[k] or 0 for k, _, _ in series) for p in points))
-    y_max = axis[0]
-    bar_w = max(plot_w * step / span - 0.6, 0.6)
-    bars = []
-    for p in points:
-        x = LEFT + plot_w * (p["t"] - start) / span
-        base = 0
-        for key, css, name in series:
-            value = p[key] or 0
-            if not value:
-                continue
-            h = plot_h * value / y_max
-            y = TOP + plot_h - plot_h * base / y_max - h
-            bars.append(
-                '<rect class="%s" x="%.1f" y="%.1f" width="%.1f" height="%.1f">'
-                '<title>%s %s: %s</title></rect>'
-                % (css, x, y, bar_w, h, _iso(p["t"]), escape(name), value))
-            base += value
-    return _frame(label, "".join(bars) + _time_axis(start, end), axis)
+        return None
+    labels = [bucket_label(p["t"], step) for p in points]
+    average = [None if p["pending"] is None else round(p["pending"], 1)
+               for p in points]
+    peak = [p["peak"] for p in points]
+    y_max, y_ticks = _y_ticks(max(v for v in peak if v is not None))
+    return {
+        "kind": "lines", "stacked": False, "title": title,
+        "x": [p["t"] + step / 2 for p in points],
+        "range": [start, end], "labels": labels,
+        "ticks": time_ticks(start, end, step),
+        "y_max": y_max, "y_ticks": y_ticks,
+        "x_label": "Time (UTC), one point per %s" % step_label(step),
+        "y_label": "Pending messages",
+        "series": [{"name": "average pending", "colour": "accent",
+                    "values": average, "fill": True},
+                   {"name": "peak pending", "colour": "muted",
+                    "values": peak, "dash": True}],
+        "head": ["Time (UTC)", "average pending", "peak pending"],
+        "rows": [[label, number(a), number(p)]
+                 for label, a, p in zip(labels, average, peak) if p is not None],
+    }
 
 
-def area(points, key, label, start, end, css="depth", peak_key=None):
-    """A filled line over time (queue depth); optional dotted peak line."""
-    if not points:
-        return empty(label)
-    plot_w = WIDTH - LEFT - RIGHT
-    plot_h = HEIGHT - TOP - BOTTOM
-    span = max(end - start, 1)
-    top = max((p[peak_key or key] or 0) for p in points)
-    axis = _axis(top)
-    y_max = axis[0]
+def histogram(buckets, title):
+    """Run time histogram: (short label, count, range label) per bucket.
 
-    def xy(p, k):
-        x = LEFT + plot_w * (p["t"] - start) / span
-        y = TOP + plot_h - plot_h * (p[k] or 0) / y_max
-        return "%.1f,%.1f" % (x, y)
-
-    line = " ".join(xy(p, key) for p in points)
-    first_x = LEFT + plot_w * (points[0]["t"] - start) / span
-    last_x = LEFT + plot_w * (points[-1]["t"] - start) / span
-    body = ['<polygon class="%s" points="%.1f,%d %s %.1f,%d"/>'
-            % (css, first_x, TOP + plot_h, line, last_x, TOP + plot_h),
-            '<polyline class="%s-line" points="%s"/>' % (css, line)]
-    if peak_key:
-        body.append('<polyline class="peak" points="%s"/>'
-                    % " ".join(xy(p, peak_key) for p in points))
-    return _frame(label, "".join(body) + _time_axis(start, end), axis)
-
-
-def histogram(buckets, label, css="bar"):
-    """Vertical bars, one per bucket: (axis label, count[, hover title]).
-
-    Axis labels are kept short (a bucket's lower edge); the hover title can
-    say the whole range.
+    Bar i fills i..i+1 on the x axis; the tick under its left edge is the
+    bucket's lower bound, its hover label the whole range.
     """
     if not buckets or not any(b[1] for b in buckets):
-        return empty(label)
-    plot_w = WIDTH - LEFT - RIGHT
-    plot_h = HEIGHT - TOP - BOTTOM
-    axis = _axis(max(b[1] for b in buckets))
-    y_max = axis[0]
-    slot = plot_w / len(buckets)
-    body = []
-    for i, bucket in enumerate(buckets):
-        name, count = bucket[0], bucket[1]
-        title = bucket[2] if len(bucket) > 2 else name
-        x = LEFT + slot * i
-        h = plot_h * count / y_max
-        body.append(
-            '<rect class="%s" x="%.1f" y="%.1f" width="%.1f" height="%.1f">'
-            '<title>%s: %s</title></rect>'
-            '<text class="axis" x="%.1f" y="%d" text-anchor="start">%s</text>'
-            % (css, x + 1, TOP + plot_h - h, max(slot - 2, 1), h,
-               escape(title), count, x + 1, HEIGHT - BOTTOM + 18,
-               escape(name)))
-    return _frame(label, "".join(body), axis)
-
-
-def empty(label):
-    """A placeholder with the same footprint when there is nothing to draw."""
-    return Markup(
-        '<svg class="chart" viewBox="0 0 %d 60" role="img" aria-label="%s" '
-        '><title>%s</title>'
-        '<text class="axis" x="%d" y="34" text-anchor="middle">'
-        'no data recorded</text></svg>'
-        % (WIDTH, escape(label), escape(label), WIDTH // 2))
+        return None
+    counts = [b[1] for b in buckets]
+    y_max, y_ticks = _y_ticks(max(counts))
+    ends = [b[2] for b in buckets]
+    return {
+        "kind": "bars", "stacked": False, "title": title,
+        "x": [i + 0.5 for i in range(len(buckets))],
+        "range": [0, len(buckets)], "labels": ends,
+        "ticks": [(i, b[0]) for i, b in enumerate(buckets)],
+        "y_max": y_max, "y_ticks": y_ticks,
+        "x_label": "Run time (each bar starts at the time under it)",
+        "y_label": "Tasks",
+        "series": [{"name": "tasks", "colour": "accent", "values": counts}],
+        "head": ["Run time", "tasks"],
+        "rows": [[label, count] for label, count in zip(ends, counts)],
+    }
