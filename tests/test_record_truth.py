@@ -109,6 +109,23 @@ def test_retry_task_attempts_have_run_time_and_outcome(app):
     assert len(scheduled) == 2 and all(0.3 < d < 0.7 for d in scheduled), rows
     assert scalar(app.events, "select attempts from tasks where task_id = ?",
                   (task_id,)) == 3
+    # The Retries page: attempts 1 and 2 ended retrying, with a run time,
+    # and attempts 2 and 3 waited about the half second asked for.
+    from hueyscope.reports.data import attempts_of
+
+    events = [dict(zip(("signal", "ts", "attempt", "wait", "retries_left",
+                        "duration", "error_type", "error"), row))
+              for row in query(app.events, "select signal, ts, attempt, wait, "
+                               "retries_left, duration, error_type, error from "
+                               "events where task_id = ? order by id", (task_id,))]
+    attempts = attempts_of(events)
+    assert [a["outcome"] for a in attempts] == ["retrying", "retrying", "complete"]
+    assert all(a["duration"] is not None for a in attempts)
+    assert attempts[0]["delay"] is None
+    assert all(0.4 < a["delay"] < 2 for a in attempts[1:]), attempts
+    assert app.run("report").returncode == 0
+    page = (app.site / "retries.html").read_text()
+    assert page.count(">retrying<") == 2
 
 
 @pytest.mark.timeout(60)
@@ -132,6 +149,12 @@ def test_only_declared_periodic_tasks_are_recorded_periodic(app):
     assert quiet.stop() == 0
     assert scalar(app.events, "select periodic from runs where role = 'consumer' "
                   "order by started desc limit 1") == "[]"
+    from hueyscope.reports.data import schedules
+    from hueyscope.reports.store import Store
+
+    store = Store([app.events])
+    periodic = schedules(store, {})["periodic"]
+    assert [(p["task"], p["runs"]) for p in periodic] == [("every_minute", 1)]
 
 
 @pytest.mark.timeout(60)
