@@ -14,6 +14,7 @@ is a shared, noisy machine and only ratios travel.
 The drain clock starts when the consumer starts and stops when the last
 task's result is stored and (for the recorder) its events are committed.
 """
+import contextlib
 import json
 import os
 import statistics
@@ -27,6 +28,11 @@ import click
 from hueyscope.options import BadInput, Choice, IntRange
 
 VARIANTS = ("bare", "hueyscope", "leased", "contrib.stats", "naive")
+# Queue engines for --backends: each drains the "leased" variant, what
+# hueyscope consume runs (Redis stays at-most-once: huey's own storage).
+BACKENDS = ("sqlite", "postgres", "redis")
+DEFAULT_POSTGRES = "postgresql://127.0.0.1:5432/test"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 # Variants that need a package hueyscope does not install.
 EXTRAS = {"contrib.stats": ("peewee", "pip install 'hueyscope[bench]'")}
 
@@ -77,16 +83,17 @@ def _naive_recorder(huey, path):
 
 
 def run_variant(variant, tasks, workers, worker_type, durability, folder,
-                before_drain=None):
+                before_drain=None, queue=None):
     """Run one variant in this process; returns drain seconds.
 
     ``before_drain(recorder)``, if given, runs once the tasks are enqueued
     (and, for the recorder, their events written), before the clock starts.
+    ``queue`` is the queue's URL (default: a SQLite file in ``folder``).
     """
     from hueyscope.queue import make_huey
     from hueyscope.settings import Settings
 
-    settings = Settings(queue=os.path.join(folder, "queue.db"),
+    settings = Settings(queue=queue or os.path.join(folder, "queue.db"),
                         events=os.path.join(folder, "events.db"),
                         durability=durability,
                         delivery="at-least-once" if variant == "leased"
@@ -140,7 +147,8 @@ def run_variant(variant, tasks, workers, worker_type, durability, folder,
     if variant == "leased":
         consumer.request_stop(graceful=True)
         consumer.wait_stopped(60)
-        left = storage.sql("select count(*) from hueyscope_lease", results=True)[0][0]
+        left = storage.sql("select count(*) from hueyscope_lease",
+                           results=True)[0][0] if getattr(storage, "leased", False) else 0
         if left:
             raise RuntimeError("%d leases left after the drain" % left)
     else:
@@ -213,18 +221,54 @@ def writer_capacity(events, folder, split=False):
     return len(items) / elapsed
 
 
-def _child(variant, tasks, workers, worker_type, durability):
+def _child(variant, tasks, workers, worker_type, durability, urls=None):
     with tempfile.TemporaryDirectory(prefix="hueyscope-bench-") as folder:
         if variant in ("writer", "writer-split"):
             return writer_capacity(tasks, folder, split=variant == "writer-split")
+        if variant in BACKENDS:
+            with _fresh_queue(variant, (urls or {}).get(variant)) as queue:
+                return run_variant("leased", tasks, workers, worker_type,
+                                   durability, folder, queue=queue)
         return run_variant(variant, tasks, workers, worker_type, durability,
                            folder)
 
 
-def _run_child(variant, tasks, workers, worker_type, durability):
+@contextlib.contextmanager
+def _fresh_queue(backend, url):
+    """An empty queue on ``backend`` for one run, removed afterwards.
+
+    PostgreSQL: a schema of its own, named in the DSN's search_path. Redis:
+    the database number of the URL, flushed before and after.
+    """
+    if backend == "sqlite":
+        yield None
+    elif backend == "postgres":
+        import psycopg
+
+        schema = "hueyscope_bench_%d" % os.getpid()
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("drop schema if exists %s cascade" % schema)
+            admin.execute("create schema %s" % schema)
+            try:
+                yield "%s%soptions=-csearch_path%%3D%s" % (
+                    url, "&" if "?" in url else "?", schema)
+            finally:
+                admin.execute("drop schema %s cascade" % schema)
+    else:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        try:
+            yield url
+        finally:
+            client.flushdb()
+
+
+def _run_child(variant, tasks, workers, worker_type, durability, urls=None):
     code = ("import json, sys; from hueyscope.bench import _child; "
             "print(json.dumps(_child(*json.loads(sys.argv[1]))))")
-    args = json.dumps([variant, tasks, workers, worker_type, durability])
+    args = json.dumps([variant, tasks, workers, worker_type, durability, urls])
     proc = subprocess.run([sys.executable, "-c", code, args],
                           capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
@@ -252,8 +296,18 @@ def _run_child(variant, tasks, workers, worker_type, durability):
                    + " (default: all; contrib.stats only if peewee is installed).")
 @click.option("--writer-events", default=300_000, show_default=True,
               type=IntRange(0), help="Events for the writer-only figure (0: skip).")
+@click.option("--backends", default=None,
+              help="Instead of the variants: comma-separated queue engines "
+                   "among " + ", ".join(BACKENDS) + ", each draining what "
+                   "hueyscope consume runs; ratios to sqlite.")
+@click.option("--postgres-url", default=DEFAULT_POSTGRES, show_default=True,
+              help="Server for --backends postgres (each run in a schema of "
+                   "its own, dropped afterwards).")
+@click.option("--redis-url", default=DEFAULT_REDIS, show_default=True,
+              help="Server and database for --backends redis (flushed "
+                   "before and after each run).")
 def bench(tasks, workers, worker_type, durability, rounds, variants,
-          writer_events):
+          writer_events, backends, postgres_url, redis_url):
     """Drain rate of bare SqliteHuey vs. with recorders and leases, side by side.
 
     Prints tasks/s per variant (median over rounds) and the ratio to bare
@@ -261,6 +315,10 @@ def bench(tasks, workers, worker_type, durability, rounds, variants,
     The variant "leased" is what hueyscope consume runs: the at-least-once
     queue, hueyscope's consumer and the recorder.
     """
+    if backends is not None:
+        return _bench_backends(backends, tasks, workers, worker_type,
+                               durability, rounds,
+                               {"postgres": postgres_url, "redis": redis_url})
     asked = variants is not None
     chosen = [v.strip() for v in (variants or ",".join(VARIANTS)).split(",")
               if v.strip()]
@@ -281,23 +339,8 @@ def bench(tasks, workers, worker_type, durability, rounds, variants,
         chosen.insert(0, "bare")
     click.echo("workload: %d tasks, %d %s workers, durability %s, %d rounds"
                % (tasks, workers, worker_type, durability, rounds))
-    times = {v: [] for v in chosen}
-    with click.progressbar(length=rounds * len(chosen), label="running",
-                           file=sys.stderr) as bar:
-        for r in range(rounds):
-            order = chosen[r % len(chosen):] + chosen[:r % len(chosen)]
-            for variant in order:
-                times[variant].append(_run_child(
-                    variant, tasks, workers, worker_type, durability))
-                bar.update(1)
-    base = tasks / statistics.median(times["bare"])
-    click.echo("%-14s %10s %8s   %s" % ("variant", "tasks/s", "ratio",
-                                        "per-round tasks/s"))
-    for variant in chosen:
-        rate = tasks / statistics.median(times[variant])
-        click.echo("%-14s %10.0f %7.2fx   %s" % (
-            variant, rate, rate / base,
-            " ".join("%.0f" % (tasks / t) for t in times[variant])))
+    times = _rounds(chosen, rounds, tasks, workers, worker_type, durability)
+    _print_rates(times, "bare", tasks, "variant")
     if writer_events:
         rate = _run_child("writer", writer_events, 0, "", "")
         click.echo("writer capacity: %.0f events/s (%d events, batches of 5000, "
@@ -306,3 +349,65 @@ def bench(tasks, workers, worker_type, durability, rounds, variants,
         click.echo("writer capacity: %.0f events/s (the same, each task "
                    "enqueued in one batch and run in a later one, as by a "
                    "producer and a consumer)" % rate)
+
+
+def _rounds(chosen, rounds, tasks, workers, worker_type, durability, urls=None):
+    """{name: [drain seconds per round]}, every name once a round, rotating."""
+    times = {v: [] for v in chosen}
+    with click.progressbar(length=rounds * len(chosen), label="running",
+                           file=sys.stderr) as bar:
+        for r in range(rounds):
+            order = chosen[r % len(chosen):] + chosen[:r % len(chosen)]
+            for variant in order:
+                times[variant].append(_run_child(
+                    variant, tasks, workers, worker_type, durability, urls))
+                bar.update(1)
+    return times
+
+
+def _print_rates(times, base_name, tasks, heading):
+    base = tasks / statistics.median(times[base_name])
+    click.echo("%-14s %10s %8s   %s" % (heading, "tasks/s", "ratio",
+                                        "per-round tasks/s"))
+    for name, runs in times.items():
+        rate = tasks / statistics.median(runs)
+        click.echo("%-14s %10.0f %7.2fx   %s" % (
+            name, rate, rate / base, " ".join("%.0f" % (tasks / t) for t in runs)))
+
+
+def _bench_backends(backends, tasks, workers, worker_type, durability, rounds,
+                    urls):
+    """``--backends``: the leased variant's drain on each queue engine."""
+    chosen = [b.strip() for b in backends.split(",") if b.strip()]
+    unknown = [b for b in chosen if b not in BACKENDS]
+    if unknown or not chosen:
+        raise BadInput("unknown backend(s) %s: choose from %s" % (
+            ", ".join(unknown) or "(none)", ", ".join(BACKENDS)))
+    for backend in chosen:
+        _check_server(backend, urls.get(backend))
+    if "sqlite" not in chosen:
+        chosen.insert(0, "sqlite")
+    click.echo("workload: %d tasks, %d %s workers, %d rounds, hueyscope "
+               "consume with the recorder on each queue (sqlite durability %s)"
+               % (tasks, workers, worker_type, rounds, durability))
+    times = _rounds(chosen, rounds, tasks, workers, worker_type, durability, urls)
+    _print_rates(times, "sqlite", tasks, "backend")
+
+
+def _check_server(backend, url):
+    """One line, exit 2, for a driver or server that is not there."""
+    try:
+        if backend == "postgres":
+            import psycopg
+
+            psycopg.connect(url, connect_timeout=5).close()
+        elif backend == "redis":
+            import redis
+
+            redis.Redis.from_url(url, socket_connect_timeout=5).ping()
+    except ImportError as exc:
+        raise BadInput("--backends %s needs %s: pip install 'hueyscope[%s]'"
+                       % (backend, exc.name, backend))
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BadInput("cannot reach %s at %s: %s" % (backend, url, first))

@@ -29,14 +29,17 @@ STOP_TIMEOUT = 30.0
 class Demo:
     """The state of one demo run: its folder, clock, and the checks it made."""
 
-    def __init__(self, folder, **capture):
-        """``capture``: the :data:`hueyscope.options.CAPTURE_FIELDS` flags."""
+    def __init__(self, folder, queue=None, **capture):
+        """``capture``: the :data:`hueyscope.options.CAPTURE_FIELDS` flags.
+
+        ``queue``: a postgresql:// URL instead of the folder's queue.db.
+        """
         self.folder = Path(folder)
         # Its own files and the demo catalogue, whatever the environment
         # says of the queue, the app or its delivery.
         self.settings = Settings.build(
             only=("queue", "events", "site", *CAPTURE_FIELDS),
-            queue=str(self.folder / "queue.db"),
+            queue=queue or str(self.folder / "queue.db"),
             events=str(self.folder / "events.db"),
             site=str(self.folder / "site"), **capture)
         self.t0 = time.monotonic()
@@ -100,6 +103,8 @@ class Demo:
         from hueyscope.apps import open_app  # it exports the settings first
 
         self.huey = open_app(self.settings)
+        if self.settings.queue_scheme != "sqlite":
+            claim_server_queue(self.huey)
         from hueyscope import demo_tasks
 
         self.tasks = demo_tasks
@@ -362,13 +367,44 @@ def _log_to(path):
     root.setLevel(logging.INFO)
 
 
+DEMO_MARK = "hueyscope-demo"  # a key the demo leaves in a server queue it used
+
+
+def claim_server_queue(huey):
+    """Empty a server queue for the demo, or refuse one that holds other work.
+
+    A queue the demo used before carries its mark and is flushed; a queue
+    with anything else in it is someone's: one line, exit 2, untouched.
+    """
+    storage = huey.storage
+    used = (storage.queue_size() + storage.schedule_size()
+            + storage.result_store_size())
+    if used and not huey.storage.has_data_for_key(DEMO_MARK):
+        raise ValueError("queue %r on %s is not empty (%d messages, scheduled "
+                         "tasks or results) and not one the demo used: give "
+                         "the demo a database or schema of its own" % (
+                             huey.name, _safe_url(huey), used))
+    storage.flush_all()
+    storage.put_data(DEMO_MARK, b"1")
+
+
+def _safe_url(huey):
+    from hueyscope.postgres import _safe
+
+    return _safe(getattr(huey.storage, "dsn", None) or huey.name)
+
+
 @click.command()
 @click.option("--dir", "folder", default="demo-run", show_default=True,
               type=PathType(file_okay=False),
-              help="Folder for the demo's queue, event store and report; "
-                   "recreated on each run.")
+              help="Folder for the demo's event store and report (and queue, "
+                   "on SQLite); recreated on each run.")
+@click.option("--queue", default=None, metavar="URL",
+              help="Run the demo on a postgresql:// queue instead of the "
+                   "folder's queue.db. It must be empty, or one the demo "
+                   "used before (it is emptied).")
 @capture_options
-def demo(folder, **capture):
+def demo(folder, queue, **capture):
     """Run producer and consumer together and show every behaviour.
 
     Priorities, retries, a task id in a result, locks, a pipeline, delayed
@@ -379,7 +415,13 @@ def demo(folder, **capture):
         raise BadInput("the demo catalogue is already imported in this "
                        "process; run the demo in a process of its own")
     try:  # settings first: a bad value must not cost the last demo's folder
-        run = Demo(Path(folder).absolute(), **capture)
+        if queue is not None and not queue.startswith(("postgresql://",
+                                                        "postgres://")):
+            # Redis' blocking pop cannot tell the order tasks were taken in,
+            # which the first step checks.
+            raise ValueError("--queue takes a postgresql:// URL; on SQLite "
+                             "the demo keeps its queue in --dir")
+        run = Demo(Path(folder).absolute(), queue=queue, **capture)
     except ValueError as exc:
         raise BadInput(str(exc))
     folder = prepare_folder(folder)

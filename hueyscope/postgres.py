@@ -82,6 +82,10 @@ class ClaimingPostgresStorage(PostgresStorage):
             for sql in self.ddl:
                 curs.execute(sql)
 
+    def flush_all(self):
+        super().flush_all()
+        self.sql("delete from %s where queue = %%s" % self.table_tick, (self.name,))
+
     def enqueue_unclaimed(self, tick, messages):
         """Enqueue each ``(task key, data, priority)`` of ``tick`` no one claimed.
 
@@ -133,6 +137,7 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
         self.queue_tables = {"kv": self.table_kv, "task": self.table_task}
         self.run_id_source = None
         self._reset_lease_state()
+        self._taken = 0
         if create_tables:
             self.initialize_schema()
         ref = weakref.ref(self)
@@ -145,6 +150,7 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
         self._conn = None
         self._listen_local = threading.local()
         self._reset_lease_state()
+        self._taken = 0
 
     def lock_for_recovery(self, curs):
         curs.execute(RECOVERY_LOCK)
@@ -227,19 +233,26 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
                 "returning id, data".format(t=self.table_task),
                 (self.name, self._holder_in(curs), time.time()))
             row = curs.fetchone()
-        if row is None:
-            return None
+            if row is None:
+                return None
+            self._taken += 1  # under the storage lock: the order of taking
+            seq = self._taken
         local = self._local
-        local.lease, local.task_id = row[0], None
+        local.lease, local.task_id, local.seq = row[0], None, seq
         local.release_on_write = local.keep = local.chained = False
         self._ensure_heartbeat()
         return bytes(row[1])
 
     def taken_seq(self):
-        return None
+        """The order in which this process took the calling thread's task."""
+        return getattr(self._local, "seq", None)
 
     def put_back_unstarted(self):
         return 0  # nothing is taken ahead
+
+    def flush_all(self):
+        super().flush_all()
+        self.sql("delete from hueyscope_lease where queue = %s", (self.name,))
 
 
 class LeasedPostgresHuey(OncePerTick, LeasedHuey, _HueyPostgresHuey):

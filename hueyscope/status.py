@@ -152,14 +152,36 @@ def schedule_time(stored, utc=True):
     return calendar.timegm(naive.timetuple()) + naive.microsecond / 1e6
 
 
-def huey_status(huey):
-    """The same counts through huey's storage API (Redis and friends)."""
+def huey_status(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT):
+    """The same counts through huey's storage API (PostgreSQL, Redis).
+
+    A leased PostgreSQL queue also lists its leases, lock holders and
+    parked tasks, read from the same tables of record as on SQLite.
+    """
+    from hueyscope.leases import QueueCursor
+
     keys = list(huey.storage.result_items())
     locks, revoked, results = _classify(huey.name, keys)
-    return {huey.name: {
+    queues = {huey.name: {
         "pending": huey.pending_count(), "scheduled": huey.scheduled_count(),
         "next_due": None, "results": results, "revoked": revoked,
         "locks": locks}}
+    if not getattr(huey.storage, "leased", False):
+        return queues
+
+    def entry(name):
+        if name not in queues:
+            queues[name] = {"pending": 0, "scheduled": 0, "next_due": None,
+                            "results": 0, "revoked": 0, "locks": []}
+        queues[name].setdefault("leases", [])
+        queues[name].setdefault("lock_holders", [])
+        queues[name].setdefault("parked", 0)
+        return queues[name]
+
+    entry(huey.name)
+    with huey.storage.db() as curs:
+        _lease_status(QueueCursor(huey.storage, curs), entry, lease_timeout)
+    return queues
 
 
 def _when(ts):
@@ -196,7 +218,8 @@ def status(settings, as_json, lease_timeout):
     (hueyscope recover or the next consumer puts them back), each lock's
     holder and age, and the tasks parked in the dead-letter table.
 
-    --app is read for a Redis queue only: a SQLite file is read directly.
+    --app is read for a PostgreSQL or Redis queue only: a SQLite file is
+    read directly.
     """
     try:
         if settings.queue_scheme == "sqlite":
@@ -204,7 +227,8 @@ def status(settings, as_json, lease_timeout):
         else:
             from hueyscope.apps import open_app
 
-            queues = huey_status(open_app(settings, events=False))
+            queues = huey_status(open_app(settings, events=False),
+                                 lease_timeout)
     except ValueError as exc:
         raise BadInput(str(exc))
     if as_json:

@@ -24,6 +24,48 @@ def test_bench_refuses_an_unknown_variant(cli):
     assert_one_line_error(cli.run("bench", "--variants", "bare,celery"))
 
 
+@pytest.mark.timeout(180)
+def test_bench_backends_drains_each_queue_engine_side_by_side(cli):
+    """The same workload on SQLite, PostgreSQL and Redis, ratios to SQLite.
+
+    Each run fails unless every task's result is stored, every event is
+    written and (SQLite, PostgreSQL) no lease is left.
+    """
+    import psycopg
+    import redis
+
+    from hueyscope.bench import DEFAULT_POSTGRES, DEFAULT_REDIS
+    from conftest import require_server
+
+    for name, ping in (("PostgreSQL", lambda: psycopg.connect(
+            DEFAULT_POSTGRES, connect_timeout=5).close()),
+                       ("Redis", lambda: redis.Redis.from_url(DEFAULT_REDIS).ping())):
+        try:
+            ping()
+        except Exception as exc:
+            require_server(name, "its default URL", exc)
+    result = cli.run("bench", "--tasks", "200", "--rounds", "2",
+                     "--backends", "postgres,redis", timeout=170)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = dict(re.findall(r"^(\S+) +\d+ +(\d+\.\d\d)x", result.stdout, re.M))
+    assert set(rows) == {"sqlite", "postgres", "redis"}
+    assert rows["sqlite"] == "1.00"
+    assert all(0 < float(ratio) < 20 for ratio in rows.values())
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--backends", "sqlite,mysql"), "unknown backend(s) mysql"),
+    (("--backends", "postgres", "--postgres-url", "postgresql://127.0.0.1:1/x"),
+     "cannot reach postgres"),
+    (("--backends", "redis", "--redis-url", "redis://127.0.0.1:1/0"),
+     "cannot reach redis"),
+])
+def test_bench_backends_bad_input_is_one_line(cli, args, message):
+    result = cli.run("bench", *args)
+    assert_one_line_error(result)
+    assert message in result.stderr
+
+
 # A plain install has no peewee: contrib.stats is skipped, not a crash.
 NO_PEEWEE = ("import sys; sys.modules['peewee'] = None; "
              "from hueyscope.cli import cli; cli()")

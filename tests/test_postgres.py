@@ -5,6 +5,7 @@ Each test gets a schema of its own in the machine's PostgreSQL (database
 store stays a local SQLite file; only --queue changes. Consumers run
 tests/ledger_app.py, whose ledger says which task ran, how often, where.
 """
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import uuid
 import pytest
 
 import ledger_app
-from conftest import query, require_server, scalar, wait_until
+from conftest import HUEYSCOPE, query, require_server, scalar, wait_until
 from test_delivery import TESTS, consume, events, kill_group
 
 psycopg = pytest.importorskip("psycopg")
@@ -86,6 +87,11 @@ def test_a_consumer_killed_mid_task_has_its_tasks_recovered(pg):
     kill_group(first)
     leased = {bytes(d) for d, in pg.sql("select data from hueyscope_lease")}
     assert leased, "the kill left nothing leased"
+    status = pg.run("status", "--json")
+    assert status.returncode == 0, status.stderr
+    held = json.loads(status.stdout)["queues"]["ledger"]["leases"]
+    assert sum(h["tasks"] for h in held) == len(leased)
+    assert not any(h["alive"] for h in held)
     second = consume(pg, "-w", "4", name="second")
     wait_until(lambda: results(pg) == 80, timeout=60, message="every result")
     assert second.stop() == 0, second.describe()
@@ -127,3 +133,94 @@ def test_an_unreachable_queue_is_one_line_and_exit_2(cli, queue):
     result = cli.run("status", HUEYSCOPE_QUEUE=queue)
     assert_one_line_error(result)
     assert "cannot open queue" in result.stderr
+
+
+@pytest.mark.timeout(180)
+def test_the_demo_runs_on_postgresql_and_again_on_its_own_queue(pg):
+    demo = pg.run("demo", "--queue", pg.env["HUEYSCOPE_QUEUE"], "--dir", "tour",
+                  timeout=170)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "UNEXPECTED" not in demo.stdout
+    assert not (pg.folder / "tour" / "queue.db").exists()
+    assert query(pg.folder / "tour" / "events.db",
+                 "select distinct backend from runs where role = 'consumer'") == [
+        ("postgresql",)]
+    # A queue the demo used carries its mark: the next demo empties it.
+    again = pg.run("demo", "--queue", pg.env["HUEYSCOPE_QUEUE"], "--dir", "tour",
+                   timeout=170)
+    assert again.returncode == 0, again.stdout[-3000:]
+
+
+@pytest.mark.parametrize("queue", ["foreign", "redis://127.0.0.1:6379/14"])
+def test_the_demo_refuses_someone_elses_queue(pg, queue):
+    from conftest import assert_one_line_error
+
+    if queue == "foreign":
+        assert produce(pg, 3).wait(60) == 0
+        queue = pg.env["HUEYSCOPE_QUEUE"]
+    # The demo's own queue name ("hueyscope") holds 3 tasks of another app.
+    pg.env["HUEYSCOPE_APP"] = "hueyscope.demo_tasks:huey"
+    if queue.startswith("postgresql"):
+        subprocess.run([sys.executable, "-c", "from hueyscope.demo_tasks import "
+                        "quick_add; [quick_add(i, i) for i in range(3)]"],
+                       cwd=pg.folder, env=pg.env, check=True, timeout=60)
+    result = pg.run("demo", "--queue", queue, "--dir", "tour")
+    assert_one_line_error(result)
+    if queue.startswith("postgresql"):
+        assert "not empty" in result.stderr
+        assert pg.sql("select count(*) from huey_task where queue = 'hueyscope'") == [(3,)]
+    else:
+        assert "postgresql://" in result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_one_report_counts_two_hosts_exactly(pg):
+    """Two consumers on two hosts (UTS namespaces: each its own hostname)
+    share the queue and each writes its own event store; the report of both
+    stores tells the hosts apart and counts every task once."""
+    if subprocess.run(["unshare", "--uts", "true"], capture_output=True).returncode:
+        pytest.skip("cannot make a UTS namespace here (needs root)")
+    total = 400
+    assert produce(pg, total).wait(60) == 0
+    stores = {}
+    consumers = []
+    for host in ("host-a", "host-b"):
+        stores[host] = pg.folder / ("%s.db" % host)
+        env = dict(pg.env, HUEYSCOPE_EVENTS=str(stores[host]))
+        command = ("hostname %s && exec %s consume --no-periodic -w 2 "
+                   "--max-delay 0.1 --heartbeat-every 0.5" % (
+                       host, HUEYSCOPE))
+        proc = subprocess.Popen(["unshare", "--uts", "sh", "-c", command],
+                                cwd=pg.folder, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        consumers.append(proc)
+    try:
+        wait_until(lambda: results(pg) == total, timeout=90, message="every result")
+    finally:
+        for proc in consumers:
+            os.killpg(proc.pid, 15)
+        codes = [proc.wait(30) for proc in consumers]
+    assert codes == [0, 0]
+    by_pid = {}
+    for kind, task_id, n, pid in ledger_app.ledger(pg.ledger):
+        if kind == "done":
+            by_pid[int(pid)] = by_pid.get(int(pid), 0) + 1
+    per_store = {host: scalar(path, "select count(*) from tasks where status = "
+                              "'complete'") for host, path in stores.items()}
+    assert sum(per_store.values()) == total and all(per_store.values())
+    sources = [str(stores["host-a"]), str(stores["host-b"]), str(pg.events)]
+    report = pg.run("report", *sources)
+    assert report.returncode == 0, report.stderr
+    from hueyscope.reports.store import Store
+
+    store = Store(sources)
+    hosts = {r["host"]: r["n"] for r in store.rows(
+        "select r.host, count(*) as n from events e join runs r "
+        "on r.id = e.run_id and r._db = e._db where e.signal = 'complete' "
+        "group by r.host")}
+    assert hosts == {"host-a": per_store["host-a"], "host-b": per_store["host-b"]}
+    assert sorted(by_pid.values()) == sorted(per_store.values())
+    runs_page = (pg.site / "runs.html").read_text()
+    assert "host-a" in runs_page and "host-b" in runs_page
+    index = (pg.site / "index.html").read_text()
+    assert ">%s<" % "{:,}".format(total) in index

@@ -115,8 +115,10 @@ class Worker(huey_consumer.Worker):
         super().__init__(huey, stop_flag, default_delay, max_delay, backoff,
                          max_tasks=max_tasks)
         self.in_flight = in_flight
-        # A blocking storage waits inside dequeue(): never under a lock.
-        self.taken = None if huey.storage.blocking else taken
+        # A blocking storage waits inside dequeue(): never under a lock. A
+        # leased one numbers what it hands out itself, under its own lock.
+        self.taken = taken if getattr(huey.storage, "leased", False) or \
+            not huey.storage.blocking else None
 
     def dequeue(self):
         if self.taken is None:
