@@ -27,7 +27,7 @@ from huey.api import PostgresHuey as _HueyPostgresHuey
 from huey.exceptions import ConfigurationError
 from huey.storage import PostgresStorage
 
-from hueyscope.leases import LeasedHuey, LeaseKeeping
+from hueyscope.leases import DEAD_LETTER_COLUMNS, LeasedHuey, LeaseKeeping
 from hueyscope.periodic import KEEP_SECONDS, OncePerTick
 
 # The tables of record, as on SQLite (psycopg's parameter style).
@@ -51,8 +51,10 @@ LEASE_DDL = [
     "id bigserial primary key, queue text not null, task_id text, task text, "
     "data bytea not null, priority double precision not null default 0, "
     "reason text, recoveries integer not null default 0, run_id text, "
-    "parked double precision not null)",
-]
+    "parked double precision not null, kind text, error_type text, "
+    "fingerprint text)",
+] + ["alter table hueyscope_dead_letter add column if not exists %s text" % c
+     for c in DEAD_LETTER_COLUMNS]
 SCHEMA_LOCK = "select pg_advisory_xact_lock(hashtext('hueyscope_schema'))"
 # One recovery at a time across every consumer of the database.
 RECOVERY_LOCK = "select pg_advisory_xact_lock(hashtext('hueyscope_recovery'))"

@@ -67,6 +67,17 @@ def always_fails():
     raise ValueError("no luck")
 
 
+FIXED = os.environ.get("TRUTH_FIXED", "fixed.txt")
+
+
+@huey.task(retries=1)
+def fails_until_fixed():
+    """Fails (twice: one retry) until the file TRUTH_FIXED exists."""
+    if not os.path.exists(FIXED):
+        raise ValueError("not fixed yet")
+    return "fixed"
+
+
 @huey.periodic_task(crontab(minute="*"))
 def every_minute():
     """Declared periodic: the scheduler enqueues it as the consumer starts."""
