@@ -270,8 +270,9 @@ def make_postgres_huey(name, dsn, leased=True, **huey_kwargs):
     database that does not exist or a missing driver shows up here.
     """
     huey_class = LeasedPostgresHuey if leased else PostgresHuey
+    huey_kwargs.setdefault("utc", True)
     try:
-        return huey_class(name, dsn=dsn, utc=True, **huey_kwargs)
+        return huey_class(name, dsn=dsn, **huey_kwargs)
     except ConfigurationError:
         raise ValueError("a postgresql:// queue needs psycopg 3: "
                          "pip install 'hueyscope[postgres]'")
