@@ -126,6 +126,11 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
     deleted in the transaction of the write that makes its outcome durable
     (a result, a retry's enqueue or schedule, a continuation), or by the
     process's next transaction when the outcome writes nothing.
+
+    Each thread has a connection of its own: huey's storage shares one
+    behind a lock, so every commit of every worker waits for the others',
+    and a leased task commits twice (its lease, its outcome). Only taking a
+    message is one at a time, so the order of taking is the queue's order.
     """
 
     leased = True
@@ -139,12 +144,18 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
         self.queue_tables = {"kv": self.table_kv, "task": self.table_task}
         self.run_id_source = None
         self._reset_lease_state()
-        self._taken = 0
+        self._reset_connections()
         if create_tables:
             self.initialize_schema()
         ref = weakref.ref(self)
         os.register_at_fork(
             after_in_child=lambda: ref() and ref()._after_fork())
+
+    def _reset_connections(self):
+        self._conns = threading.local()
+        self._take_lock = threading.Lock()
+        self._holder_lock = threading.Lock()
+        self._taken = 0
 
     def _after_fork(self):
         # A forked worker is a holder of its own; the parent's connections
@@ -152,7 +163,24 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
         self._conn = None
         self._listen_local = threading.local()
         self._reset_lease_state()
-        self._taken = 0
+        self._reset_connections()
+
+    @property
+    def conn(self):
+        conn = getattr(self._conns, "conn", None)
+        if conn is not None and (conn.closed or conn.broken):
+            self._close_quiet(conn)
+            conn = None
+        if conn is None:
+            conn = self._conns.conn = self._create_connection()
+        return conn
+
+    def close(self):
+        conn = getattr(self._conns, "conn", None)
+        if conn is not None:
+            self._close_quiet(conn)
+            self._conns.conn = None
+        return super().close()
 
     def lock_for_recovery(self, curs):
         curs.execute(RECOVERY_LOCK)
@@ -161,25 +189,58 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
 
     @contextlib.contextmanager
     def db(self, commit=False, close=False):
-        if not commit:
-            with super().db(commit=False, close=close) as curs:
-                yield curs
-            return
+        # huey's BaseSqlStorage.db() on this thread's connection, with no
+        # lock, and every write transaction also deleting the leases whose
+        # outcome is now durable.
+        conn = self.conn
+        cursor = conn.cursor()
         released = None
         try:
-            with super().db(commit=True, close=close) as curs:
-                released = self._release_in(curs)
-                yield curs
+            if commit:
+                cursor.execute(self.begin_sql)
+                released = self._release_in(cursor)
+            yield cursor
         except BaseException:
-            # Rolled back: the leases are still held, and a holder
-            # registered in this transaction is not on record.
-            if self._holder_new:
-                self._holder = None
-            if released is not None:
-                self._unrelease(released)
+            if commit:
+                self._rollback_quiet(conn)
+                if released is not None:
+                    self._unrelease(released)  # the leases are still held
             raise
+        else:
+            if commit:
+                conn.commit()
         finally:
-            self._holder_new = False
+            cursor.close()
+            if close:
+                self._close_quiet(conn)
+                self._conns.conn = None
+
+    def _rollback_quiet(self, conn):
+        try:
+            conn.rollback()
+        except Exception:
+            pass
+
+    # -- the holder: registered on its own, before the first lease ---------
+
+    def _ensure_holder(self):
+        # Threads take leases at once here: one holder row per process, in
+        # a transaction of its own, so no lease names a holder rolled back.
+        if self._holder is not None:
+            return self._holder
+        with self._holder_lock:
+            if self._holder is None:
+                with self.db(commit=True) as curs:
+                    self._holder = LeaseKeeping._holder_in(self, curs)
+                self._holder_new = False
+        return self._holder
+
+    def _holder_in(self, curs):
+        return self._ensure_holder() if self._holder is None else self._holder
+
+    def put_if_empty(self, key, value, ttl=None):
+        self._ensure_holder()
+        return super().put_if_empty(key, value, ttl)
 
     def _release_in(self, curs):
         local = self._local
@@ -224,7 +285,8 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
     # -- dequeue ----------------------------------------------------------
 
     def _dequeue(self):
-        with self.db(commit=True) as curs:
+        holder = self._ensure_holder()
+        with self._take_lock, self.db(commit=True) as curs:
             curs.execute(
                 "with moved as (delete from {t} where id = ("
                 "select id from {t} where queue = %s "
@@ -233,11 +295,11 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
                 "insert into hueyscope_lease (queue, data, priority, holder, taken) "
                 "select queue, data, priority, %s, %s from moved "
                 "returning id, data".format(t=self.table_task),
-                (self.name, self._holder_in(curs), time.time()))
+                (self.name, holder, time.time()))
             row = curs.fetchone()
             if row is None:
                 return None
-            self._taken += 1  # under the storage lock: the order of taking
+            self._taken += 1  # under the take lock: the order of taking
             seq = self._taken
         local = self._local
         local.lease, local.task_id, local.seq = row[0], None, seq
