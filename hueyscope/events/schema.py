@@ -300,3 +300,17 @@ def m004_partial_task_indexes(db):
         db.execute("drop index if exists %s" % name)
         db.execute("create index %s on tasks (%s) where %s is not null" % (
             name, ", ".join(columns), where))
+
+
+@migrations()
+def m005_store_recreated(db):
+    """Runs say when their store was deleted under them, and what went with it.
+
+    A writer that finds its store's path no longer names the file it has
+    open (deleted, replaced) creates the store again and restates its run:
+    ``store_recreated`` is when, ``events_lost`` how many events it had
+    written to the file that is gone (see :class:`hueyscope.events.writer.Store`).
+    """
+    db.execute("alter table runs add column store_recreated float")
+    db.execute("alter table runs add column events_lost integer not null "
+               "default 0")

@@ -12,6 +12,7 @@ run: the dead one whose task recovery put back (``recovered``) or parked
 """
 import itertools
 import logging
+import os
 import time
 
 from hueyscope.events import schema
@@ -45,6 +46,17 @@ class Store:
     retried with backoff for ``give_up_after`` seconds; then its events are
     counted as dropped, logged, and the count goes into the runs row as soon
     as a later write succeeds.
+
+    Before each batch the store checks that its path still names the file
+    it has open. A store deleted (or replaced) under it would otherwise take
+    every later event into a file nobody can read, without a word: it is
+    opened again (created, if need be) and the runs row restated, with when
+    that happened and how many events this writer had put in the lost file
+    (``runs.store_recreated``, ``runs.events_lost``).
+
+    A write that fails because the disk is full checkpoints the WAL into
+    the database, which frees the WAL's space for the retries; the WAL is
+    kept small on small filesystems in the first place (:func:`wal_pages`).
     """
 
     def __init__(self, path, give_up_after=60.0):
@@ -55,7 +67,16 @@ class Store:
         self.dropped = 0  # events this store gave up writing
         self._unrecorded = 0  # dropped here or by the caller, not yet in runs
         self._run_row = None  # a runs row that still has to be written
+        self._last_run_row = None  # the latest written, restated in a new file
         self._run_id = None
+        self._file = None  # (st_dev, st_ino) of the file the connection has open
+        self._in_file = 0  # events this store wrote into that file
+        self._lost = None  # (when, events) of a file deleted under us, unrecorded
+
+    @property
+    def unrecorded(self):
+        """Events dropped that the runs row does not count yet."""
+        return self._unrecorded
 
     def write(self, plains, run_row, samples, dropped, run_id, host, pid, queue):
         """Write one batch; never raises.
@@ -72,12 +93,15 @@ class Store:
         delay = 0.05
         while True:
             try:
+                self._check_file()
                 # Built afresh for every try: _write completes the rows in
                 # place from what the store holds at that moment.
                 self._write(batch_rows(plains, run_id, host, pid, queue),
                             samples)
                 return
             except Exception as exc:
+                if _disk_full(exc):
+                    self._free_wal()
                 self.close()
                 if time.monotonic() >= deadline:
                     self.dropped += len(plains)
@@ -92,16 +116,31 @@ class Store:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
+    def query(self, sql, params=()):
+        """Rows of a read-only ``sql``, or the text of the error; never raises."""
+        try:
+            self._check_file()
+            return self.connection().execute(sql, params).fetchall()
+        except Exception as exc:
+            self.close()
+            return "%s: %s" % (type(exc).__name__, exc)
+
     def connection(self):
         if self.conn is None:
             db = schema.open_event_store(self.path)
-            self.conn = db.conn
-            self.conn.isolation_level = None  # we BEGIN ourselves
+            conn = db.conn
+            conn.isolation_level = None  # we BEGIN ourselves
+            if self._file is None:
+                self._file, self._in_file = _identity(self.path), 0
             # Index pages of random task ids are rewritten batch after batch:
             # checkpointing every 40 MB of WAL instead of 4 MB, with the
-            # pages cached, writes each of them back once, not ten times.
-            self.conn.execute("pragma wal_autocheckpoint=10000")
-            self.conn.execute("pragma cache_size=-32000")
+            # pages cached, writes each of them back once, not ten times --
+            # where the filesystem has room for it (see wal_pages).
+            pages = wal_pages(self.path)
+            conn.execute("pragma wal_autocheckpoint=%d" % pages)
+            conn.execute("pragma journal_size_limit=%d" % (pages * PAGE_SIZE))
+            conn.execute("pragma cache_size=-32000")
+            self.conn = conn
         return self.conn
 
     def close(self):
@@ -111,6 +150,36 @@ class Store:
             except Exception:
                 pass
             self.conn = None
+
+    def _check_file(self):
+        """Notice a store deleted or replaced since it was opened; reopen it.
+
+        SQLite keeps writing a deleted file through the open descriptor, so
+        the path is compared with the file opened, by device and inode.
+        """
+        if self._file is None or _identity(self.path) == self._file:
+            return
+        lost = self._in_file
+        logger.error(
+            "hueyscope recorder: the event store %s was deleted or replaced "
+            "while open; creating it again (the %d event(s) this process had "
+            "written to it are gone with it)", self.path, lost)
+        self.close()
+        self._file, self._in_file = None, 0
+        when, before = self._lost or (None, 0)
+        self._lost = (time.time(), before + lost)
+        # The new file has no runs row for this run: restate it.
+        if self._run_row is None:
+            self._run_row = self._last_run_row
+
+    def _free_wal(self):
+        # On a full disk the WAL holds space the database may need: move
+        # its pages into the database and truncate it. If the database
+        # cannot grow either, this fails too, and the retries try again.
+        try:
+            self.conn.execute("pragma wal_checkpoint(TRUNCATE)")
+        except Exception:
+            pass
 
     def _write(self, rows, samples):
         events, tasks, rollup, late = rows
@@ -147,6 +216,12 @@ class Store:
                     "update runs set events_written = events_written + ?, "
                     "events_dropped = events_dropped + ? where id = ?",
                     (len(events), dropped, self._run_id))
+            lost = self._lost
+            if lost is not None and self._run_id is not None:
+                conn.execute(
+                    "update runs set store_recreated = ?, "
+                    "events_lost = events_lost + ? where id = ?",
+                    (lost[0], lost[1], self._run_id))
             conn.execute("commit")
         except BaseException:
             try:
@@ -154,10 +229,52 @@ class Store:
             except Exception:
                 pass
             raise
+        if run_row is not None:
+            self._last_run_row = run_row
         if self._run_row is run_row:
             self._run_row = None
+        if lost is not None and self._run_id is not None:
+            self._lost = None
         self._unrecorded -= dropped
         self.written += len(events)
+        self._in_file += len(events)
+
+
+PAGE_SIZE = 4096  # SQLite's default, which the event store keeps
+WAL_PAGES = 10000  # the WAL checkpointed at 40 MB, where there is room
+
+
+def wal_pages(path):
+    """WAL pages between automatic checkpoints for a store at ``path``.
+
+    :data:`WAL_PAGES`, or a sixteenth of the filesystem the store is on if
+    that is less (at least 16 pages): a WAL allowed 40 MB takes a small
+    disk whole, and then not even a checkpoint can run -- it needs room in
+    the database for the pages it moves there.
+    """
+    try:
+        fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return WAL_PAGES
+    share = fs.f_blocks * fs.f_frsize // 16 // PAGE_SIZE
+    return max(16, min(WAL_PAGES, share))
+
+
+def _identity(path):
+    """(st_dev, st_ino) of the file at ``path``, or None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _disk_full(exc):
+    """Whether ``exc`` is SQLite's SQLITE_FULL (13)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == 13
+    return "disk is full" in str(exc)
 
 
 def batch_rows(plains, run_id, host, pid, queue):
