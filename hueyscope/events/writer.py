@@ -104,17 +104,25 @@ class Store:
                     self._free_wal()
                 self.close()
                 if time.monotonic() >= deadline:
-                    self.dropped += len(plains)
-                    self._unrecorded += len(plains)
-                    logger.error(
-                        "hueyscope recorder: %d event(s) not recorded (event "
-                        "store unwritable: %s); %d dropped in this process so "
-                        "far", len(plains), exc, self.dropped)
+                    self._give_up(plains, exc)
                     return
                 logger.warning("hueyscope recorder: flush failed (%s), "
                                "retrying in %.2fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    def _give_up(self, plains, exc):
+        if not plains:
+            # A heartbeat or a sample: the runs row waits for the next write.
+            logger.error("hueyscope recorder: event store unwritable (%s); "
+                         "the run's row is written with the next batch", exc)
+            return
+        self.dropped += len(plains)
+        self._unrecorded += len(plains)
+        logger.error(
+            "hueyscope recorder: %d event(s) not recorded (event store "
+            "unwritable: %s); %d dropped in this process so far",
+            len(plains), exc, self.dropped)
 
     def query(self, sql, params=()):
         """Rows of a read-only ``sql``, or the text of the error; never raises."""
