@@ -492,9 +492,11 @@ class Recorder:
         # In a child process by default: a fault of SQLite's memory map of
         # the store (SIGBUS) then kills the child, never this process, and
         # a consumer's drain pays less for the SQL (see writer_process).
+        names = schema.migration_names()
         if self.writer_process is False:
-            return writer.Store(self.path, self.give_up_after)
-        store = writer_process.ProcessStore(self.path, self.give_up_after)
+            return writer.Store(self.path, self.give_up_after, names)
+        store = writer_process.ProcessStore(self.path, self.give_up_after,
+                                            names)
         # Started now, so its imports overlap the first flush interval
         # instead of delaying the first write (a producer's only one).
         store.start()

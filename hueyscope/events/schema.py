@@ -14,10 +14,11 @@ Tables:
   writer in the same transaction, so totals survive retention pruning.
 """
 import sqlite3
-import time
 
 import sqlite_utils
 from sqlite_utils import Migrations
+
+from hueyscope.events.sqlite_file import connect  # noqa: F401 (schema.connect)
 
 migrations = Migrations("hueyscope")
 
@@ -109,29 +110,13 @@ INDEXES = (
 )
 
 
-def connect(path, timeout=30):
-    """A sqlite3 connection tuned for the event store: WAL, NORMAL sync.
+def migration_names():
+    """The names of the event store's migrations, in order.
 
-    NORMAL is safe here: in WAL mode a killed process loses nothing that was
-    committed; only a power cut may lose the last commits of history.
+    The writer process opens a store that has them all without importing
+    sqlite-utils (see :func:`hueyscope.events.sqlite_file.open_current`).
     """
-    conn = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
-    conn.execute("pragma busy_timeout=%d" % int(timeout * 1000))
-    # Switching a new file to WAL upgrades a read lock to a write lock, and
-    # SQLite answers BUSY at once rather than wait when another process
-    # holds one too: retry, as huey's own storage does.
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            conn.execute("pragma journal_mode=wal")
-            break
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                conn.close()
-                raise
-            time.sleep(0.01)
-    conn.execute("pragma synchronous=normal")
-    return conn
+    return [m.name for m in getattr(migrations, "_migrations", ())]
 
 
 def open_event_store(path, create=True):

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 
-from hueyscope.events import schema
+from hueyscope.events import sqlite_file
 
 logger = logging.getLogger("hueyscope.recorder")
 
@@ -59,9 +59,12 @@ class Store:
     kept small on small filesystems in the first place (:func:`wal_pages`).
     """
 
-    def __init__(self, path, give_up_after=60.0):
+    def __init__(self, path, give_up_after=60.0, migrations=None):
         self.path = path
         self.give_up_after = give_up_after
+        # Names of the schema's migrations: a store that has them all is
+        # opened without sqlite-utils (see sqlite_file.open_current).
+        self.migrations = migrations
         self.conn = None
         self.written = 0
         self.dropped = 0  # events this store gave up writing
@@ -135,8 +138,11 @@ class Store:
 
     def connection(self):
         if self.conn is None:
-            db = schema.open_event_store(self.path)
-            conn = db.conn
+            conn = sqlite_file.open_current(self.path, self.migrations)
+            if conn is None:  # to create, to upgrade, or not a store at all
+                from hueyscope.events import schema
+
+                conn = schema.open_event_store(self.path).conn
             conn.isolation_level = None  # we BEGIN ourselves
             if self._file is None:
                 self._file, self._in_file = _identity(self.path), 0

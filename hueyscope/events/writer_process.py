@@ -34,6 +34,7 @@ leaves when its input closes, that is when the recording process ends,
 however it ends: killed, the recording process loses what was not yet handed
 over (at most one flush interval), never what the child holds.
 """
+import json
 import logging
 import os
 import pickle
@@ -65,9 +66,10 @@ class ChildDied(Exception):
 class ProcessStore:
     """Writes batches through a child process; the interface of writer.Store."""
 
-    def __init__(self, path, give_up_after=60.0):
+    def __init__(self, path, give_up_after=60.0, migrations=None):
         self.path = path
         self.give_up_after = give_up_after
+        self.migrations = migrations  # see writer.Store
         self.written = 0  # events committed, all children together
         self.dropped = 0  # events given up, all children together
         self.restarts = 0  # children that died and were replaced
@@ -178,7 +180,8 @@ class ProcessStore:
         try:
             self._child = subprocess.Popen(
                 [sys.executable, "-m", "hueyscope.events.writer_process",
-                 self.path, repr(self.give_up_after)],
+                 self.path, repr(self.give_up_after),
+                 json.dumps(self.migrations)],
                 stdin=to_child, stdout=from_child, close_fds=True)
         except BaseException:
             for fd in (child_in, child_out):
@@ -294,14 +297,14 @@ class _Lines(logging.Handler):
         self.lines.append((record.levelno, record.getMessage()))
 
 
-def serve(path, give_up_after, inp, out):
+def serve(path, give_up_after, inp, out, migrations=None):
     """The child's loop: requests in, answers out, until its input closes."""
     from hueyscope.events import writer
 
     lines = _Lines()
     logger.addHandler(lines)
     logger.propagate = False
-    store = writer.Store(path, give_up_after)
+    store = writer.Store(path, give_up_after, migrations)
     while True:
         header = _read_exactly(inp, _HEADER.size)
         if not header:
@@ -333,7 +336,8 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     path, give_up_after = sys.argv[1], float(sys.argv[2])
-    serve(path, give_up_after, sys.stdin.buffer, sys.stdout.buffer)
+    migrations = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
+    serve(path, give_up_after, sys.stdin.buffer, sys.stdout.buffer, migrations)
 
 
 if __name__ == "__main__":
