@@ -246,6 +246,18 @@ TASKS = 400
 DROPPED = re.compile(r"[1-9][0-9]* event\(s\) not recorded")
 
 
+def fill(path):
+    """Write zeros to ``path`` until its filesystem has no room left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, bytes(4096)):
+            pass
+    except OSError:  # ENOSPC: full
+        pass
+    finally:
+        os.close(fd)
+
+
 def free_bytes(path):
     fs = os.statvfs(path)
     return fs.f_bavail * fs.f_frsize
@@ -283,11 +295,29 @@ def test_a_full_disk_bounds_the_wal_counts_every_drop_and_recording_resumes(
                                     and DROPPED.search(consumer.stderr)),
                    timeout=60, message="the tasks to run and drops counted")
         assert consumer.proc.poll() is None, consumer.describe()
+        # Still full: the room kept for it takes the counts to the store.
+        wait_until(lambda: (scalar(events, "select events_dropped from runs "
+                                   "where role = 'consumer'") or 0) > 0,
+                   message="the drops counted in the store on the full disk")
         ballast.unlink()
+        wait_until(lambda: os.path.exists("%s-reserve" % events)
+                   or consumer.proc.poll() is not None,
+                   message="room again, and kept again for the runs rows")
+        # Full to the last byte, the reserve apart: a producer's events are
+        # counted and its run stopped, in the store -- nothing in the dark.
+        fill(small_disk / "ballast-2")
+        producer = app.produce(2000, 2010)
+        assert producer.returncode == 0 and DROPPED.search(producer.stderr), \
+            producer.stderr
+        assert query(events, "select events_written + events_dropped, "
+                     "stop_reason from runs where role = 'producer'") == [
+            (10, "exit")], producer.stderr + consumer.stderr[-3000:]
+        (small_disk / "ballast-2").unlink()
         before = app.complete_in_store()
         assert app.produce(TASKS, TASKS + 50, **elsewhere).returncode == 0
         wait_until(watching_the_wal(
-            lambda: app.complete_in_store() >= before + 50),
+            lambda: app.results() >= TASKS + 60
+            and app.complete_in_store() >= before + 50),
             message="recording to resume once there is room")
         assert consumer.proc.poll() is None, consumer.describe()
         assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
@@ -297,11 +327,12 @@ def test_a_full_disk_bounds_the_wal_counts_every_drop_and_recording_resumes(
     assert reason == "graceful" and stopped is not None
     assert written == scalar(events, "select count(*) from events "
                              "where run_id = ?", (run_id,))
-    assert dropped > 0 and written + dropped == 2 * (TASKS + 50), (
+    assert dropped > 0 and written + dropped == 2 * (TASKS + 60), (
         written, dropped)
     # The WAL stayed a small part of the disk -- checkpointed at a
-    # sixteenth of it, plus the batch that crossed the line -- and the events
-    # are in the database itself (a WAL allowed 40 MB took the whole disk,
-    # and the database stayed one page).
+    # sixteenth of it, plus the batch that crossed the line, plus what the
+    # test's own reads held back -- and the events are in the database
+    # itself (a WAL allowed 40 MB took the whole disk, and the database
+    # stayed one page).
     assert 0 < largest_wal[0] < 2 * 1024 * 1024 // 5, largest_wal
-    assert events.stat().st_size > largest_wal[0]
+    assert events.stat().st_size > 64 * 1024

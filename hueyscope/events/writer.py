@@ -75,6 +75,10 @@ class Store:
         self._file = None  # (st_dev, st_ino) of the file the connection has open
         self._in_file = 0  # events this store wrote into that file
         self._lost = None  # (when, events) of a file deleted under us, unrecorded
+        self._full = False  # the disk was full: events wait for room
+        self._reserve_checked = float("-inf")  # monotonic time of the last look
+        self._next_drop_log = 0.0
+        self._reserve_size = None
 
     @property
     def unrecorded(self):
@@ -92,6 +96,11 @@ class Store:
             self._run_row = run_row
         if run_id is not None:
             self._run_id = run_id
+        if self._short_of_space() and plains:
+            # The disk is full: the room left is kept for the runs row, so
+            # that the counts and the run's stop reach the store.
+            self._give_up(plains, "the disk is full", quiet=True)
+            plains, samples = [], []
         deadline = time.monotonic() + self.give_up_after
         delay = 0.05
         while True:
@@ -105,6 +114,11 @@ class Store:
             except Exception as exc:
                 if _disk_full(exc):
                     self._free_wal()
+                    if plains and self._release_reserve():
+                        self._give_up(plains, exc)
+                        plains, samples = [], []
+                        self.close()
+                        continue  # the runs row, at once, in the room made
                 self.close()
                 if time.monotonic() >= deadline:
                     self._give_up(plains, exc)
@@ -114,7 +128,79 @@ class Store:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _give_up(self, plains, exc):
+    # -- a full disk -----------------------------------------------------------
+
+    def _reserve_path(self):
+        return self.path + "-reserve"
+
+    def _release_reserve(self):
+        """Delete the reserve file, if any; True if this made room.
+
+        From then on every writer of the store writes only its runs row
+        (counts, heartbeat, stop) until the filesystem has room for the
+        reserve and as much again (:meth:`_short_of_space`).
+        """
+        self._full = True
+        self._reserve_checked = time.monotonic()
+        try:
+            os.unlink(self._reserve_path())
+        except OSError:
+            return False
+        logger.error("hueyscope recorder: the disk of the event store %s is "
+                     "full; released the %d kB kept for this, events are "
+                     "counted as dropped until there is room again",
+                     self.path, self._reserve_bytes() // 1024)
+        return True
+
+    def _short_of_space(self):
+        """Whether events must wait for room; makes the reserve when there is.
+
+        The reserve (``<store>-reserve``, :func:`reserve_bytes`) is room set
+        aside while there is plenty, for runs rows once the disk is full. It
+        is shared by every process that writes the store: while it is gone
+        and cannot be made again, none writes events, so what room is left
+        goes to their counts and stops.
+        """
+        now = time.monotonic()
+        if not self._full and now - self._reserve_checked < RESERVE_CHECK:
+            return False
+        self._reserve_checked = now
+        full = not (os.path.exists(self._reserve_path())
+                    or self._make_reserve())
+        if self._full and not full:
+            logger.warning("hueyscope recorder: the disk of the event store "
+                           "%s has room again; recording events", self.path)
+        self._full = full
+        return full
+
+    def _make_reserve(self):
+        size = self._reserve_bytes()
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            fs = os.statvfs(directory)
+        except OSError:
+            return False
+        if fs.f_bavail * fs.f_frsize < 2 * size:
+            return False
+        reserve = self._reserve_path()
+        try:
+            with open(reserve + ".new", "wb") as f:
+                f.write(bytes(size))
+            os.replace(reserve + ".new", reserve)
+        except OSError:
+            try:
+                os.unlink(reserve + ".new")
+            except OSError:
+                pass
+            return False
+        return True
+
+    def _reserve_bytes(self):
+        if self._reserve_size is None:
+            self._reserve_size = reserve_bytes(self.path)
+        return self._reserve_size
+
+    def _give_up(self, plains, exc, quiet=False):
         if not plains:
             # A heartbeat or a sample: the runs row waits for the next write.
             logger.error("hueyscope recorder: event store unwritable (%s); "
@@ -122,6 +208,10 @@ class Store:
             return
         self.dropped += len(plains)
         self._unrecorded += len(plains)
+        now = time.monotonic()
+        if quiet and now < self._next_drop_log:
+            return  # a batch every flush interval: a line every few seconds
+        self._next_drop_log = now + DROP_LOG_INTERVAL
         logger.error(
             "hueyscope recorder: %d event(s) not recorded (event store "
             "unwritable: %s); %d dropped in this process so far",
@@ -255,6 +345,9 @@ class Store:
 
 
 PAGE_SIZE = 4096  # SQLite's default, which the event store keeps
+RESERVE_BYTES = 256 * 1024  # room kept for runs rows on a full disk
+RESERVE_CHECK = 10  # seconds between looks for the reserve while there is room
+DROP_LOG_INTERVAL = 10  # seconds between lines about events dropped for room
 WAL_PAGES = 10000  # the WAL checkpointed at 40 MB, where there is room
 
 
@@ -272,6 +365,21 @@ def wal_pages(path):
         return WAL_PAGES
     share = fs.f_blocks * fs.f_frsize // 16 // PAGE_SIZE
     return max(16, min(WAL_PAGES, share))
+
+
+def reserve_bytes(path):
+    """Size of the reserve file of a store at ``path`` (see Store).
+
+    :data:`RESERVE_BYTES`, or a thirty-second of a smaller filesystem (at
+    least 4 pages): enough for the runs rows of a few processes, not a bite
+    out of a small disk.
+    """
+    try:
+        fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return RESERVE_BYTES
+    share = fs.f_blocks * fs.f_frsize // 32
+    return max(4 * PAGE_SIZE, min(RESERVE_BYTES, share))
 
 
 def _identity(path):
