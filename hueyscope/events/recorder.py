@@ -3,9 +3,12 @@
 The signal handler runs inside huey's workers, so it does as little as it
 can: it reads a few attributes of the task, appends one tuple to an
 in-memory buffer and returns. It never raises into huey. A writer thread per
-process drains the buffer in batches, one transaction per batch, through one
-connection that it opens itself -- lazily, after any fork, so process
-workers each get their own.
+process drains the buffer in batches and hands each to a writer process of
+its own (:mod:`hueyscope.events.writer_process`), which writes it in one
+transaction; both start lazily, after any fork, so process workers each get
+their own. The recording process never opens the store itself: a fault of
+SQLite's memory map of it is SIGBUS, and it kills the writer process, which
+is replaced, not the user's process.
 
 A batch that cannot be written (database locked, disk full, read-only file)
 is retried with backoff. Events that finally cannot be written are counted,
@@ -528,8 +531,11 @@ class Recorder:
             return None
 
     def _writer_loop(self):
-        if self._store is None:
-            self._store = self._open_store()
+        try:
+            if self._store is None:
+                self._store = self._open_store()
+        except Exception:  # _drain tries again
+            logger.exception("hueyscope recorder: cannot open the event store")
         while True:
             self._wake.wait(self.flush_interval)
             self._wake.clear()

@@ -53,6 +53,12 @@ logger = logging.getLogger("hueyscope.recorder")
 # the (level, message) lines it logged meanwhile); result is None for a
 # write, the rows for a query, or the text of the error a query raised.
 _HEADER = struct.Struct("<I")
+# The child's command: this process's import path first, so that it runs
+# the hueyscope this process runs, wherever that was found (an app that
+# put it on sys.path itself, a checkout), then main().
+_BOOT = ("import json, sys; sys.path[:0] = [p for p in json.loads("
+         "sys.argv.pop(1)) if p not in sys.path]; "
+         "from hueyscope.events.writer_process import main; main()")
 # Seconds before starting a child again after consecutive deaths; a batch
 # that is answered resets the count. The first restart is immediate: a child
 # killed once (by the OOM killer, by hand) costs nothing.
@@ -179,7 +185,7 @@ class ProcessStore:
         child_out, from_child = os.pipe()
         try:
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "hueyscope.events.writer_process",
+                [sys.executable, "-c", _BOOT, json.dumps(sys.path),
                  self.path, repr(self.give_up_after),
                  json.dumps(self.migrations)],
                 stdin=to_child, stdout=from_child, close_fds=True)
