@@ -262,7 +262,7 @@ class Recorder:
         self.host = socket.gethostname()
         # Validate now, in the caller's process, so a foreign file is a clear
         # error at attach time rather than a stream of failed flushes later.
-        schema.check_event_store(self.path, must_exist=False)
+        schema.check_event_store(self.path, must_exist=False, file_only=True)
         self._reset_process_state()
         self.run_id = None
         self._run_pid = None

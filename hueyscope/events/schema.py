@@ -175,12 +175,19 @@ def database_names(paths):
     return names
 
 
-def check_event_store(path, must_exist=True):
+def check_event_store(path, must_exist=True, file_only=False):
     """Raise ValueError (one line) unless ``path`` is, or may become, an event store.
 
     A missing file is fine when must_exist is False; a SQLite file with
     tables but none of ours, or a non-SQLite file, is refused without being
     written to.
+
+    ``file_only``: read the database file alone -- no WAL, no locks, no
+    memory map of the WAL index -- and refuse only what is certainly not a
+    store; a file that cannot be read right now (a full disk, a checkpoint
+    under way) passes. For a recording process, which must not map the
+    store (see :mod:`hueyscope.events.writer_process`) nor fail because
+    the store is in trouble: its writer process reports that.
     """
     import os
 
@@ -198,11 +205,14 @@ def check_event_store(path, must_exist=True):
         return
     if header != b"SQLite format 3\x00":
         raise ValueError("%s is not a SQLite database" % path)
-    conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    conn = sqlite3.connect("file:%s?mode=ro%s" % (
+        path, "&immutable=1" if file_only else ""), uri=True)
     try:
         names = {row[0] for row in conn.execute(
             "select name from sqlite_master where type='table'")}
     except sqlite3.DatabaseError as exc:
+        if file_only:
+            return
         raise ValueError("%s is not a readable SQLite database: %s" % (path, exc))
     finally:
         conn.close()
