@@ -57,6 +57,10 @@ class Store:
     A write that fails because the disk is full checkpoints the WAL into
     the database, which frees the WAL's space for the retries; the WAL is
     kept small on small filesystems in the first place (:func:`wal_pages`).
+    If events still do not fit, the store's reserve file is deleted to make
+    room for the runs row, and events are counted as dropped, unwritten,
+    until the reserve can be made again (:meth:`_short_of_space`): the
+    counts and the stop of every run reach the store even then.
     """
 
     def __init__(self, path, give_up_after=60.0, migrations=None):
@@ -270,7 +274,7 @@ class Store:
             "written to it are gone with it)", self.path, lost)
         self.close()
         self._file, self._in_file = None, 0
-        when, before = self._lost or (None, 0)
+        before = self._lost[1] if self._lost else 0
         self._lost = (time.time(), before + lost)
         # The new file has no runs row for this run: restate it.
         if self._run_row is None:
