@@ -71,16 +71,21 @@ class App:
         self.env = cli_env(folder, PYTHONPATH=folder, HUEYSCOPE_EVENTS=events)
         self.consumer = None
 
-    def start_consumer(self):
+    def start_consumer(self, worker_type="thread"):
         self.consumer = start_cli(
             ["consume", "--app", "faultapp:huey", "--workers", "2",
-             "--no-periodic", "--max-delay", "0.05", "--heartbeat-every", "0.2"],
+             "--worker-type", worker_type, "--no-periodic",
+             "--max-delay", "0.05", "--heartbeat-every", "0.2"],
             self.folder, env=self.env, name="consumer")
-        wait_until(lambda: scalar(self.events, "select count(*) from runs "
-                                  "where role = 'consumer'")
-                   or self.consumer.proc.poll() is not None,
-                   message="the consumer's run in the store")
-        assert self.consumer.proc.poll() is None, self.consumer.describe()
+        try:
+            wait_until(lambda: scalar(self.events, "select count(*) from "
+                                      "runs where role = 'consumer'")
+                       or self.consumer.proc.poll() is not None,
+                       message="the consumer's run in the store")
+            assert self.consumer.proc.poll() is None, self.consumer.describe()
+        except BaseException:
+            self.consumer.kill()
+            raise
         return self.consumer
 
     def produce(self, first, last, **env):
@@ -163,13 +168,16 @@ def chattr(flag, *paths):
 
 
 @pytest.mark.timeout(120)
-def test_an_immutable_store_kills_no_process_and_drops_are_counted(tmp_path):
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_an_immutable_store_kills_no_process_and_drops_are_counted(
+        tmp_path, worker_type):
     """chattr +i on events.db, -wal and -shm: a process that has the -shm
     file mapped gets SIGBUS at its next write to it. Only writer processes
-    map it: consumers and producers exit normally, twice over."""
+    map it: consumers (and their worker processes, each with a writer of
+    its own) and producers exit normally, twice over."""
     app = App(tmp_path, tmp_path / "events.db")
     frozen = [app.events, tmp_path / "events.db-wal", tmp_path / "events.db-shm"]
-    consumer = app.start_consumer()
+    consumer = app.start_consumer(worker_type)
     holder = None
     try:
         assert app.produce(0, 10).returncode == 0

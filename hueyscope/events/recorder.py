@@ -566,7 +566,12 @@ class Recorder:
                 self._run_row_dirty = False
                 samples, self._samples = self._samples, []
                 dropped, self._dropped_unrecorded = self._dropped_unrecorded, 0
-            if batch or run_row or samples or dropped:
+            # Drops the store counted but could not write yet go with the
+            # next batch; a process with nothing more to write (a worker
+            # process at its stop) sends them on a flush.
+            owed = bool(markers) and self._store is not None \
+                and self._store.unrecorded > 0
+            if batch or run_row or samples or dropped or owed:
                 if self._store is None:
                     self._store = self._open_store()
                 plains = [plain(item, self.capture_args, self.redact,

@@ -65,6 +65,17 @@ _BOOT = ("import json, sys; sys.path[:0] = [p for p in json.loads("
 RESTART_DELAYS = (0.0, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
+# Popen waits for its child's exec on a pipe whose write end only the
+# child should have; a fork by another thread meanwhile (huey's process
+# workers start while the writer thread starts its writer process) copies
+# that end into a process that never execs, and Popen then waits forever.
+# Forks of this process wait while a writer process is being started.
+_spawning = threading.RLock()
+os.register_at_fork(before=_spawning.acquire,
+                    after_in_parent=_spawning.release,
+                    after_in_child=_spawning.release)
+
+
 class ChildDied(Exception):
     """The writer process exited while a request was with it."""
 
@@ -90,6 +101,11 @@ class ProcessStore:
         self._run_row = None
         self._owed = 0
         self._lock = threading.Lock()  # one request at a time on the pipes
+
+    @property
+    def unrecorded(self):
+        """Events dropped that the runs row does not count yet, as last known."""
+        return self._owed
 
     def start(self):
         """Start the child now, without waiting for it to be ready.
@@ -184,11 +200,12 @@ class ProcessStore:
         to_child, child_in = os.pipe()
         child_out, from_child = os.pipe()
         try:
-            self._child = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, json.dumps(sys.path),
-                 self.path, repr(self.give_up_after),
-                 json.dumps(self.migrations)],
-                stdin=to_child, stdout=from_child, close_fds=True)
+            with _spawning:
+                self._child = subprocess.Popen(
+                    [sys.executable, "-c", _BOOT, json.dumps(sys.path),
+                     self.path, repr(self.give_up_after),
+                     json.dumps(self.migrations)],
+                    stdin=to_child, stdout=from_child, close_fds=True)
         except BaseException:
             for fd in (child_in, child_out):
                 os.close(fd)
