@@ -9,7 +9,7 @@ thread's store does only part of the work:
                 it into a plain tuple (``recorder.plain``); nothing is written
     rows        ... and builds the batch's rows (``writer.batch_rows``)
     in-process  ... and writes them itself (``writer.Store``), as the
-                recorder does in a producer
+                recorder does with ``writer_process=False``
     recorder    as shipped for a consumer: the writer thread hands the plain
                 tuples to a writer process, which builds the rows and writes
                 them (``writer_process.ProcessStore``)

@@ -456,10 +456,9 @@ def test_unwritable_store_tasks_complete_and_drops_are_counted(tmp_path, caplog)
     ``give_up_after`` and counts what it could not write.
 
     events.db and events.db-wal are made immutable, not events.db-shm:
-    SQLite maps the -shm file into memory and writes it through the mapping,
-    and a write fault there is SIGBUS for the whole process, which is not a
-    failure a recorder can handle -- nor one a real read-only store causes
-    (SQLite opens such a store read-only or not at all).
+    this test process reads the store too, and a process that has the -shm
+    file mapped when it becomes immutable gets SIGBUS (the recorder's own
+    processes survive it: tests/test_store_faults.py).
     """
     queue, events, counts = tmp_path / "queue.db", tmp_path / "events.db", tmp_path / "counts"
     huey, recorder, tasks = rh.build(queue, events, counts=counts,

@@ -1,4 +1,5 @@
-"""A consumer's events are written by a child process (events/writer_process.py).
+"""Recording processes write their events through a child process
+(events/writer_process.py).
 
 Each test drives ``hueyscope consume`` and signals real processes: the
 consumer's whole process group as a terminal's Ctrl-C does, the consumer
@@ -99,16 +100,18 @@ def test_writer_process_leaves_when_the_consumer_is_killed(cli):
 
 
 @pytest.mark.timeout(120)
-def test_consumer_writes_on_itself_when_its_writer_process_dies(cli):
+def test_a_dead_writer_process_is_replaced_and_nothing_is_lost(cli):
     consumer = start_consumer(cli)
     run_round(cli, consumer, 1)
     (child,) = writer_processes(consumer.pid)
     os.kill(child, signal.SIGKILL)
-    run_round(cli, consumer, 2)  # recorded without the writer process
-    # The dead one was reaped, and no other took its place.
-    assert writer_processes(consumer.pid) == []
+    run_round(cli, consumer, 2)  # recorded through a new writer process
+    # The dead one was reaped, and another took its place: the consumer
+    # never writes the store from its own process.
+    (new,) = writer_processes(consumer.pid)
+    assert new != child and not alive(child)
     assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
-    assert "writer process failed" in consumer.stderr
+    assert "writer process killed by SIGKILL" in consumer.stderr
     assert signal_counts(cli.events) == {
         "enqueued": 2 * MIXED, "executing": 2 * MIXED, "complete": 2 * MIXED}
     assert query(cli.events, "select stop_reason, events_dropped from runs "

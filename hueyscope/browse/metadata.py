@@ -145,6 +145,10 @@ TABLES = {
             "events_dropped": "Events this process could not store (never "
                               "dropped silently: counted here).",
             "app": "The Huey instance, as module:attribute.",
+            "store_recreated": "When this process found the event store "
+                               "deleted under it and created it again.",
+            "events_lost": "Events this process had stored in an event "
+                           "store file that was deleted under it.",
         },
     },
     "queue_samples": {

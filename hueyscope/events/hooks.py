@@ -27,7 +27,9 @@ class UnknownTask:
     on_complete = on_error = None
 
     def __init__(self, message):
-        self.id, self.name = message.id, message.name
+        # A message names its task as huey's registry does (module.name);
+        # the recorder knows tasks by the name alone, as huey's Task does.
+        self.id, self.name = message.id, message.name.rsplit(".", 1)[-1]
         self.retries, self.priority, self.eta = (
             message.retries, message.priority, message.eta)
         self.args, self.kwargs = message.args, message.kwargs

@@ -14,7 +14,6 @@ their way to the store, have landed by the second look and are not recorded
 twice.
 """
 import os
-import sqlite3
 import time
 
 from hueyscope.events.recorder import recorder_for
@@ -36,21 +35,19 @@ class _Finished:
         self.id, self.name, self.priority = task_id, name, priority
 
 
-def open_tasks(events_path, quiet, now):
-    """[(task_id, task, priority, run_id)] of store tasks not finished, quiet for long."""
-    if not os.path.exists(events_path):
+def open_tasks(recorder, quiet, now):
+    """[(task_id, task, priority, run_id)] of store tasks not finished, quiet for long.
+
+    Read through the recorder's writer process: a consumer never maps the
+    event store itself (see :mod:`hueyscope.events.writer_process`).
+    """
+    if not os.path.exists(recorder.path):
         return []
-    conn = sqlite3.connect("file:%s?mode=ro" % os.path.abspath(events_path),
-                           uri=True, timeout=10)
-    try:
-        return conn.execute(
-            "select task_id, task, priority, run_id from tasks where status in "
-            "(%s) and updated < ? order by updated limit ?"
-            % ",".join("?" * len(OPEN)), OPEN + (now - quiet, LIMIT)).fetchall()
-    except sqlite3.Error:
-        return []
-    finally:
-        conn.close()
+    rows = recorder.query_store(
+        "select task_id, task, priority, run_id from tasks where status in "
+        "(%s) and updated < ? order by updated limit ?"
+        % ",".join("?" * len(OPEN)), OPEN + (now - quiet, LIMIT))
+    return rows or []
 
 
 def completed_in_queue(huey, task_ids):
@@ -80,7 +77,7 @@ def reconcile(huey, seen, quiet=QUIET_SECONDS):
         return 0
     now = time.monotonic()
     try:
-        rows = open_tasks(recorder.path, quiet, time.time())
+        rows = open_tasks(recorder, quiet, time.time())
         done = completed_in_queue(huey, [r[0] for r in rows]) if rows else set()
     except Exception:
         return 0

@@ -3,9 +3,12 @@
 The signal handler runs inside huey's workers, so it does as little as it
 can: it reads a few attributes of the task, appends one tuple to an
 in-memory buffer and returns. It never raises into huey. A writer thread per
-process drains the buffer in batches, one transaction per batch, through one
-connection that it opens itself -- lazily, after any fork, so process
-workers each get their own.
+process drains the buffer in batches and hands each to a writer process of
+its own (:mod:`hueyscope.events.writer_process`), which writes it in one
+transaction; both start lazily, after any fork, so process workers each get
+their own. The recording process never opens the store itself: a fault of
+SQLite's memory map of it is SIGBUS, and it kills the writer process, which
+is replaced, not the user's process.
 
 A batch that cannot be written (database locked, disk full, read-only file)
 is retried with backoff. Events that finally cannot be written are counted,
@@ -62,9 +65,10 @@ def attach(huey, events=None, **options):
     values are stored as ``***``), ``flush_interval`` (seconds),
     ``max_buffer`` (events held in memory while the store is unwritable),
     ``give_up_after`` (seconds a failing batch is retried before its events
-    are counted as dropped), ``writer_process`` (True: write through a child
-    process, see :mod:`hueyscope.events.writer_process`; False: from the
-    writer thread itself; default: a child for consumer runs only).
+    are counted as dropped), ``writer_process`` (True, the default: write
+    through a child process, see :mod:`hueyscope.events.writer_process`;
+    False: from the writer thread itself, which leaves this process exposed
+    to faults of the store's memory map -- for benchmarks and tests).
     """
     with _attach_lock:
         recorder = _recorders.get(huey)
@@ -255,7 +259,7 @@ class Recorder:
 
     def __init__(self, huey, events, capture_args=True, max_arg_chars=2000,
                  redact=DEFAULT_REDACT, flush_interval=0.2, max_buffer=200_000,
-                 give_up_after=60.0, batch_size=5000, writer_process=None):
+                 give_up_after=60.0, batch_size=5000, writer_process=True):
         self.huey = huey
         self.path = os.fspath(events)
         self.capture_args = capture_args
@@ -270,7 +274,7 @@ class Recorder:
         self.host = socket.gethostname()
         # Validate now, in the caller's process, so a foreign file is a clear
         # error at attach time rather than a stream of failed flushes later.
-        schema.check_event_store(self.path, must_exist=False)
+        schema.check_event_store(self.path, must_exist=False, file_only=True)
         self._reset_process_state()
         self.run_id = None
         self._run_pid = None
@@ -508,16 +512,50 @@ class Recorder:
                 self._thread.start()
 
     def _open_store(self):
-        # A consumer's SQL costs its drain less from another process; a
-        # producer, often short-lived, should not wait for one to start.
-        use_process = self.writer_process
-        if use_process is None:
-            use_process = self.role == "consumer"
-        if use_process:
-            return writer_process.ProcessStore(self.path, self.give_up_after)
-        return writer.Store(self.path, self.give_up_after)
+        # In a child process by default: a fault of SQLite's memory map of
+        # the store (SIGBUS) then kills the child, never this process, and
+        # a consumer's drain pays less for the SQL (see writer_process).
+        names = schema.migration_names()
+        if self.writer_process is False:
+            return writer.Store(self.path, self.give_up_after, names)
+        store = writer_process.ProcessStore(self.path, self.give_up_after,
+                                            names)
+        # Started now, so its imports overlap the first flush interval
+        # instead of delaying the first write (a producer's only one).
+        store.start()
+        return store
+
+    def query_store(self, sql, params=(), timeout=10.0):
+        """Rows of a read-only ``sql`` on the event store, or None.
+
+        Read by the writer process, so that this process never maps the
+        store either; None when no answer came within ``timeout`` (the
+        writer busy with a long batch, dead, or the query failed).
+        """
+        self._ensure_writer()
+        store = self._store
+        if store is None:  # the writer thread is opening it right now
+            return None
+        if isinstance(store, writer_process.ProcessStore):
+            return store.query(sql, params, timeout)
+        # Writing from this process anyway (writer_process=False): a
+        # connection of its own, as the writer thread's is busy.
+        try:
+            conn = sqlite3.connect("file:%s?mode=ro" % os.path.abspath(
+                self.path), uri=True, timeout=timeout)
+            try:
+                return conn.execute(sql, params).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return None
 
     def _writer_loop(self):
+        try:
+            if self._store is None:
+                self._store = self._open_store()
+        except Exception:  # _drain tries again
+            logger.exception("hueyscope recorder: cannot open the event store")
         while True:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
@@ -548,7 +586,12 @@ class Recorder:
                 self._run_row_dirty = False
                 samples, self._samples = self._samples, []
                 dropped, self._dropped_unrecorded = self._dropped_unrecorded, 0
-            if batch or run_row or samples or dropped:
+            # Drops the store counted but could not write yet go with the
+            # next batch; a process with nothing more to write (a worker
+            # process at its stop) sends them on a flush.
+            owed = bool(markers) and self._store is not None \
+                and self._store.unrecorded > 0
+            if batch or run_row or samples or dropped or owed:
                 if self._store is None:
                     self._store = self._open_store()
                 utc = self.huey.utc

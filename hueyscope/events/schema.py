@@ -14,11 +14,11 @@ Tables:
   writer in the same transaction, so totals survive retention pruning.
 """
 import sqlite3
-import time
 
 import sqlite_utils
 from sqlite_utils import Migrations
 
+from hueyscope.events.sqlite_file import connect  # noqa: F401 (schema.connect)
 from hueyscope.readonly import read_only
 
 migrations = Migrations("hueyscope")
@@ -115,29 +115,13 @@ INDEXES = (
 )
 
 
-def connect(path, timeout=30):
-    """A sqlite3 connection tuned for the event store: WAL, NORMAL sync.
+def migration_names():
+    """The names of the event store's migrations, in order.
 
-    NORMAL is safe here: in WAL mode a killed process loses nothing that was
-    committed; only a power cut may lose the last commits of history.
+    The writer process opens a store that has them all without importing
+    sqlite-utils (see :func:`hueyscope.events.sqlite_file.open_current`).
     """
-    conn = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
-    conn.execute("pragma busy_timeout=%d" % int(timeout * 1000))
-    # Switching a new file to WAL upgrades a read lock to a write lock, and
-    # SQLite answers BUSY at once rather than wait when another process
-    # holds one too: retry, as huey's own storage does.
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            conn.execute("pragma journal_mode=wal")
-            break
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                conn.close()
-                raise
-            time.sleep(0.01)
-    conn.execute("pragma synchronous=normal")
-    return conn
+    return [m.name for m in getattr(migrations, "_migrations", ())]
 
 
 def open_event_store(path, create=True):
@@ -196,12 +180,19 @@ def database_names(paths):
     return names
 
 
-def check_event_store(path, must_exist=True):
+def check_event_store(path, must_exist=True, file_only=False):
     """Raise ValueError (one line) unless ``path`` is, or may become, an event store.
 
     A missing file is fine when must_exist is False; a SQLite file with
     tables but none of ours, or a non-SQLite file, is refused without being
     written to.
+
+    ``file_only``: read the database file alone -- no WAL, no locks, no
+    memory map of the WAL index -- and refuse only what is certainly not a
+    store; a file that cannot be read right now (a full disk, a checkpoint
+    under way) passes. For a recording process, which must not map the
+    store (see :mod:`hueyscope.events.writer_process`) nor fail because
+    the store is in trouble: its writer process reports that.
     """
     import os
 
@@ -220,8 +211,13 @@ def check_event_store(path, must_exist=True):
     if header != b"SQLite format 3\x00":
         raise ValueError("%s is not a SQLite database" % path)
     try:
-        names, applied = read_only(path, _tables_and_migrations)
+        if file_only:
+            names, applied = _file_only(path, _tables_and_migrations)
+        else:
+            names, applied = read_only(path, _tables_and_migrations)
     except sqlite3.Error as exc:
+        if file_only:
+            return
         raise ValueError("%s is not a readable SQLite database: %s" % (path, exc))
     # A store another process is creating right now may show only the
     # migrations table (older sqlite-utils committed it on its own).
@@ -240,6 +236,15 @@ def check_event_store(path, must_exist=True):
             "event store %s was written by a newer hueyscope (migration %s is "
             "unknown to this version): upgrade hueyscope; left unchanged"
             % (path, newer[0]))
+
+
+def _file_only(path, read):
+    """``read(conn)`` on the database file alone (immutable: no WAL, no -shm)."""
+    conn = sqlite3.connect("file:%s?mode=ro&immutable=1" % path, uri=True)
+    try:
+        return read(conn)
+    finally:
+        conn.close()
 
 
 def _tables_and_migrations(conn):
@@ -338,6 +343,20 @@ def m005_declared_periodic(db):
     delayed tasks.
     """
     db.execute("alter table runs add column periodic text")
+
+
+@migrations()
+def m006_store_recreated(db):
+    """Runs say when their store was deleted under them, and what went with it.
+
+    A writer that finds its store's path no longer names the file it has
+    open (deleted, replaced) creates the store again and restates its run:
+    ``store_recreated`` is when, ``events_lost`` how many events it had
+    written to the file that is gone (see :class:`hueyscope.events.writer.Store`).
+    """
+    db.execute("alter table runs add column store_recreated float")
+    db.execute("alter table runs add column events_lost integer not null "
+               "default 0")
 
 
 # Every migration this version knows; a store listing another one was

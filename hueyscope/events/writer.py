@@ -12,9 +12,10 @@ run: the dead one whose task recovery put back (``recovered``) or parked
 """
 import itertools
 import logging
+import os
 import time
 
-from hueyscope.events import schema
+from hueyscope.events import sqlite_file
 
 logger = logging.getLogger("hueyscope.recorder")
 
@@ -49,17 +50,48 @@ class Store:
     retried with backoff for ``give_up_after`` seconds; then its events are
     counted as dropped, logged, and the count goes into the runs row as soon
     as a later write succeeds.
+
+    Before each batch the store checks that its path still names the file
+    it has open. A store deleted (or replaced) under it would otherwise take
+    every later event into a file nobody can read, without a word: it is
+    opened again (created, if need be) and the runs row restated, with when
+    that happened and how many events this writer had put in the lost file
+    (``runs.store_recreated``, ``runs.events_lost``).
+
+    A write that fails because the disk is full checkpoints the WAL into
+    the database, which frees the WAL's space for the retries; the WAL is
+    kept small on small filesystems in the first place (:func:`wal_pages`).
+    If events still do not fit, the store's reserve file is deleted to make
+    room for the runs row, and events are counted as dropped, unwritten,
+    until the reserve can be made again (:meth:`_short_of_space`): the
+    counts and the stop of every run reach the store even then.
     """
 
-    def __init__(self, path, give_up_after=60.0):
+    def __init__(self, path, give_up_after=60.0, migrations=None):
         self.path = path
         self.give_up_after = give_up_after
+        # Names of the schema's migrations: a store that has them all is
+        # opened without sqlite-utils (see sqlite_file.open_current).
+        self.migrations = migrations
         self.conn = None
         self.written = 0
         self.dropped = 0  # events this store gave up writing
         self._unrecorded = 0  # dropped here or by the caller, not yet in runs
         self._run_row = None  # a runs row that still has to be written
+        self._last_run_row = None  # the latest written, restated in a new file
         self._run_id = None
+        self._file = None  # (st_dev, st_ino) of the file the connection has open
+        self._in_file = 0  # events this store wrote into that file
+        self._lost = None  # (when, events) of a file deleted under us, unrecorded
+        self._full = False  # the disk was full: events wait for room
+        self._reserve_checked = float("-inf")  # monotonic time of the last look
+        self._next_drop_log = 0.0
+        self._reserve_size = None
+
+    @property
+    def unrecorded(self):
+        """Events dropped that the runs row does not count yet."""
+        return self._unrecorded
 
     def write(self, plains, run_row, samples, dropped, run_id, host, pid, queue):
         """Write one batch; never raises.
@@ -72,40 +104,155 @@ class Store:
             self._run_row = run_row
         if run_id is not None:
             self._run_id = run_id
+        if self._short_of_space() and plains:
+            # The disk is full: the room left is kept for the runs row, so
+            # that the counts and the run's stop reach the store.
+            self._give_up(plains, "the disk is full", quiet=True)
+            plains, samples = [], []
         deadline = time.monotonic() + self.give_up_after
         delay = 0.05
         while True:
             try:
+                self._check_file()
                 # Built afresh for every try: _write completes the rows in
                 # place from what the store holds at that moment.
                 self._write(batch_rows(plains, run_id, host, pid, queue),
                             samples)
                 return
             except Exception as exc:
+                if _disk_full(exc):
+                    self._free_wal()
+                    if plains and self._release_reserve():
+                        self._give_up(plains, exc)
+                        plains, samples = [], []
+                        self.close()
+                        continue  # the runs row, at once, in the room made
                 self.close()
                 if time.monotonic() >= deadline:
-                    self.dropped += len(plains)
-                    self._unrecorded += len(plains)
-                    logger.error(
-                        "hueyscope recorder: %d event(s) not recorded (event "
-                        "store unwritable: %s); %d dropped in this process so "
-                        "far", len(plains), exc, self.dropped)
+                    self._give_up(plains, exc)
                     return
                 logger.warning("hueyscope recorder: flush failed (%s), "
                                "retrying in %.2fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
+    # -- a full disk -----------------------------------------------------------
+
+    def _reserve_path(self):
+        return self.path + "-reserve"
+
+    def _release_reserve(self):
+        """Delete the reserve file, if any; True if this made room.
+
+        From then on every writer of the store writes only its runs row
+        (counts, heartbeat, stop) until the filesystem has room for the
+        reserve and as much again (:meth:`_short_of_space`).
+        """
+        self._full = True
+        self._reserve_checked = time.monotonic()
+        try:
+            os.unlink(self._reserve_path())
+        except OSError:
+            return False
+        logger.error("hueyscope recorder: the disk of the event store %s is "
+                     "full; released the %d kB kept for this, events are "
+                     "counted as dropped until there is room again",
+                     self.path, self._reserve_bytes() // 1024)
+        return True
+
+    def _short_of_space(self):
+        """Whether events must wait for room; makes the reserve when there is.
+
+        The reserve (``<store>-reserve``, :func:`reserve_bytes`) is room set
+        aside while there is plenty, for runs rows once the disk is full. It
+        is shared by every process that writes the store: while it is gone
+        and cannot be made again, none writes events, so what room is left
+        goes to their counts and stops.
+        """
+        now = time.monotonic()
+        if not self._full and now - self._reserve_checked < RESERVE_CHECK:
+            return False
+        self._reserve_checked = now
+        full = not (os.path.exists(self._reserve_path())
+                    or self._make_reserve())
+        if self._full and not full:
+            logger.warning("hueyscope recorder: the disk of the event store "
+                           "%s has room again; recording events", self.path)
+        self._full = full
+        return full
+
+    def _make_reserve(self):
+        size = self._reserve_bytes()
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            fs = os.statvfs(directory)
+        except OSError:
+            return False
+        if fs.f_bavail * fs.f_frsize < 2 * size:
+            return False
+        reserve = self._reserve_path()
+        try:
+            with open(reserve + ".new", "wb") as f:
+                f.write(bytes(size))
+            os.replace(reserve + ".new", reserve)
+        except OSError:
+            try:
+                os.unlink(reserve + ".new")
+            except OSError:
+                pass
+            return False
+        return True
+
+    def _reserve_bytes(self):
+        if self._reserve_size is None:
+            self._reserve_size = reserve_bytes(self.path)
+        return self._reserve_size
+
+    def _give_up(self, plains, exc, quiet=False):
+        if not plains:
+            # A heartbeat or a sample: the runs row waits for the next write.
+            logger.error("hueyscope recorder: event store unwritable (%s); "
+                         "the run's row is written with the next batch", exc)
+            return
+        self.dropped += len(plains)
+        self._unrecorded += len(plains)
+        now = time.monotonic()
+        if quiet and now < self._next_drop_log:
+            return  # a batch every flush interval: a line every few seconds
+        self._next_drop_log = now + DROP_LOG_INTERVAL
+        logger.error(
+            "hueyscope recorder: %d event(s) not recorded (event store "
+            "unwritable: %s); %d dropped in this process so far",
+            len(plains), exc, self.dropped)
+
+    def query(self, sql, params=()):
+        """Rows of a read-only ``sql``, or the text of the error; never raises."""
+        try:
+            self._check_file()
+            return self.connection().execute(sql, params).fetchall()
+        except Exception as exc:
+            self.close()
+            return "%s: %s" % (type(exc).__name__, exc)
+
     def connection(self):
         if self.conn is None:
-            db = schema.open_event_store(self.path)
-            self.conn = db.conn
-            self.conn.isolation_level = None  # we BEGIN ourselves
+            conn = sqlite_file.open_current(self.path, self.migrations)
+            if conn is None:  # to create, to upgrade, or not a store at all
+                from hueyscope.events import schema
+
+                conn = schema.open_event_store(self.path).conn
+            conn.isolation_level = None  # we BEGIN ourselves
+            if self._file is None:
+                self._file, self._in_file = _identity(self.path), 0
             # Index pages of random task ids are rewritten batch after batch:
             # checkpointing every 40 MB of WAL instead of 4 MB, with the
-            # pages cached, writes each of them back once, not ten times.
-            self.conn.execute("pragma wal_autocheckpoint=10000")
-            self.conn.execute("pragma cache_size=-32000")
+            # pages cached, writes each of them back once, not ten times --
+            # where the filesystem has room for it (see wal_pages).
+            pages = wal_pages(self.path)
+            conn.execute("pragma wal_autocheckpoint=%d" % pages)
+            conn.execute("pragma journal_size_limit=%d" % (pages * PAGE_SIZE))
+            conn.execute("pragma cache_size=-32000")
+            self.conn = conn
         return self.conn
 
     def close(self):
@@ -115,6 +262,36 @@ class Store:
             except Exception:
                 pass
             self.conn = None
+
+    def _check_file(self):
+        """Notice a store deleted or replaced since it was opened; reopen it.
+
+        SQLite keeps writing a deleted file through the open descriptor, so
+        the path is compared with the file opened, by device and inode.
+        """
+        if self._file is None or _identity(self.path) == self._file:
+            return
+        lost = self._in_file
+        logger.error(
+            "hueyscope recorder: the event store %s was deleted or replaced "
+            "while open; creating it again (the %d event(s) this process had "
+            "written to it are gone with it)", self.path, lost)
+        self.close()
+        self._file, self._in_file = None, 0
+        before = self._lost[1] if self._lost else 0
+        self._lost = (time.time(), before + lost)
+        # The new file has no runs row for this run: restate it.
+        if self._run_row is None:
+            self._run_row = self._last_run_row
+
+    def _free_wal(self):
+        # On a full disk the WAL holds space the database may need: move
+        # its pages into the database and truncate it. If the database
+        # cannot grow either, this fails too, and the retries try again.
+        try:
+            self.conn.execute("pragma wal_checkpoint(TRUNCATE)")
+        except Exception:
+            pass
 
     def _write(self, rows, samples):
         events, tasks, rollup, late = rows
@@ -150,6 +327,12 @@ class Store:
                 conn.execute(COUNT_RUN_EVENTS, (
                     self._run_id, *_run_identity(self._run_id),
                     len(events), dropped))
+            lost = self._lost
+            if lost is not None and self._run_id is not None:
+                conn.execute(
+                    "update runs set store_recreated = ?, "
+                    "events_lost = events_lost + ? where id = ?",
+                    (lost[0], lost[1], self._run_id))
             conn.execute("commit")
         except BaseException:
             try:
@@ -157,10 +340,70 @@ class Store:
             except Exception:
                 pass
             raise
+        if run_row is not None:
+            self._last_run_row = run_row
         if self._run_row is run_row:
             self._run_row = None
+        if lost is not None and self._run_id is not None:
+            self._lost = None
         self._unrecorded -= dropped
         self.written += len(events)
+        self._in_file += len(events)
+
+
+PAGE_SIZE = 4096  # SQLite's default, which the event store keeps
+RESERVE_BYTES = 256 * 1024  # room kept for runs rows on a full disk
+RESERVE_CHECK = 10  # seconds between looks for the reserve while there is room
+DROP_LOG_INTERVAL = 10  # seconds between lines about events dropped for room
+WAL_PAGES = 10000  # the WAL checkpointed at 40 MB, where there is room
+
+
+def wal_pages(path):
+    """WAL pages between automatic checkpoints for a store at ``path``.
+
+    :data:`WAL_PAGES`, or a sixteenth of the filesystem the store is on if
+    that is less (at least 16 pages): a WAL allowed 40 MB takes a small
+    disk whole, and then not even a checkpoint can run -- it needs room in
+    the database for the pages it moves there.
+    """
+    try:
+        fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return WAL_PAGES
+    share = fs.f_blocks * fs.f_frsize // 16 // PAGE_SIZE
+    return max(16, min(WAL_PAGES, share))
+
+
+def reserve_bytes(path):
+    """Size of the reserve file of a store at ``path`` (see Store).
+
+    :data:`RESERVE_BYTES`, or a thirty-second of a smaller filesystem (at
+    least 4 pages): enough for the runs rows of a few processes, not a bite
+    out of a small disk.
+    """
+    try:
+        fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return RESERVE_BYTES
+    share = fs.f_blocks * fs.f_frsize // 32
+    return max(4 * PAGE_SIZE, min(RESERVE_BYTES, share))
+
+
+def _identity(path):
+    """(st_dev, st_ino) of the file at ``path``, or None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _disk_full(exc):
+    """Whether ``exc`` is SQLite's SQLITE_FULL (13)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == 13
+    return "disk is full" in str(exc)
 
 
 def _run_identity(run_id):

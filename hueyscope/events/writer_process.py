@@ -1,24 +1,40 @@
-"""The writer in a process of its own, for consumers.
+"""The event store's writer, in a process of its own.
 
-A consumer's drain slows by more when the recorder's SQL runs in the
-consumer's own process than when the same SQL runs in another one
-(``python benchmarks/drain_parts.py``). So a consumer's writer thread hands
-each batch, as the plain tuples it already has, to a child process that runs
-the same :meth:`hueyscope.events.writer.Store.write` and answers once the
-batch is committed (or given up on and counted as dropped), with what the
-store logged meanwhile, which the consumer logs as its own. The writer
-thread waits for that answer, so ``flush()`` and a graceful stop mean what
-they meant: everything is in the store.
+Every recording process -- consumers, their worker processes, producers --
+hands its batches to a child process that runs
+:meth:`hueyscope.events.writer.Store.write` and answers once the batch is
+committed (or given up on and counted as dropped), with what the store logged
+meanwhile, which the recording process logs as its own. The writer thread
+waits for that answer, so ``flush()`` and a graceful stop mean what they
+meant: everything is in the store.
+
+Why a child, for everyone:
+
+- SQLite maps the store's ``-shm`` file (the WAL index) into the memory of
+  every process that opens it, and writes through that mapping. A fault
+  there -- the file made immutable (``chattr +i``), a filesystem that cannot
+  back the page -- is SIGBUS, which kills the whole process; no exception is
+  raised that a recorder could catch. In a child it kills the child: the
+  user's process never maps the store, so the store cannot kill it.
+- A consumer's drain slows by more when the recorder's SQL runs in its own
+  process than when the same SQL runs in another one
+  (``python benchmarks/drain_parts.py``).
+
+A child that dies is started again, at once the first time and then with
+backoff (:data:`RESTART_DELAYS`), and the batch in flight goes to the new
+one: whether the dead one committed it is unknown, so it is at worst twice in
+the store, never missing. A batch no child could take within
+``give_up_after`` seconds is counted as dropped and logged, like one the
+store refused; the count reaches the ``runs`` row with the next batch that
+is written. The parent never writes the store itself.
 
 The child ignores SIGINT and SIGTERM -- Ctrl-C reaches the whole process
 group, and the consumer's graceful stop must still flush through it -- and
 leaves when its input closes, that is when the recording process ends,
-however it ends: killed, the consumer loses what was not yet handed over (at
-most one flush interval), never what the child holds.
-
-If the child cannot be started or dies, the store falls back to writing in
-this process, and says so in the log.
+however it ends: killed, the recording process loses what was not yet handed
+over (at most one flush interval), never what the child holds.
 """
+import json
 import logging
 import os
 import pickle
@@ -26,70 +42,227 @@ import signal
 import struct
 import subprocess
 import sys
-
-from hueyscope.events import writer
+import threading
+import time
 
 logger = logging.getLogger("hueyscope.recorder")
 
-# Each way, a message is a pickle preceded by its length. In: the arguments
-# of Store.write. Out: the child's store's written and dropped counts, and
-# the (level, message) lines it logged for that batch.
+# Each way, a message is a pickle preceded by its length. In: ("write",
+# arguments of Store.write) or ("query", sql, params). Out: (result, the
+# child store's written and dropped counts, drops not yet in the runs row,
+# the (level, message) lines it logged meanwhile); result is None for a
+# write, the rows for a query, or the text of the error a query raised.
 _HEADER = struct.Struct("<I")
+# The child's command: this process's import path first, so that it runs
+# the hueyscope this process runs, wherever that was found (an app that
+# put it on sys.path itself, a checkout), then main().
+_BOOT = ("import json, sys; sys.path[:0] = [p for p in json.loads("
+         "sys.argv.pop(1)) if p not in sys.path]; "
+         "from hueyscope.events.writer_process import main; main()")
+# Seconds before starting a child again after consecutive deaths; a batch
+# that is answered resets the count. The first restart is immediate: a child
+# killed once (by the OOM killer, by hand) costs nothing.
+RESTART_DELAYS = (0.0, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+# Popen waits for its child's exec on a pipe whose write end only the
+# child should have; a fork by another thread meanwhile (huey's process
+# workers start while the writer thread starts its writer process) copies
+# that end into a process that never execs, and Popen then waits forever.
+# Forks of this process wait while a writer process is being started.
+_spawning = threading.RLock()
+os.register_at_fork(before=_spawning.acquire,
+                    after_in_parent=_spawning.release,
+                    after_in_child=_spawning.release)
+
+
+class ChildDied(Exception):
+    """The writer process exited while a request was with it."""
 
 
 class ProcessStore:
-    """A :class:`~hueyscope.events.writer.Store` whose writes run in a child."""
+    """Writes batches through a child process; the interface of writer.Store."""
 
-    def __init__(self, path, give_up_after=60.0):
+    def __init__(self, path, give_up_after=60.0, migrations=None):
         self.path = path
         self.give_up_after = give_up_after
-        self.written = 0
-        self.dropped = 0
+        self.migrations = migrations  # see writer.Store
+        self.written = 0  # events committed, all children together
+        self.dropped = 0  # events given up, all children together
+        self.restarts = 0  # children that died and were replaced
         self._child = None
         self._to_child = self._from_child = None  # raw pipe ends
-        self._local = None  # the in-process store, once the child failed
-        self._local_base = (0, 0)
+        self._base = (0, 0)  # written, dropped of the children that died
+        self._fresh = True  # the child has not taken a batch yet
+        self._deaths = 0  # deaths since the last answered request
+        self._next_start = 0.0  # monotonic time a child may start again
+        # A new child's store knows nothing: the parent restates what only
+        # the dead one knew -- the runs row and the drops not yet in it.
+        self._run_row = None
+        self._owed = 0
+        self._lock = threading.Lock()  # one request at a time on the pipes
+
+    @property
+    def unrecorded(self):
+        """Events dropped that the runs row does not count yet, as last known."""
+        return self._owed
+
+    def start(self):
+        """Start the child now, without waiting for it to be ready.
+
+        Called when recording begins, so a short-lived producer does not wait
+        for the child's imports at its first flush: they run meanwhile.
+        """
+        with self._lock:
+            if self._child is None:
+                try:
+                    self._ensure_child(time.monotonic())
+                except ChildDied:
+                    pass  # logged; the first write tries again
 
     def write(self, plains, run_row, samples, dropped, run_id, host, pid, queue):
-        """Write one batch through the child; never raises."""
-        batch = (plains, run_row, samples, dropped, run_id, host, pid, queue)
-        if self._local is None:
+        """Write one batch through a child; never raises.
+
+        ``dropped`` counts events the caller lost before they reached the
+        store; they go into the runs row, not into this store's own count.
+        """
+        if run_row is not None:
+            self._run_row = run_row
+        self._owed += dropped
+        deadline = time.monotonic() + self.give_up_after
+        while True:
             try:
-                if self._child is None:
-                    self._start()
-                self._send(pickle.dumps(batch, pickle.HIGHEST_PROTOCOL))
-                size = _HEADER.unpack(self._read(_HEADER.size))[0]
-                self.written, self.dropped, lines = pickle.loads(
-                    self._read(size))
-            except Exception as exc:
-                # Whether the child committed the batch in flight before it
-                # died is unknown; written again here, it is at worst twice
-                # in the store, never missing.
-                logger.error("hueyscope recorder: writer process failed (%s); "
-                             "writing from this process from now on", exc)
-                self.close()
-                self._local = writer.Store(self.path, self.give_up_after)
-                self._local_base = (self.written, self.dropped)
-            else:
-                for level, message in lines:
-                    logger.log(level, "%s", message)
+                with self._lock:
+                    self._ensure_child(deadline)
+                    fresh = self._fresh
+                    batch = (plains, self._run_row if fresh else run_row,
+                             samples, self._owed if fresh else dropped,
+                             run_id, host, pid, queue)
+                    self._request(("write", batch))
                 return
-        self._local.write(*batch)
-        self.written = self._local_base[0] + self._local.written
-        self.dropped = self._local_base[1] + self._local.dropped
+            except (ChildDied, OSError) as exc:
+                if time.monotonic() >= deadline:
+                    self._give_up(plains, exc)
+                    return
+
+    def query(self, sql, params=(), timeout=10.0):
+        """Rows of a read-only ``sql`` on the store, read by the child.
+
+        Returns None when no answer came: the child busy with a batch
+        longer than ``timeout``, dead, or the query failed (logged).
+        """
+        if not self._lock.acquire(timeout=timeout):
+            return None
+        try:
+            self._ensure_child(time.monotonic() + timeout)
+            result = self._request(("query", sql, params))
+        except (ChildDied, OSError):
+            return None
+        finally:
+            self._lock.release()
+        if isinstance(result, str):
+            logger.warning("hueyscope recorder: query of the event store "
+                           "failed: %s", result)
+            return None
+        return result
+
+    # -- the child -----------------------------------------------------------
+
+    def _ensure_child(self, deadline):
+        """Start a child unless one runs; wait out the restart backoff first.
+
+        Raises ChildDied if the backoff runs past ``deadline``.
+        """
+        if self._child is not None:
+            return
+        wait = self._next_start - time.monotonic()
+        if wait > 0:
+            if time.monotonic() + wait > deadline:
+                time.sleep(max(0.0, deadline - time.monotonic()))
+                raise ChildDied("no writer process (restarting it in %.1f s)"
+                                % (self._next_start - time.monotonic()))
+            time.sleep(wait)
+        try:
+            self._start()
+        except OSError as exc:  # out of processes, of memory, of fds
+            self._schedule_restart()
+            logger.error("hueyscope recorder: cannot start the writer "
+                         "process (%s)", exc)
+            raise ChildDied(str(exc))
+
+    def _schedule_restart(self):
+        delay = RESTART_DELAYS[min(self._deaths, len(RESTART_DELAYS) - 1)]
+        self._deaths += 1
+        self._next_start = time.monotonic() + delay
+        return delay
 
     def _start(self):
         to_child, child_in = os.pipe()
         child_out, from_child = os.pipe()
         try:
-            self._child = subprocess.Popen(
-                [sys.executable, "-m", "hueyscope.events.writer_process",
-                 self.path, repr(self.give_up_after)],
-                stdin=to_child, stdout=from_child, close_fds=True)
+            with _spawning:
+                self._child = subprocess.Popen(
+                    [sys.executable, "-c", _BOOT, json.dumps(sys.path),
+                     self.path, repr(self.give_up_after),
+                     json.dumps(self.migrations)],
+                    stdin=to_child, stdout=from_child, close_fds=True)
+        except BaseException:
+            for fd in (child_in, child_out):
+                os.close(fd)
+            raise
         finally:
             os.close(to_child)
             os.close(from_child)
         self._to_child, self._from_child = child_in, child_out
+        self._fresh = True
+
+    def _request(self, message):
+        """Send one request and return the child's result; ChildDied if it died."""
+        try:
+            self._send(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+            size = _HEADER.unpack(self._read(_HEADER.size))[0]
+            answer = pickle.loads(self._read(size))
+        except (OSError, EOFError, pickle.UnpicklingError) as exc:
+            self._buried(exc)
+            raise ChildDied(str(exc))
+        result, written, dropped, owed, lines = answer
+        self.written = self._base[0] + written
+        self.dropped = self._base[1] + dropped
+        self._owed = owed
+        self._fresh = False
+        self._deaths = 0
+        for level, text in lines:
+            logger.log(level, "%s", text)
+        return result
+
+    def _buried(self, exc):
+        """Reap a dead child, log how it died, and set when the next may start."""
+        child = self._child
+        self._close_pipes()
+        self._child = None
+        self._base = (self.written, self.dropped)
+        how = "exited"
+        try:
+            code = child.wait(timeout=5)
+            how = ("killed by %s" % signal.Signals(-code).name if code < 0
+                   else "exited with code %d" % code)
+        except Exception:
+            child.kill()
+        self.restarts += 1
+        delay = self._schedule_restart()
+        logger.error("hueyscope recorder: the writer process %s (%s); a new "
+                     "one takes over in %.1f s and is given what it was "
+                     "writing", how, exc, delay)
+
+    def _give_up(self, plains, exc):
+        # Counted like a batch the store refused: in stats(), in the log,
+        # and in the runs row with the next batch that reaches the store.
+        self.dropped += len(plains)
+        self._base = (self._base[0], self._base[1] + len(plains))
+        self._owed += len(plains)
+        logger.error("hueyscope recorder: %d event(s) not recorded (no writer "
+                     "process could take them: %s); %d dropped in this "
+                     "process so far", len(plains), exc, self.dropped)
 
     def _send(self, data):
         view = memoryview(_HEADER.pack(len(data)) + data)
@@ -107,15 +280,14 @@ class ProcessStore:
 
     def close(self):
         """Close the pipes: the child writes what it has, then exits."""
-        self._close_pipes()
-        child, self._child = self._child, None
+        with self._lock:
+            self._close_pipes()
+            child, self._child = self._child, None
         if child is not None:
             try:
                 child.wait(timeout=self.give_up_after + 5)
             except Exception:
                 child.kill()
-        if self._local is not None:
-            self._local.close()
 
     def forget(self):
         """In a forked child: let go of the parent's pipes, touching nothing else.
@@ -125,6 +297,7 @@ class ProcessStore:
         """
         self._close_pipes()
         self._child = None
+        self._lock = threading.Lock()
 
     def _close_pipes(self):
         for fd in (self._to_child, self._from_child):
@@ -147,19 +320,26 @@ class _Lines(logging.Handler):
         self.lines.append((record.levelno, record.getMessage()))
 
 
-def serve(path, give_up_after, inp, out):
-    """The child's loop: batches in, answers out, until its input closes."""
+def serve(path, give_up_after, inp, out, migrations=None):
+    """The child's loop: requests in, answers out, until its input closes."""
+    from hueyscope.events import writer
+
     lines = _Lines()
     logger.addHandler(lines)
     logger.propagate = False
-    store = writer.Store(path, give_up_after)
+    store = writer.Store(path, give_up_after, migrations)
     while True:
         header = _read_exactly(inp, _HEADER.size)
         if not header:
             break
-        batch = pickle.loads(_read_exactly(inp, _HEADER.unpack(header)[0]))
-        store.write(*batch)
-        answer = pickle.dumps((store.written, store.dropped, lines.lines))
+        message = pickle.loads(_read_exactly(inp, _HEADER.unpack(header)[0]))
+        if message[0] == "write":
+            store.write(*message[1])
+            result = None
+        else:
+            result = store.query(*message[1:])
+        answer = pickle.dumps((result, store.written, store.dropped,
+                               store.unrecorded, lines.lines))
         lines.lines = []
         out.write(_HEADER.pack(len(answer)) + answer)
         out.flush()
@@ -169,7 +349,7 @@ def serve(path, give_up_after, inp, out):
 def _read_exactly(stream, size):
     data = stream.read(size)
     if data and len(data) < size:
-        raise EOFError("a batch was cut short")
+        raise EOFError("a request was cut short")
     return data
 
 
@@ -179,7 +359,8 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     path, give_up_after = sys.argv[1], float(sys.argv[2])
-    serve(path, give_up_after, sys.stdin.buffer, sys.stdout.buffer)
+    migrations = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
+    serve(path, give_up_after, sys.stdin.buffer, sys.stdout.buffer, migrations)
 
 
 if __name__ == "__main__":
