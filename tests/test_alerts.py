@@ -157,6 +157,19 @@ def test_a_task_pending_for_ten_minutes_fires(cli):
                     r"in the queue \(threshold 5 min\); 2 task\(s\) pending",
                     fired["oldest_pending"]), fired
 
+    # The queue is read too: one holding no message has nothing pending.
+    from huey import SqliteHuey
+
+    storage = SqliteHuey("hueyscope", filename=str(cli.queue)).storage
+    assert storage.queue_size() == 0
+    code, fired, result = check(cli, "-v")
+    assert (code, fired) == (0, {}), result.stdout
+    assert "oldest_pending: the queue holds no task (the store still shows 2 " \
+           "enqueued)" in result.stderr
+    storage.enqueue(b"a message", 0)
+    assert set(check(cli)[1]) == {"oldest_pending"}
+    assert set(check(cli, "--queue", "postgresql://nowhere/db")[1]) == {"oldest_pending"}
+
     # A scheduled task is not pending before its eta.
     db = open_event_store(str(cli.events))
     db["tasks"].update("old", {"ready": now + 60})

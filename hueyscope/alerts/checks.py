@@ -1,10 +1,10 @@
 """What each alert rule measures, read from the event store (and the queue).
 
 :func:`evaluate` runs the configured rules (see :mod:`hueyscope.alerts.rules`)
-and returns one :class:`Alert` per rule that fires, with the measured value,
-the threshold and a one-line message naming both. Each check also returns a
-:class:`Finding` when it does not fire, so ``hueyscope check -v`` can say
-what every rule saw.
+and returns one :class:`Finding` per rule: the measured value, the
+threshold, whether it fired (an alert), and a one-line message naming what
+was measured and both numbers. Quiet findings are kept too, so ``hueyscope
+check -v`` can say what every rule saw.
 
 The event store is read read-only (no ``-wal`` or ``-shm`` left beside a
 store nobody has open); times are compared with ``now`` (unix seconds), not
@@ -29,10 +29,6 @@ class Finding:
     message: str
     value: float = None
     threshold: float = None
-
-
-# A finding that fired is an alert.
-Alert = Finding
 
 
 @dataclasses.dataclass
@@ -274,6 +270,9 @@ def _declared_periodic(conn, now, live_within=60.0):
     Names come from the runs still beating, or the newest consumer run if
     none is: what the app declares now, not what an old deploy did.
     """
+    columns = {row[1] for row in conn.execute("pragma table_info(runs)")}
+    if "periodic" not in columns:  # a store no consumer has upgraded (m005)
+        return {}
     runs = conn.execute(
         "select started, coalesce(heartbeat, started), stopped, periodic "
         "from runs where role = 'consumer' and periodic is not null "
