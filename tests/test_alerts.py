@@ -394,7 +394,7 @@ NO_APPRISE = ("import sys; sys.modules['apprise'] = None; "
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("case", ["missing-store", "missing-rules-file",
                                   "not-a-store", "bad-notify-url",
-                                  "no-apprise"])
+                                  "bad-app", "no-apprise"])
 def test_bad_input_is_one_line_exit_2(cli, case):
     if case != "missing-store":
         db, _ = crafted_store(cli, beat_age=300)
@@ -408,6 +408,10 @@ def test_bad_input_is_one_line_exit_2(cli, case):
         (cli.folder / "other.db").write_text("not sqlite")
         result = cli.run("check", "--events", "other.db")
         message = "is not a SQLite database"
+    elif case == "bad-app":
+        # Imported for the crontabs of the periodic task the run declared.
+        result = cli.run("check", "--app", "no_such_module:huey")
+        message = "cannot import no_such_module"
     elif case == "bad-notify-url":
         result = cli.run("check", "--notify", "nonsense://")
         message = "apprise does not understand 'nonsense://'"
