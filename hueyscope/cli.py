@@ -21,6 +21,7 @@ COMMANDS = {
     "report": "hueyscope.reports.command:report",
     "browse": "hueyscope.browse.command:browse",
     "prune": "hueyscope.events.retention:prune",
+    "check": "hueyscope.alerts.command:check",
     "bench": "hueyscope.bench:bench",
 }
 

@@ -181,6 +181,25 @@ TABLES = {
             "wait_sum": "Sum of queue waits (seconds).",
         },
     },
+    "alerts": {
+        "description": "Alert rules a consumer found firing (consume "
+                       "--check-every): one row per rule per check. Newest "
+                       "first.",
+        "sort_desc": "ts",
+        "facets": ["rule"],
+        "label_column": "rule",
+        "columns": {
+            "id": "Row id, in order of recording.",
+            "ts": "When the check ran (unix seconds, UTC).",
+            "rule": "oldest_pending, failure_rate, lost_task, no_consumer "
+                    "or missed_tick.",
+            "message": "What fired, with the value and the threshold.",
+            "value": "What the rule measured (seconds, a share or a count).",
+            "threshold": "The rule's threshold, in the same unit: it fires "
+                         "above it.",
+            "run_id": "The consumer run that checked (runs.id).",
+        },
+    },
 }
 
 HIDE_SQL_LINES = 12

@@ -16,6 +16,7 @@ from huey.constants import WORKER_PROCESS, WORKER_THREAD
 from huey.exceptions import ConfigurationError
 
 import hueyscope
+from hueyscope.alerts.command import rules_from, rules_option
 from hueyscope.apps import open_app
 from hueyscope.consumer.retention import RetentionLoop
 from hueyscope.consumer.runner import Consumer
@@ -71,6 +72,15 @@ class ReportLoop:
         return True
 
 
+def _alert_loop(settings, rules, every, huey, consumer):
+    """Checks of ``rules`` every ``every`` seconds, recorded under this run."""
+    from hueyscope.alerts.loop import AlertLoop
+
+    queue = settings.queue_path if settings.queue_scheme == "sqlite" else None
+    return AlertLoop(settings.events, rules, every, huey=huey, queue=queue,
+                     run_id=lambda: consumer.run_id)
+
+
 def configure_logging(level):
     root = logging.getLogger()
     if not root.handlers:
@@ -122,6 +132,12 @@ def configure_logging(level):
                    "(taken through huey's own storage). Locks of dead "
                    "consumers are freed anyway on a leased queue, and a live "
                    "holder's lock never is.")
+@click.option("--check-every", type=FloatRange(min=1), default=None,
+              metavar="SECONDS",
+              help="Check the alert rules every SECONDS and record each "
+                   "firing alert in the event store's alerts table (see "
+                   "hueyscope check).")
+@rules_option
 @lease_options
 @click.option("--heartbeat-every", type=FloatRange(min=0.1), default=2.0,
               show_default=True,
@@ -131,8 +147,8 @@ def configure_logging(level):
 def consume(settings, site, workers, worker_type, periodic, initial_delay,
             max_delay, backoff, scheduler_interval, health_check_interval,
             health_check, shutdown_timeout, report_every, retention,
-            flush_locks, lease_timeout, max_recoveries, keep_failed,
-            heartbeat_every, quiet, verbose):
+            flush_locks, check_every, rules_path, lease_timeout,
+            max_recoveries, keep_failed, heartbeat_every, quiet, verbose):
     """Run the consumer: execute the tasks of the configured queue.
 
     \b
@@ -141,6 +157,7 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
         hueyscope consume --app myapp.tasks:huey --worker-type process
         hueyscope consume --report-every 60 --site /var/www/tasks
         hueyscope consume --retention 30d --no-args
+        hueyscope consume --check-every 60 --rules rules.toml
 
     SIGINT (Ctrl-C) and SIGTERM stop it gracefully: tasks in flight finish,
     then it exits 0. A second signal interrupts them; interrupted tasks go
@@ -158,6 +175,7 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
     if 60 % scheduler_interval:
         raise BadInput("--scheduler-interval must be a factor of 60, not %d"
                        % scheduler_interval)
+    rules = rules_from(rules_path)
     try:
         huey = open_app(settings)
         recorder = hueyscope.attach(huey, events=settings.events)
@@ -181,13 +199,16 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
         raise BadInput("%s has immediate mode on; a consumer cannot run it"
                        % settings.app)
 
-    reports = pruning = None
+    reports = pruning = alerts = None
     if report_every:
         reports = ReportLoop(settings.events, settings.site, report_every)
         reports.start()
     if retention:
         pruning = RetentionLoop(settings.events, retention)
         pruning.start()
+    if check_every:
+        alerts = _alert_loop(settings, rules, check_every, huey, consumer)
+        alerts.start()
     logger.info("hueyscope consumer: %d %s worker(s) on %s, events in %s, "
                 "pid %d. Ctrl-C or SIGTERM stops gracefully.", workers,
                 worker_type, settings.queue, settings.events,
@@ -195,6 +216,8 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
     try:
         reason = consumer.run()
     finally:
+        if alerts is not None:
+            alerts.stop()
         if pruning is not None:
             pruning.stop()
         if reports is not None:

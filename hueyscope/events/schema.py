@@ -12,6 +12,7 @@ Tables:
 - ``queue_samples``: pending / scheduled / in-flight counts over time.
 - ``rollup_hourly``: per task, signal and hour counts and sums, kept by the
   writer in the same transaction, so totals survive retention pruning.
+- ``alerts``: alert rules a consumer found firing (m007).
 """
 import sqlite3
 
@@ -41,7 +42,7 @@ TERMINAL_SIGNALS = frozenset((
     "rate-limited",
 ))
 
-TABLES = ("runs", "events", "tasks", "queue_samples", "rollup_hourly")
+TABLES = ("runs", "events", "tasks", "queue_samples", "rollup_hourly", "alerts")
 
 
 @migrations()
@@ -357,6 +358,21 @@ def m006_store_recreated(db):
     db.execute("alter table runs add column store_recreated float")
     db.execute("alter table runs add column events_lost integer not null "
                "default 0")
+
+
+@migrations()
+def m007_alerts(db):
+    """Alerts a consumer's checks found firing (``consume --check-every``).
+
+    One row per firing rule per check: when, which rule, its one-line
+    message, the value it measured and the threshold it crossed, and the
+    consumer run that checked.
+    """
+    db["alerts"].create({
+        "id": int, "ts": float, "rule": str, "message": str,
+        "value": float, "threshold": float, "run_id": str,
+    }, pk="id", not_null={"ts", "rule", "message"})
+    db.execute("create index idx_alerts_ts on alerts (ts)")
 
 
 # Every migration this version knows; a store listing another one was

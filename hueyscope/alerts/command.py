@@ -1,0 +1,108 @@
+"""``hueyscope check``: evaluate the alert rules once; the exit code says how it went.
+
+0: every rule is quiet. 1: at least one fired, one line each on stdout.
+2: bad input (a bad rules file, a missing store, --notify without apprise),
+one ``Error: ...`` line on stderr. Made for cron, systemd's OnFailure= and CI.
+"""
+import click
+
+from hueyscope.alerts.checks import Sources, evaluate, firing
+from hueyscope.alerts.rules import load_rules
+from hueyscope.options import BadInput, Path, settings_options
+
+
+def rules_option(fn):
+    """``--rules PATH``: a rules.toml overriding the default rules."""
+    return click.option(
+        "--rules", "rules_path", type=Path(exists=True, dir_okay=False),
+        default=None, envvar="HUEYSCOPE_RULES", show_envvar=True,
+        metavar="PATH",
+        help="TOML file overriding the default alert rules' thresholds and "
+             "windows, or disabling rules (default: every rule at its "
+             "defaults).",
+    )(fn)
+
+
+def rules_from(path):
+    """The enabled rules of ``path`` (or the defaults); BadInput if it is bad."""
+    try:
+        return load_rules(path)
+    except ValueError as exc:
+        raise BadInput(str(exc))
+
+
+def app_loader(settings):
+    """A callable loading the settings' Huey once, on first use.
+
+    Only the periodic check needs the app (for its crontabs), and only when
+    a consumer declared periodic tasks: a store without any is checked
+    without importing anything.
+    """
+    loaded = []
+
+    def load():
+        if not loaded:
+            from hueyscope.apps import load_app
+
+            settings.export_env()
+            try:
+                loaded.append(load_app(settings.app))
+            except ValueError as exc:
+                raise BadInput(str(exc))
+        return loaded[0]
+
+    return load
+
+
+@click.command()
+@settings_options(only=("queue", "events", "app"))
+@rules_option
+@click.option("--notify", "notify_urls", multiple=True, metavar="URL",
+              help="Also send each firing alert to this apprise URL "
+                   "(json://host/path, mailto://..., slack://...); repeat "
+                   "for several. Needs pip install 'hueyscope[alerts]'.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also print what each quiet rule measured, on stderr.")
+def check(settings, rules_path, notify_urls, verbose):
+    """Check the alert rules: exit 1 if one fires, 0 if none.
+
+    \b
+    Examples:
+        hueyscope check
+        hueyscope check --rules /etc/hueyscope/rules.toml
+        hueyscope check --notify json://alerts.internal/hook
+
+    Rules (see README, Alerts): oldest_pending, failure_rate, lost_task,
+    no_consumer, missed_tick. Each firing rule prints one line on stdout,
+    naming what fired, the value and the threshold; exit code 1. Nothing is
+    printed when every rule is quiet (exit 0). Bad input exits 2.
+    """
+    from hueyscope.events.schema import check_event_store
+
+    rules = rules_from(rules_path)
+    targets = None
+    if notify_urls:
+        from hueyscope.alerts.notify import notifier
+
+        try:
+            targets = notifier(notify_urls)
+        except ValueError as exc:
+            raise BadInput(str(exc))
+    try:
+        check_event_store(settings.events, must_exist=True)
+    except ValueError as exc:
+        raise BadInput(str(exc))
+    queue = settings.queue_path if settings.queue_scheme == "sqlite" else None
+    findings = evaluate(rules, Sources(settings.events, queue=queue,
+                                       app=app_loader(settings)))
+    alerts = firing(findings)
+    for finding in findings:
+        if finding.fired:
+            click.echo(finding.message)
+        elif verbose:
+            click.echo("ok %s" % finding.message, err=True)
+    if targets is not None and alerts:
+        from hueyscope.alerts.notify import send
+
+        send(targets, alerts)
+    raise SystemExit(1 if alerts else 0)
