@@ -16,6 +16,7 @@ COMMANDS = {
     "report": "hueyscope.reports.command:report",
     "browse": "hueyscope.browse.command:browse",
     "prune": "hueyscope.events.retention:prune",
+    "metrics": "hueyscope.metrics.command:metrics",
     "bench": "hueyscope.bench:bench",
 }
 
