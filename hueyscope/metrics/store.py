@@ -119,7 +119,8 @@ METRICS = (
            "the event store"),
     Metric("hueyscope_queue_up", "gauge", (),
            "1 when the queue's tables could be read at this scrape, else 0 "
-           "(absent for a Redis queue or with no queue).",
+           "(a queue file not created yet, a server down); absent for a "
+           "Redis queue.",
            "the queue"),
     Metric("hueyscope_metrics_collect_seconds", "gauge", (),
            "Seconds this scrape spent computing its values.",
