@@ -364,3 +364,88 @@ def test_the_dashboard_queries_only_metrics_that_exist(recorded_metrics):
     # Every metric family is on the dashboard.
     assert {m.name for m in METRICS} <= {
         re.sub(r"_(bucket|count|sum)$", "", q) for q in queried}
+
+
+# -- leases and the failed set, on a SQLite and a PostgreSQL queue ----------
+
+TESTS = Path(__file__).resolve().parent
+POSTGRES = os.environ.get("HUEYSCOPE_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def sqlite_queue(cli):
+    return cli, lambda sql: query(cli.queue, sql)
+
+
+@pytest.fixture
+def postgres_queue(cli):
+    """``cli`` on a PostgreSQL queue in a schema of its own, dropped after."""
+    import uuid
+
+    from conftest import require_server
+
+    psycopg = pytest.importorskip("psycopg")
+    schema = "hs_metrics_" + uuid.uuid4().hex[:10]
+    try:
+        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        require_server("PostgreSQL", POSTGRES, exc)
+    admin.execute("create schema %s" % schema)
+    cli.env["HUEYSCOPE_QUEUE"] = "%s?options=-csearch_path%%3D%s" % (POSTGRES, schema)
+
+    def sql(statement):
+        admin.execute("set search_path = %s" % schema)
+        return admin.execute(statement).fetchall()
+
+    yield cli, sql
+    cli.close()
+    admin.execute("drop schema %s cascade" % schema)
+    admin.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("queue", ["sqlite_queue", "postgres_queue"])
+def test_leases_and_failed_set_are_the_queues_tables(request, queue):
+    """A task the consumer does not have is parked (the failed set); a
+    60 s task holds its lease while the metrics are scraped."""
+    cli, sql = request.getfixturevalue(queue)
+    cli.env.update(PYTHONPATH=str(TESTS), HUEYSCOPE_APP="ledger_app:huey",
+                   LEDGER=str(cli.folder / "ledger.txt"))
+    producer = subprocess.run(
+        [sys.executable, "-c", "import ledger_app as a; "
+         "a.only_in_the_producer(); a.work(1, seconds=60)"],
+        cwd=cli.folder, env=dict(cli.env, LEDGER_EXTRA_TASK="1"),
+        capture_output=True, text=True, timeout=60)
+    assert producer.returncode == 0, producer.stderr
+    cli.start("consume", "-w", "1", "--no-periodic", "--max-delay", "0.1",
+              "--heartbeat-every", "0.5", name="consumer")
+    wait_until(lambda: sql("select count(*) from hueyscope_lease") == [(1,)]
+               and sql("select count(*) from hueyscope_dead_letter") == [(1,)]
+               and scalar(cli.events, "select count(*) from events where "
+                          "signal = 'dropped'") == 1,
+               timeout=60, message="one task leased, one parked")
+    parsed = Served(cli).samples()
+    assert values(parsed, "hueyscope_leases_held") == {"ledger": 1}
+    assert values(parsed, "hueyscope_failed_set_tasks") == {"ledger": 1}
+    assert values(parsed, "hueyscope_queue_up") == {(): 1}
+    # The dropped event names the task as the message does (module and
+    # name), the enqueue as the producer's registry does.
+    dropped = {name: n for name, n in values(
+        parsed, "hueyscope_task_outcomes_total", outcome="dropped").items() if n}
+    assert dropped == {"ledger_app.only_in_the_producer": 1}
+    assert values(parsed, "hueyscope_tasks", status="executing") == {
+        "work": 1, "only_in_the_producer": 0}
+    assert values(parsed, "hueyscope_tasks", status="dropped") == {
+        "work": 0, "only_in_the_producer": 1}
+
+
+@pytest.mark.timeout(60)
+def test_a_redis_queue_leaves_the_queue_metrics_out(cli, recorded_store):
+    out = cli.folder / "hueyscope.prom"
+    result = cli.run("metrics", "--textfile", out, "--events", recorded_store,
+                     "--queue", "redis://127.0.0.1:1/0")
+    assert result.returncode == 0, result.stderr
+    names = {f.name for f in text_string_to_metric_families(out.read_text())}
+    assert "hueyscope_task_outcomes" in names
+    assert not names & {"hueyscope_leases_held", "hueyscope_failed_set_tasks",
+                        "hueyscope_queue_up"}
