@@ -253,9 +253,12 @@ def _folder_files(folder):
 @pytest.mark.timeout(120)
 def test_textfile_is_written_once_and_parses(cli, recorded_store, recorded_metrics):
     out = cli.folder / "hueyscope.prom"
+    beside = sorted(p.name for p in recorded_store.parent.iterdir())
     result = cli.run("metrics", "--textfile", out, "--events", recorded_store,
                      "--queue", recorded_store.parent / "queue.db")
     assert result.returncode == 0, result.stderr
+    # Read without a trace: no -wal or -shm left beside the store or queue.
+    assert sorted(p.name for p in recorded_store.parent.iterdir()) == beside
     written = samples(out.read_text())
     served = recorded_metrics[1]
     # The same numbers as over HTTP, but for the time the scrape took.

@@ -182,7 +182,8 @@ def _statuses(conn):
     Grouping every row by task and status reads the whole table (0.6 s at
     a million events). Almost every task is complete, so: tasks per name
     from the task index alone, the few in any other status through the
-    status index, and complete as the difference.
+    status index, and complete as the difference (so a status this code
+    does not know would count as complete: STATUSES is the writer's list).
     """
     totals = dict(conn.execute("select task, count(*) from tasks group by task"))
     others = [status for status in STATUSES if status != "complete"]
