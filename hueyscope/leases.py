@@ -34,6 +34,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -49,7 +50,7 @@ from hueyscope.queue import DurableSqliteStorage
 
 logger = logging.getLogger("hueyscope.leases")
 
-LEASE_SCHEMA = 1
+LEASE_SCHEMA = 2  # 2: the dead-letter table is the failed set (kind, error)
 HEARTBEAT_INTERVAL = 5.0  # seconds between a holder's heartbeats
 LOCK_MARK = ".lock."  # huey's lock keys are "<queue>.lock.<name>"
 
@@ -76,14 +77,21 @@ DDL = [
     "create table if not exists hueyscope_recoveries ("
     "queue text not null, task_id text not null, count integer not null, "
     "updated real not null, primary key (queue, task_id))",
-    # Messages parked instead of run: poison tasks, unknown tasks.
+    # The failed set: messages parked instead of run (kind 'lost': a poison
+    # task; 'dropped': a task the consumer does not have) or failed for good
+    # (kind 'failed'), each with its original message.
     "create table if not exists hueyscope_dead_letter ("
     "id integer primary key, queue text not null, task_id text, task text, "
     "data blob not null, priority real not null default 0, reason text, "
-    "recoveries integer not null default 0, run_id text, parked real not null)",
+    "recoveries integer not null default 0, run_id text, parked real not null, "
+    "kind text, error_type text, fingerprint text)",
     "insert or ignore into hueyscope_meta (key, value) "
     "values ('lease_schema', %d)" % LEASE_SCHEMA,
 ]
+
+
+# Columns lease schema 2 added to hueyscope_dead_letter.
+DEAD_LETTER_COLUMNS = ("kind", "error_type", "fingerprint")
 
 
 class QueueCursor:
@@ -232,23 +240,50 @@ class LeaseKeeping:
             self._pending.append(lease)
         local.keep = False
 
-    def park_current(self, reason, message=None):
-        """Move this thread's lease to the dead-letter table (e.g. an unknown task)."""
+    def park_current(self, reason, message=None, kind="dropped",
+                     error_type=None, fingerprint=None):
+        """Move this thread's lease to the failed set, its message as it was taken.
+
+        ``kind``: 'dropped' (a task this consumer does not have) or 'failed'
+        (see :meth:`fail_current`).
+        """
         local = self._local
         lease = getattr(local, "lease", None)
         if lease is None:
             return
         local.lease = None
+        local.release_on_write = False
         task_id = getattr(message, "id", None)
         name = getattr(message, "name", None)
         with self.db(commit=True) as curs:
             curs = QueueCursor(self, curs)
             curs.execute(
                 "insert into hueyscope_dead_letter (queue, task_id, task, data, "
-                "priority, reason, run_id, parked) select queue, ?, ?, data, "
-                "priority, ?, ?, ? from hueyscope_lease where id = ?",
-                (task_id, name, reason, self._run_id(), time.time(), lease))
+                "priority, reason, run_id, parked, kind, error_type, "
+                "fingerprint) select queue, ?, ?, data, priority, ?, ?, ?, ?, "
+                "?, ? from hueyscope_lease where id = ?",
+                (task_id, name, reason, self._run_id(), time.time(), kind,
+                 error_type, fingerprint, lease))
             curs.execute("delete from hueyscope_lease where id = ?", (lease,))
+
+    def fail_current(self, task, exc):
+        """The task failed for good: its message goes to the failed set.
+
+        What ``hueyscope retry`` puts back on the queue, and ``hueyscope
+        discard`` deletes. The fingerprint is the event store's, so a group
+        of failures in the report is a group here too.
+        """
+        if not self.owns(task.id):
+            return
+        from hueyscope.events.recorder import fingerprint
+
+        error_type = type(exc).__name__ if exc is not None else None
+        message = str(exc)[:4000] if exc is not None else ""
+        reason = "%s: %s" % (error_type, message) if error_type else "failed"
+        self.park_current(reason, task, kind="failed", error_type=error_type,
+                          fingerprint=fingerprint(
+                              error_type, message,
+                              getattr(exc, "__traceback__", None)))
 
     def release_pending(self):
         """Write any release still waiting for a transaction (idle workers)."""
@@ -338,6 +373,21 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
 
     def lock_for_recovery(self, curs):
         """Nothing to do: every write transaction here is exclusive."""
+
+    def initialize_schema(self):
+        super().initialize_schema()
+        # A queue made by lease schema 1: the dead-letter table becomes the
+        # failed set, in one transaction with the schema's new number.
+        with self.db(commit=True) as curs:
+            have = {row[1] for row in curs.execute(
+                "pragma table_info(hueyscope_dead_letter)")}
+            for column in DEAD_LETTER_COLUMNS:
+                if column not in have:
+                    curs.execute("alter table hueyscope_dead_letter add "
+                                 "column %s text" % column)
+            curs.execute("update hueyscope_meta set value = ? where key = "
+                         "'lease_schema' and value < ?",
+                         (LEASE_SCHEMA, LEASE_SCHEMA))
 
     # -- transactions that also settle leases ------------------------------
 
@@ -649,9 +699,18 @@ class LeasedHuey:
         if signal == S.SIGNAL_COMPLETE or signal == S.SIGNAL_RETRYING:
             # Next come the continuation's enqueue or the retry's.
             self.storage.release_with_next_write(task.id)
-        elif signal == S.SIGNAL_ERROR and not task.retries:
-            # A final failure: its error result (or on_error task) is next.
-            self.storage.release_with_next_write(task.id)
+        elif (signal == S.SIGNAL_ERROR or signal == S.SIGNAL_TIMEOUT) \
+                and not task.retries:
+            # A final failure: its message joins the failed set, in a
+            # transaction of its own; its error result (or on_error task)
+            # is written next.
+            try:
+                exc = args[0] if args else kwargs.get("exc") or sys.exc_info()[1]
+                self.storage.fail_current(task, exc)
+            except Exception:
+                logger.exception("Could not keep failed task %s in the failed "
+                                 "set; its lease is released.", task.id)
+                self.storage.release_with_next_write(task.id)
         elif signal == S.SIGNAL_INTERRUPTED:
             self.storage.keep_lease(task.id)
         super()._emit(signal, task, *args, **kwargs)

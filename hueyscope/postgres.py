@@ -27,7 +27,7 @@ from huey.api import PostgresHuey as _HueyPostgresHuey
 from huey.exceptions import ConfigurationError
 from huey.storage import PostgresStorage
 
-from hueyscope.leases import LeasedHuey, LeaseKeeping
+from hueyscope.leases import DEAD_LETTER_COLUMNS, LeasedHuey, LeaseKeeping
 from hueyscope.periodic import KEEP_SECONDS, OncePerTick
 
 # The tables of record, as on SQLite (psycopg's parameter style).
@@ -51,8 +51,10 @@ LEASE_DDL = [
     "id bigserial primary key, queue text not null, task_id text, task text, "
     "data bytea not null, priority double precision not null default 0, "
     "reason text, recoveries integer not null default 0, run_id text, "
-    "parked double precision not null)",
-]
+    "parked double precision not null, kind text, error_type text, "
+    "fingerprint text)",
+] + ["alter table hueyscope_dead_letter add column if not exists %s text" % c
+     for c in DEAD_LETTER_COLUMNS]
 SCHEMA_LOCK = "select pg_advisory_xact_lock(hashtext('hueyscope_schema'))"
 # One recovery at a time across every consumer of the database.
 RECOVERY_LOCK = "select pg_advisory_xact_lock(hashtext('hueyscope_recovery'))"
@@ -268,8 +270,9 @@ def make_postgres_huey(name, dsn, leased=True, **huey_kwargs):
     database that does not exist or a missing driver shows up here.
     """
     huey_class = LeasedPostgresHuey if leased else PostgresHuey
+    huey_kwargs.setdefault("utc", True)
     try:
-        return huey_class(name, dsn=dsn, utc=True, **huey_kwargs)
+        return huey_class(name, dsn=dsn, **huey_kwargs)
     except ConfigurationError:
         raise ValueError("a postgresql:// queue needs psycopg 3: "
                          "pip install 'hueyscope[postgres]'")

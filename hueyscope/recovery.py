@@ -113,12 +113,14 @@ def _message(huey, data):
 
 
 def recover(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT,
-            max_recoveries=DEFAULT_MAX_RECOVERIES, dry_run=False, own_pids=()):
+            max_recoveries=DEFAULT_MAX_RECOVERIES, dry_run=False, own_pids=(),
+            keep_failed=None):
     """Put the leases of dead holders back on ``huey``'s queue; free their locks.
 
     ``own_pids`` are processes of the caller's (itself, its stopped worker
     processes) whose leases go back too -- tasks interrupted as a consumer
     stops -- without counting towards ``max_recoveries``.
+    ``keep_failed``: seconds the failed set keeps an entry (default 30 days).
     Returns an :class:`Outcome`; with ``dry_run`` nothing is changed and no
     event is recorded. Signals ``recovered`` and ``lost`` go to the recorder.
     """
@@ -129,7 +131,8 @@ def recover(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT,
     outcome = Outcome()
     try:
         later = _recover_in_transaction(huey, outcome, set(own_pids),
-                                        lease_timeout, max_recoveries, dry_run)
+                                        lease_timeout, max_recoveries, dry_run,
+                                        keep_failed)
     except _DryRun:
         return outcome
     if os.getpid() in own_pids:
@@ -149,7 +152,7 @@ def recover(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT,
 
 
 def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
-                            max_recoveries, dry_run):
+                            max_recoveries, dry_run, keep_failed=None):
     """The recovery itself, in one exclusive transaction; returns signals to emit."""
     storage = huey.storage
     later = []  # signals to emit once the transaction has committed
@@ -163,6 +166,10 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
         dead = dead_holders(rows, lease_timeout, own=own)
         dead.update(_orphans(curs))
         outcome.dead = [(h, reason) for h, reason in dead.values()]
+        if not dry_run:
+            from hueyscope.failed import DEFAULT_KEEP_FAILED, forget_old
+
+            forget_old(curs, storage, keep_failed or DEFAULT_KEEP_FAILED)
         if not dead:
             return later
         marks = ",".join("?" * len(dead))
@@ -207,8 +214,8 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
                 entry["reason"] = why
                 curs.execute(
                     "insert into hueyscope_dead_letter (queue, task_id, task, "
-                    "data, priority, reason, recoveries, run_id, parked) "
-                    "values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "data, priority, reason, recoveries, run_id, parked, kind) "
+                    "values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'lost')",
                     (storage.name, task_id, name, data, priority, why, count - 1,
                      h.run_id, now))
                 outcome.parked.append(entry)
@@ -348,8 +355,17 @@ def _emit(huey, signal, what, extra):
 # -- the command --------------------------------------------------------------
 
 def lease_options(fn):
-    """``--lease-timeout`` and ``--max-recoveries``, shared by consume and recover."""
+    """``--lease-timeout``, ``--max-recoveries`` and ``--keep-failed``,
+    shared by consume and recover."""
+    from hueyscope.events.retention import Duration
+    from hueyscope.failed import DEFAULT_KEEP_FAILED
     from hueyscope.options import FloatRange, IntRange
+
+    fn = click.option(
+        "--keep-failed", type=Duration(), default=DEFAULT_KEEP_FAILED,
+        show_default="30d", envvar="HUEYSCOPE_KEEP_FAILED", show_envvar=True,
+        help="How long the failed set keeps a task (hueyscope failed); "
+             "older entries are deleted at each recovery, e.g. 7d, 12h.")(fn)
 
     fn = click.option(
         "--max-recoveries", type=IntRange(min=0), default=DEFAULT_MAX_RECOVERIES,
@@ -407,7 +423,8 @@ def _settings_options(fn):
 @lease_options
 @click.option("--dry-run", is_flag=True,
               help="Show what would be moved and freed; change nothing.")
-def recover_command(settings, lease_timeout, max_recoveries, dry_run):
+def recover_command(settings, lease_timeout, max_recoveries, keep_failed,
+                    dry_run):
     """Put the tasks of dead consumers back on the queue and free their locks.
 
     Consumers do this on their own at start and at every health check; run
@@ -435,7 +452,7 @@ def recover_command(settings, lease_timeout, max_recoveries, dry_run):
 
             hueyscope.attach(huey, events=settings.events)
         outcome = recover(huey, dry_run=dry_run, lease_timeout=lease_timeout,
-                          max_recoveries=max_recoveries)
+                          max_recoveries=max_recoveries, keep_failed=keep_failed)
     except ValueError as exc:
         raise BadInput(str(exc))
     echo_outcome(outcome, dry_run)

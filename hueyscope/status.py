@@ -259,5 +259,5 @@ def status(settings, as_json, lease_timeout):
         for item in q["lock_holders"]:
             click.echo("    lock %s held %.0f s by %s" % (
                 item["lock"], item["age"], _holder_text(item)))
-        click.echo("  parked     %6d   dead-letter table (poison or unknown tasks)"
-                   % q["parked"])
+        click.echo("  failed     %6d   the failed set: failed for good, lost or "
+                   "dropped (hueyscope failed)" % q["parked"])

@@ -185,7 +185,12 @@ def test_runs_and_queue_of_a_stopped_consumer(recorded_metrics):
     assert values(parsed, "hueyscope_queue_oldest_pending_age_seconds") == {
         "hueyscope": 0}
     assert values(parsed, "hueyscope_leases_held") == {}
-    assert values(parsed, "hueyscope_failed_set_tasks") == {}
+    # The task that failed for good is kept in the failed set.
+    assert query(store.parent / "queue.db", "select count(*) from "
+                 "hueyscope_dead_letter where kind = 'failed'") == [(1,)]
+    assert values(parsed, "hueyscope_failed_set_tasks") == {
+        ("failed", "hueyscope"): 1, ("dropped", "hueyscope"): 0,
+        ("lost", "hueyscope"): 0}
     assert values(parsed, "hueyscope_event_store_up") == {(): 1}
     assert values(parsed, "hueyscope_queue_up") == {(): 1}
 
@@ -429,7 +434,8 @@ def test_leases_and_failed_set_are_the_queues_tables(request, queue):
                timeout=60, message="one task leased, one parked")
     parsed = Served(cli).samples()
     assert values(parsed, "hueyscope_leases_held") == {"ledger": 1}
-    assert values(parsed, "hueyscope_failed_set_tasks") == {"ledger": 1}
+    assert values(parsed, "hueyscope_failed_set_tasks") == {
+        ("dropped", "ledger"): 1, ("failed", "ledger"): 0, ("lost", "ledger"): 0}
     assert values(parsed, "hueyscope_queue_up") == {(): 1}
     # The dropped event names the task as the message does (module and
     # name), the enqueue as the producer's registry does.

@@ -224,3 +224,27 @@ def test_one_report_counts_two_hosts_exactly(pg):
     assert "host-a" in runs_page and "host-b" in runs_page
     index = (pg.site / "index.html").read_text()
     assert ">%s<" % "{:,}".format(total) in index
+
+
+@pytest.mark.timeout(120)
+def test_a_task_failed_for_good_is_retried_from_the_failed_set(pg):
+    pg.env.update(HUEYSCOPE_APP="truth_app:huey",
+                  TRUTH_FIXED=str(pg.folder / "fixed.txt"))
+    task_id = subprocess.run(
+        [sys.executable, "-c", "import truth_app as a; print(a.fails_until_fixed().id)"],
+        cwd=pg.folder, env=pg.env, capture_output=True, text=True, check=True,
+        timeout=60).stdout.strip()
+    consumer = consume(pg, "-w", "2")
+
+    def status():
+        return scalar(pg.events, "select status from tasks where task_id = ?",
+                      (task_id,))
+
+    wait_until(lambda: status() == "failed", message="the task to fail for good")
+    listed = json.loads(pg.run("failed", "--json").stdout)
+    assert [(e["task_id"], e["kind"]) for e in listed] == [(task_id, "failed")]
+    (pg.folder / "fixed.txt").write_text("")
+    assert pg.run("retry", str(listed[0]["id"])).returncode == 0
+    wait_until(lambda: status() == "complete", message="the retried task to complete")
+    assert consumer.stop() == 0, consumer.describe()
+    assert pg.sql("select count(*) from hueyscope_dead_letter") == [(0,)]

@@ -43,9 +43,11 @@ def test_shows_a_lock_while_a_locked_job_runs(cli):
     consumer = cli.start("consume", "--no-periodic", "--max-delay", "0.2",
                          name="consumer")
     assert cli.run("produce", "locks").returncode == 0
-    wait_until(lambda: status(cli)["locks"] == ["demo:daily-sync"], timeout=30,
-               message="the lock to show up")
-    assert "demo:daily-sync" in cli.run("status").stdout
+    # The jobs hold the lock about a second each: the JSON and the text are
+    # looked at back to back until both caught it.
+    wait_until(lambda: status(cli)["locks"] == ["demo:daily-sync"]
+               and "demo:daily-sync" in cli.run("status").stdout, timeout=30,
+               message="the lock to show up in the JSON and the text")
     assert consumer.stop(signal.SIGTERM) == 0
 
 

@@ -24,8 +24,14 @@ elif os.environ.get("HUEYSCOPE_DELIVERY") == "at-most-once":
     _cls = DurableSqliteHuey
 else:
     _cls = hueyscope.SqliteHuey
-huey = _cls("truth", filename=os.environ["HUEYSCOPE_QUEUE"], utc=UTC,
-            timeout=TIMEOUT)
+if "://" in os.environ["HUEYSCOPE_QUEUE"]:  # a server queue: as --queue builds it
+    from hueyscope.queue import make_huey
+    from hueyscope.settings import Settings
+
+    huey = make_huey(Settings.build(), name="truth", utc=UTC)
+else:
+    huey = _cls("truth", filename=os.environ["HUEYSCOPE_QUEUE"], utc=UTC,
+                timeout=TIMEOUT)
 hueyscope.attach(huey, os.environ["HUEYSCOPE_EVENTS"])
 COUNTER = os.environ.get("TRUTH_COUNTER", "retries.txt")
 
@@ -65,6 +71,17 @@ def retry_twice():
 @huey.task(retries=2)
 def always_fails():
     raise ValueError("no luck")
+
+
+FIXED = os.environ.get("TRUTH_FIXED", "fixed.txt")
+
+
+@huey.task(retries=1)
+def fails_until_fixed():
+    """Fails (twice: one retry) until the file TRUTH_FIXED exists."""
+    if not os.path.exists(FIXED):
+        raise ValueError("not fixed yet")
+    return "fixed"
 
 
 @huey.periodic_task(crontab(minute="*"))

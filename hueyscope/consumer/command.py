@@ -131,8 +131,8 @@ def configure_logging(level):
 def consume(settings, site, workers, worker_type, periodic, initial_delay,
             max_delay, backoff, scheduler_interval, health_check_interval,
             health_check, shutdown_timeout, report_every, retention,
-            flush_locks, lease_timeout, max_recoveries, heartbeat_every,
-            quiet, verbose):
+            flush_locks, lease_timeout, max_recoveries, keep_failed,
+            heartbeat_every, quiet, verbose):
     """Run the consumer: execute the tasks of the configured queue.
 
     \b
@@ -173,7 +173,8 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
             check_worker_health=health_check,
             health_check_interval=health_check_interval,
             shutdown_timeout=shutdown_timeout, flush_locks=flush_locks,
-            lease_timeout=lease_timeout, max_recoveries=max_recoveries)
+            lease_timeout=lease_timeout, max_recoveries=max_recoveries,
+            keep_failed=keep_failed)
     except ConfigurationError as exc:
         raise BadInput(str(exc))
     if huey.immediate:

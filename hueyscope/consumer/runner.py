@@ -248,7 +248,7 @@ class Consumer(huey_consumer.Consumer):
     ``on_tick``
         a callable run from the main loop every ``sample_interval`` seconds;
         its exceptions are logged, never raised.
-    ``lease_timeout``, ``max_recoveries``
+    ``lease_timeout``, ``max_recoveries``, ``keep_failed``
         recovery of a leased queue (see :func:`hueyscope.recovery.recover`).
 
     Run it with :meth:`run` (blocks until stopped) in any thread; stop it
@@ -261,11 +261,12 @@ class Consumer(huey_consumer.Consumer):
 
     def __init__(self, huey, recorder=None, app=None, sample_interval=2.0,
                  on_tick=None, lease_timeout=None, max_recoveries=None,
-                 **options):
+                 keep_failed=None, **options):
         from hueyscope import recovery
 
         self.leased = getattr(huey.storage, "leased", False)
         self.lease_timeout = lease_timeout or recovery.DEFAULT_LEASE_TIMEOUT
+        self.keep_failed = keep_failed
         self.max_recoveries = recovery.DEFAULT_MAX_RECOVERIES \
             if max_recoveries is None else max_recoveries
         self._flush_lock_names = None  # set by huey's __init__ via flush_locks()
@@ -490,7 +491,8 @@ class Consumer(huey_consumer.Consumer):
         try:
             outcome = recovery.recover(
                 self.huey, lease_timeout=self.lease_timeout,
-                max_recoveries=self.max_recoveries, own_pids=own_pids)
+                max_recoveries=self.max_recoveries, own_pids=own_pids,
+                keep_failed=self.keep_failed)
         except Exception:
             logger.exception("Recovery failed; it runs again at the next "
                              "health check.")

@@ -34,9 +34,12 @@ FINAL_STATUS = {
     "not-queued": "not-queued",  # the enqueue raised: never in the queue
 }
 # Signals that make a task ready to run (again).
-READY_SIGNALS = ("enqueued", "scheduled", "recovered")
+READY_SIGNALS = ("enqueued", "scheduled", "recovered", "requeued")
+# Signals that say something of a task and leave its status as it is.
+NOTE_SIGNALS = ("revoke", "restore")
 STATUS = dict(FINAL_STATUS, enqueued="enqueued", scheduled="scheduled",
-              executing="executing", retrying="retrying", recovered="enqueued")
+              executing="executing", retrying="retrying", recovered="enqueued",
+              requeued="enqueued", **{s: "waiting" for s in NOTE_SIGNALS})
 
 
 class Store:
@@ -180,9 +183,16 @@ def batch_rows(plains, run_id, host, pid, queue):
     events, late = [], []
     tasks = {}
     rollup = {}
+    named = []  # events about every task of a name: no task row, no seq
     for (ts, signal, task_id, name, retries, priority, eta_ts, duration,
          error_type, error, tb_text, fp, args, kwargs, worker, chain,
          own_run) in plains:
+        if task_id is None:
+            named.append([ts, own_run or run_id, queue, None, name, signal,
+                          None, retries, priority, eta_ts, duration, None,
+                          error_type, error, tb_text, fp, args, kwargs, host,
+                          pid, worker, None])
+            continue
         executing = signal == "executing"
         ready = max(ts, eta_ts or 0) if signal in READY_SIGNALS else None
         finished = ts if signal in FINAL_STATUS else None
@@ -233,7 +243,7 @@ def batch_rows(plains, run_id, host, pid, queue):
                 agg[2] = duration
     for event in events:
         event[6] -= tasks[event[3]][8]
-    return events, list(tasks.values()), rollup, late
+    return events + named, list(tasks.values()), rollup, late
 
 
 def _hour(ts):
@@ -256,6 +266,8 @@ def finish_events(events, current, rollup, late):
     executed = {event[3] for event in events if event[5] == "executing"}
     recount = []
     for event in events:
+        if event[3] is None:
+            continue  # about a task name, not a task
         seq, attempts, wait, started = current[event[3]]
         event[21] = seq
         event[6] += attempts

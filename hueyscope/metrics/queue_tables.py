@@ -2,7 +2,8 @@
 
 A leased queue (:mod:`hueyscope.leases`) keeps the tasks consumers hold in
 ``hueyscope_lease`` and the failed set (tasks parked after too many
-recoveries, messages of no known task) in ``hueyscope_dead_letter``. On a
+recoveries, messages of no known task, tasks failed for good) in
+``hueyscope_dead_letter``. On a
 SQLite queue the file is read without writing
 (:func:`hueyscope.readonly.read_only`); on PostgreSQL the same tables are
 read through huey's storage, as ``hueyscope status`` does. A Redis queue
@@ -16,19 +17,40 @@ from prometheus_client.core import GaugeMetricFamily
 
 from hueyscope.readonly import read_only
 
-COUNTS = {
-    "hueyscope_leases_held":
-        "select queue, count(*) from hueyscope_lease group by queue",
-    "hueyscope_failed_set_tasks":
-        "select queue, count(*) from hueyscope_dead_letter group by queue",
-}
 TABLES = ("hueyscope_lease", "hueyscope_dead_letter")
+LEASES = "select queue, count(*) from hueyscope_lease group by queue"
+FAILED_SET = ("select queue, %s, count(*) from hueyscope_dead_letter "
+              "group by 1, 2")
 
 
-def _counts(execute):
-    """{metric name: {queue: count}}; empty dicts when the tables are absent
-    (an at-most-once queue, a queue no consumer has opened yet)."""
-    return {name: dict(execute(sql)) for name, sql in COUNTS.items()}
+def _kind_sql(has_kind):
+    """SQL naming an entry's kind (failed, lost, dropped), as ``hueyscope
+    failed`` does; a queue of lease schema 1 has no kind column yet."""
+    from hueyscope.failed import _kind_sql as kind_sql
+
+    if has_kind:
+        return kind_sql()
+    return kind_sql().replace("coalesce(kind, ", "(", 1)
+
+
+def _counts(execute, has_kind):
+    """{metric name: {label values: count}} of the lease and failed-set tables."""
+    from hueyscope.failed import KINDS
+
+    leases = {(queue,): n for queue, n in execute(LEASES)}
+    failed = {}
+    for queue, kind, n in execute(FAILED_SET % _kind_sql(has_kind)):
+        for each in KINDS:  # every kind of a queue, from zero
+            failed.setdefault((queue, each), 0)
+        failed[(queue, kind)] = failed.get((queue, kind), 0) + n
+    return {"hueyscope_leases_held": leases,
+            "hueyscope_failed_set_tasks": failed}
+
+
+def _none():
+    # The tables are absent: an at-most-once queue, or a queue no leased
+    # process has opened yet.
+    return {"hueyscope_leases_held": {}, "hueyscope_failed_set_tasks": {}}
 
 
 class SqliteQueueTables:
@@ -45,8 +67,11 @@ class SqliteQueueTables:
             tables = {row[0] for row in conn.execute(
                 "select name from sqlite_master where type = 'table'")}
             if not set(TABLES) <= tables:
-                return {name: {} for name in COUNTS}
-            return _counts(lambda sql: conn.execute(sql).fetchall())
+                return _none()
+            columns = {row[1] for row in conn.execute(
+                "pragma table_info(hueyscope_dead_letter)")}
+            return _counts(lambda sql: conn.execute(sql).fetchall(),
+                           "kind" in columns)
 
         return read_only(self.path, counts)
 
@@ -62,13 +87,17 @@ class PostgresQueueTables:
             curs.execute("select to_regclass('hueyscope_lease') is not null "
                          "and to_regclass('hueyscope_dead_letter') is not null")
             if not curs.fetchone()[0]:
-                return {name: {} for name in COUNTS}
+                return _none()
 
             def execute(sql):
                 curs.execute(sql)
                 return curs.fetchall()
 
-            return _counts(execute)
+            has_kind = bool(execute(
+                "select 1 from information_schema.columns where table_schema "
+                "= current_schema() and table_name = 'hueyscope_dead_letter' "
+                "and column_name = 'kind'"))
+            return _counts(execute, has_kind)
 
 
 class QueueTables:
@@ -97,12 +126,12 @@ class QueueTables:
             yield gauge("hueyscope_queue_up", 0)
             return
         self.warned = None
-        for name, per_queue in counts.items():
+        for name, per_labels in counts.items():
             metric = metrics[name]
             family = GaugeMetricFamily(metric.name, metric.help,
                                        labels=metric.labels)
-            for queue in sorted(per_queue):
-                family.add_metric([queue], per_queue[queue])
+            for labels in sorted(per_labels):
+                family.add_metric(list(labels), per_labels[labels])
             yield family
         yield gauge("hueyscope_queue_up", 1)
 

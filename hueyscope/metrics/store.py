@@ -36,7 +36,7 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # hueyscope_task_outcomes_total (the label value is the signal's name).
 OUTCOMES = ("complete", "error", "retrying", "locked", "revoked", "expired",
             "canceled", "interrupted", "timeout", "rate-limited", "recovered",
-            "lost", "dropped", "not-queued")
+            "lost", "dropped", "not-queued", "requeued")
 # Every tasks.status (hueyscope/events/writer.py), each given as a series
 # from zero so an alert on one needs no "absent()".
 STATUSES = ("waiting", "enqueued", "scheduled", "executing", "retrying",
@@ -64,7 +64,7 @@ METRICS = (
            "Attempts and deliveries by how they ended; outcome is the "
            "signal: complete, error, retrying, locked, revoked, expired, "
            "canceled, interrupted, timeout, rate-limited, recovered, lost, "
-           "dropped, not-queued.",
+           "dropped, not-queued, requeued (put back from the failed set).",
            "rollup_hourly (kept by hueyscope prune)"),
     Metric("hueyscope_tasks", "gauge", ("task", "status"),
            "Tasks in the event store by current status; status failed is "
@@ -110,9 +110,9 @@ METRICS = (
            "(leased queues: SQLite, PostgreSQL).",
            "queue: hueyscope_lease"),
     Metric("hueyscope_failed_set_tasks", "gauge",
-           ("messaging_destination_name",),
-           "Tasks parked in the failed set: lost after too many "
-           "recoveries, or dropped (no such task).",
+           ("messaging_destination_name", "kind"),
+           "Tasks in the failed set (hueyscope failed) by kind: failed for "
+           "good, lost after too many recoveries, dropped (no such task).",
            "queue: hueyscope_dead_letter"),
     Metric("hueyscope_event_store_up", "gauge", (),
            "1 when the event store could be read at this scrape, else 0.",

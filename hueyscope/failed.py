@@ -1,0 +1,261 @@
+"""The failed set: tasks that will not run again unless someone says so.
+
+On a leased queue (SQLite or PostgreSQL) ``hueyscope_dead_letter`` keeps the
+original message of every task that
+
+- failed for good (kind ``failed``: its retries used up, or none),
+- was parked after killing its consumer too often (kind ``lost``),
+- reached a consumer that does not have its task (kind ``dropped``),
+
+with the reason, the error type and the error's fingerprint (the event
+store's, so a group of failures in the report is a group here too).
+
+``hueyscope failed`` lists it; ``hueyscope retry`` puts messages back on the
+queue -- a new attempt series, with the task's declared retries, recorded as
+a ``requeued`` event -- and ``hueyscope discard`` deletes them. Consumers
+delete entries older than ``--keep-failed`` (30 days) at every health check.
+"""
+import datetime
+import json
+import time
+
+import click
+
+from hueyscope.leases import QueueCursor
+from hueyscope.options import BadInput
+
+DEFAULT_KEEP_FAILED = 30 * 86400
+KINDS = ("failed", "lost", "dropped")
+COLUMNS = ("id", "queue", "task_id", "task", "kind", "error_type",
+           "fingerprint", "reason", "recoveries", "run_id", "parked")
+
+
+def _kind_sql():
+    # Entries written before the table had a kind: lost ones say so.
+    return ("coalesce(kind, case when substr(reason, 1, 10) = 'recovered ' "
+            "then 'lost' else 'dropped' end)")
+
+
+def select(huey, ids=(), task=None, fingerprint=None, since=None, kind=None,
+           with_data=False):
+    """Entries of ``huey``'s queue matching every filter given, oldest first."""
+    where, params = ["queue = ?"], [huey.storage.name]
+    if ids:
+        where.append("id in (%s)" % ",".join("?" * len(ids)))
+        params.extend(ids)
+    if task:
+        # A task is named as huey names it ("module.function") or by its
+        # function alone, as the report shows it.
+        where.append("(task = ? or task like ?)")
+        params.extend([task, "%." + task])
+    if fingerprint:
+        where.append("fingerprint = ?")
+        params.append(fingerprint)
+    if since is not None:
+        where.append("parked >= ?")
+        params.append(time.time() - since)
+    if kind:
+        where.append(_kind_sql() + " = ?")
+        params.append(kind)
+    columns = ["id", "queue", "task_id", "task", _kind_sql(), "error_type",
+               "fingerprint", "reason", "recoveries", "run_id", "parked"]
+    if with_data:
+        columns += ["data", "priority"]
+    names = list(COLUMNS) + (["data", "priority"] if with_data else [])
+    with huey.storage.db() as curs:
+        rows = QueueCursor(huey.storage, curs).execute(
+            "select %s from hueyscope_dead_letter where %s order by id" % (
+                ", ".join(columns), " and ".join(where)), params).fetchall()
+    return [dict(zip(names, row)) for row in rows]
+
+
+def _again(huey, data):
+    """The message of a failed entry, ready for a new attempt series.
+
+    A known task gets its declared retries back and loses its eta; a task
+    this process does not know keeps its message as it was.
+    """
+    try:
+        task = huey.deserialize_task(bytes(data))
+    except Exception:
+        return bytes(data), None
+    task.retries = type(task).default_retries
+    task.eta = None
+    return huey.serialize_task(task), task
+
+
+def retry(huey, entries):
+    """Put ``entries`` back on the queue in one transaction; returns the tasks.
+
+    Each known task is recorded as ``requeued`` (status enqueued again).
+    """
+    storage = huey.storage
+    again = [(e, *_again(huey, e["data"])) for e in entries]
+    with storage.db(commit=True) as curs:
+        run = QueueCursor(storage, curs)
+        for entry, data, _ in again:
+            run.execute("insert into {task} (queue, data, priority) "
+                        "values (?, ?, ?)", (storage.name, storage.to_blob(data),
+                                             entry["priority"] or 0))
+            run.execute("delete from hueyscope_dead_letter where id = ?",
+                        (entry["id"],))
+    for entry, _, task in again:
+        if task is not None:
+            huey._emit("requeued", task, exc=_Requeued(
+                "retried from the failed set (%s, entry %d)" % (
+                    entry["kind"], entry["id"])))
+    return [task for _, _, task in again]
+
+
+def discard(huey, entries):
+    """Delete ``entries`` from the failed set; returns how many went."""
+    ids = [e["id"] for e in entries]
+    if not ids:
+        return 0
+    with huey.storage.db(commit=True) as curs:
+        QueueCursor(huey.storage, curs).execute(
+            "delete from hueyscope_dead_letter where id in (%s)"
+            % ",".join("?" * len(ids)), ids)
+    return len(ids)
+
+
+def forget_old(curs, storage, keep_seconds):
+    """Delete entries older than ``keep_seconds`` (inside recovery's transaction)."""
+    curs.execute("delete from hueyscope_dead_letter where queue = ? and parked < ?",
+                 (storage.name, time.time() - keep_seconds))
+
+
+class _Requeued(Exception):
+    """Why a task is on the queue again (the reason of a ``requeued`` event)."""
+
+
+# -- the commands -------------------------------------------------------------
+
+def _options(fn):
+    from hueyscope.events.retention import Duration
+    from hueyscope.options import Choice, settings_options
+
+    fn = click.option("--kind", type=Choice(KINDS), default=None,
+                      help="Only entries of this kind.")(fn)
+    fn = click.option("--since", type=Duration(), default=None,
+                      help="Only entries parked within this long, e.g. 1d, "
+                           "12h, 30m.")(fn)
+    fn = click.option("--fingerprint", "fingerprint", default=None,
+                      help="Only entries whose error has this fingerprint "
+                           "(as the report groups failures).")(fn)
+    fn = click.option("--task", default=None,
+                      help="Only entries of this task (module.function, or "
+                           "the function's name).")(fn)
+    return settings_options(only=("queue", "events", "app", "durability",
+                                  "delivery"))(fn)
+
+
+def _open(settings, record=False):
+    from hueyscope.apps import open_app
+
+    try:
+        huey = open_app(settings, events=record)
+    except ValueError as exc:
+        raise BadInput(str(exc))
+    if not getattr(huey.storage, "leased", False):
+        raise BadInput("queue %s keeps no failed set: it is not leased "
+                       "(Redis, or at-most-once delivery)" % settings.queue)
+    if record:
+        import hueyscope
+
+        hueyscope.attach(huey, events=settings.events)
+    return huey
+
+
+def _chosen(huey, ids, task, fingerprint, since, kind):
+    if not (ids or task or fingerprint or since or kind):
+        raise BadInput("name the entries: IDs, --task, --fingerprint, "
+                       "--since or --kind (see hueyscope failed)")
+    entries = select(huey, ids, task, fingerprint, since, kind, with_data=True)
+    missing = sorted(set(ids) - {e["id"] for e in entries})
+    if missing:
+        raise BadInput("no failed-set entr%s %s in queue %s" % (
+            "y" if len(missing) == 1 else "ies",
+            ", ".join(map(str, missing)), huey.name))
+    return entries
+
+
+def _when(ts):
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%SZ")
+
+
+def _line(entry):
+    return "%5d  %s  %-7s  %-28s  %s  %s" % (
+        entry["id"], _when(entry["parked"]), entry["kind"], entry["task"] or "?",
+        (entry["task_id"] or "?")[:8], entry["reason"] or "")
+
+
+@click.command(short_help="List tasks that failed for good, lost or dropped.")
+@_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def failed_command(settings, task, fingerprint, since, kind, as_json):
+    """List the failed set: tasks that will not run again unless retried.
+
+    Each entry keeps the task's original message: failed for good (retries
+    used up), lost (parked after killing its consumer too often) or dropped
+    (the consumer does not have the task).
+
+    \b
+    Examples:
+        hueyscope failed
+        hueyscope failed --task send_invoice --since 1d
+        hueyscope retry --fingerprint 3f2a9c0d1e4b5a67
+    """
+    huey = _open(settings)
+    entries = select(huey, (), task, fingerprint, since, kind)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2, sort_keys=True))
+        return
+    for entry in entries:
+        click.echo(_line(entry))
+    groups = {}
+    for entry in entries:
+        groups[entry["fingerprint"]] = groups.get(entry["fingerprint"], 0) + 1
+    click.echo("%d entr%s in the failed set of queue %s" % (
+        len(entries), "y" if len(entries) == 1 else "ies", huey.name))
+    for fp, n in sorted(groups.items(), key=lambda kv: -kv[1]):
+        if fp:
+            click.echo("  %d x fingerprint %s: hueyscope retry --fingerprint %s"
+                       % (n, fp, fp))
+
+
+@click.command(short_help="Put failed-set tasks back on the queue.")
+@click.argument("ids", nargs=-1, type=int)
+@_options
+@click.option("--dry-run", is_flag=True, help="Show what would be retried.")
+def retry_command(settings, ids, task, fingerprint, since, kind, dry_run):
+    """Put tasks of the failed set back on the queue: a new attempt series.
+
+    Name them by entry IDS (see hueyscope failed) or filters. Each task gets
+    its declared retries back and is recorded as requeued in the event
+    store; its history there shows both series.
+    """
+    huey = _open(settings, record=not dry_run)
+    entries = _chosen(huey, ids, task, fingerprint, since, kind)
+    for entry in entries:
+        click.echo("%sretry %s" % ("would " if dry_run else "", _line(entry)))
+    if not dry_run:
+        retry(huey, entries)
+    click.echo("%s%d task(s) back on the queue" % (
+        "dry run: " if dry_run else "", len(entries)))
+
+
+@click.command(short_help="Delete tasks from the failed set.")
+@click.argument("ids", nargs=-1, type=int)
+@_options
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted.")
+def discard_command(settings, ids, task, fingerprint, since, kind, dry_run):
+    """Delete tasks from the failed set for good. Name them by IDS or filters."""
+    huey = _open(settings)
+    entries = _chosen(huey, ids, task, fingerprint, since, kind)
+    for entry in entries:
+        click.echo("%sdiscard %s" % ("would " if dry_run else "", _line(entry)))
+    n = len(entries) if dry_run else discard(huey, entries)
+    click.echo("%s%d entr%s discarded" % ("dry run: " if dry_run else "", n,
+                                          "y" if n == 1 else "ies"))
