@@ -22,6 +22,7 @@ COMMANDS = {
     "browse": "hueyscope.browse.command:browse",
     "prune": "hueyscope.events.retention:prune",
     "check": "hueyscope.alerts.command:check",
+    "metrics": "hueyscope.metrics.command:metrics",
     "bench": "hueyscope.bench:bench",
 }
 
