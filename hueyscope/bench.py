@@ -218,6 +218,9 @@ def writer_capacity(events, folder, split=False):
     if recorder.stats()["written"] != len(items):
         raise RuntimeError("writer wrote %d of %d events" % (
             recorder.stats()["written"], len(items)))
+    # Ended here, while its folder still exists: at exit the run would be
+    # written into a store whose folder is gone, and wait for it.
+    recorder.end_run("bench")
     return len(items) / elapsed
 
 
