@@ -164,6 +164,8 @@ def test_sigkill_mid_task_then_restart_runs_each_killed_task_again(app, worker_t
     assert {statuses[t] for t in killed} == {"complete"}
     shown_in_report_and_datasette(app, old_run, killed)
     third = consume(app, "-w", "1", name="third")
+    wait_until(lambda: scalar(app.events, "select id from runs where pid = ?",
+                              (third.pid,)), message="the third consumer's run")
     wait_until(lambda: app.task_statuses() == {"complete": 100}, timeout=40,
                message="every task complete in the store")
     assert third.stop() == 0

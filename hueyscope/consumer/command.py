@@ -8,6 +8,7 @@ second signal interrupts the tasks still running (exit 1).
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import threading
 
@@ -168,6 +169,9 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
     the next consumer's start and at every health check, and their locks
     are freed. Tasks must be idempotent.
     """
+    # A stop signal while the app loads is a stop request like any other:
+    # kept until the consumer exists, then handed to it (see _EarlyStop).
+    early = _EarlyStop()
     if site is not None:
         settings = dataclasses.replace(settings, site=site)
     configure_logging(logging.WARNING if quiet else
@@ -195,6 +199,7 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
             keep_failed=keep_failed)
     except ConfigurationError as exc:
         raise BadInput(str(exc))
+    early.hand_to(consumer)
     if huey.immediate:
         raise BadInput("%s has immediate mode on; a consumer cannot run it"
                        % settings.app)
@@ -223,3 +228,33 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
         if reports is not None:
             reports.stop()
     sys.exit(0 if reason == "graceful" else 1)
+
+
+class _EarlyStop:
+    """SIGINT/SIGTERM handlers for the time before the consumer runs.
+
+    Loading an app, opening the queue and starting the writer take a
+    moment; a stop signal then would kill the process with the default
+    handler (exit -15). This keeps the signal, and once the consumer
+    exists passes it on, so it starts and stops at once, gracefully. The
+    consumer installs its own handlers when it runs, and puts these back
+    when it stops.
+    """
+
+    def __init__(self):
+        self.consumer = None
+        self.signum = None
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.consumer is None:
+            self.signum = signum
+        else:
+            self.consumer._handle_signal(signum, frame)
+
+    def hand_to(self, consumer):
+        self.consumer = consumer
+        if self.signum is not None:
+            consumer._handle_signal(self.signum, None)
