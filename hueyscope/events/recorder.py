@@ -304,6 +304,7 @@ class Recorder:
         self._run_row = None  # dict written to runs when it changes
         self._run_row_dirty = False
         self._samples = []
+        self._writing = 0  # events of the batch the writer is writing now
         self._last_beat = time.monotonic()
         self._ended = False
         self._runs_begun = 0
@@ -497,7 +498,13 @@ class Recorder:
         # A producer that enqueues and exits within a flush interval has no
         # run yet: end_run begins it, so it too is marked stopped.
         if self._buffer or (self.run_id is not None and not self._ended):
-            self.end_run(reason="exit", timeout=15.0)
+            if not self.end_run(reason="exit", timeout=15.0):
+                # The store did not take them in time: they go with this
+                # process, and the log says how many.
+                lost = self.stats()["pending"] + self._writing
+                logger.error("hueyscope recorder: %d event(s) not recorded at "
+                             "exit (the event store took none of them within "
+                             "15 s)", lost)
 
     # -- the writer thread ---------------------------------------------------
 
@@ -597,9 +604,13 @@ class Recorder:
                 utc = self.huey.utc
                 plains = [plain(item, self.capture_args, self.redact,
                                 self.max_arg_chars, utc) for item in batch]
-                self._store.write(plains, run_row, samples, dropped,
-                                  self.run_id, self.host, self.pid,
-                                  self.queue_name)
+                self._writing = len(plains)
+                try:
+                    self._store.write(plains, run_row, samples, dropped,
+                                      self.run_id, self.host, self.pid,
+                                      self.queue_name)
+                finally:
+                    self._writing = 0
             for m in markers:
                 m.done.set()
             if not buffer:
