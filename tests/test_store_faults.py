@@ -254,18 +254,6 @@ TASKS = 400
 DROPPED = re.compile(r"[1-9][0-9]* event\(s\) not recorded")
 
 
-def fill(path):
-    """Write zeros to ``path`` until its filesystem has no room left."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-    try:
-        while os.write(fd, bytes(4096)):
-            pass
-    except OSError:  # ENOSPC: full
-        pass
-    finally:
-        os.close(fd)
-
-
 def free_bytes(path):
     fs = os.statvfs(path)
     return fs.f_bavail * fs.f_frsize
