@@ -129,18 +129,26 @@ def time_bars(timeline, title, y_label, series=THROUGHPUT):
                                   for i in range(len(points))))
     return {
         "kind": "bars", "stacked": True, "title": title,
-        # Bars are centred in their bucket; its edges are the ticks.
-        "x": [p["t"] + step / 2 for p in points],
-        "range": [start, end], "labels": labels,
-        "ticks": time_ticks(start, end, step),
+        **_time_axis(timeline, labels, "bar"),
         "y_max": y_max, "y_ticks": y_ticks,
-        "x_label": "Time (UTC), one bar per %s" % step_label(step),
         "y_label": y_label,
         "series": [{"name": name, "colour": colour, "values": column}
                    for (_, name, colour), column in zip(series, columns)],
         "head": ["Time (UTC)"] + [name for _, name, _ in series],
         "rows": _rows(labels, columns),
     }
+
+
+def _time_axis(timeline, labels, mark):
+    """The x axis of a chart over ``timeline``: one ``mark`` per bucket.
+
+    Marks are centred in their bucket; its edges are the ticks.
+    """
+    points, start, end, step = timeline
+    return {"x": [p["t"] + step / 2 for p in points],
+            "range": [start, end], "labels": labels,
+            "ticks": time_ticks(start, end, step),
+            "x_label": "Time (UTC), one %s per %s" % (mark, step_label(step))}
 
 
 def depth_lines(timeline, title):
@@ -155,11 +163,8 @@ def depth_lines(timeline, title):
     y_max, y_ticks = _y_ticks(max(v for v in peak if v is not None))
     return {
         "kind": "lines", "stacked": False, "title": title,
-        "x": [p["t"] + step / 2 for p in points],
-        "range": [start, end], "labels": labels,
-        "ticks": time_ticks(start, end, step),
+        **_time_axis(timeline, labels, "point"),
         "y_max": y_max, "y_ticks": y_ticks,
-        "x_label": "Time (UTC), one point per %s" % step_label(step),
         "y_label": "Pending messages",
         "series": [{"name": "average pending", "colour": "accent",
                     "values": average, "fill": True},
