@@ -32,6 +32,7 @@ it in place of huey's: ``from hueyscope import SqliteHuey``.
 import collections
 import contextlib
 import logging
+import multiprocessing.util
 import os
 import socket
 import sys
@@ -52,6 +53,12 @@ logger = logging.getLogger("hueyscope.leases")
 
 LEASE_SCHEMA = 2  # 2: the dead-letter table is the failed set (kind, error)
 HEARTBEAT_INTERVAL = 5.0  # seconds between a holder's heartbeats
+# Seconds between recoveries run from the dequeue path (huey's own health
+# check interval).
+RECOVER_EVERY = 10.0
+# Final outcomes that release a lease through the next write of the process.
+NOTED_OUTCOMES = frozenset((S.SIGNAL_REVOKED, S.SIGNAL_EXPIRED, S.SIGNAL_CANCELED,
+                            S.SIGNAL_LOCKED, S.SIGNAL_RATE_LIMITED))
 LOCK_MARK = ".lock."  # huey's lock keys are "<queue>.lock.<name>"
 
 DDL = [
@@ -85,6 +92,13 @@ DDL = [
     "data blob not null, priority real not null default 0, reason text, "
     "recoveries integer not null default 0, run_id text, parked real not null, "
     "kind text, error_type text, fingerprint text)",
+    # The outbox of outcomes: a row per lease released because its task
+    # reached an outcome, written in the transaction that releases it, so
+    # the record can be put right after a crash (hueyscope.events.reconcile).
+    "create table if not exists hueyscope_settled ("
+    "id integer primary key autoincrement, queue text not null, "
+    "task_id text not null, task text, signal text not null, priority real, "
+    "run_id text, ts real not null)",
     "insert or ignore into hueyscope_meta (key, value) "
     "values ('lease_schema', %d)" % LEASE_SCHEMA,
 ]
@@ -92,6 +106,12 @@ DDL = [
 
 # Columns lease schema 2 added to hueyscope_dead_letter.
 DEAD_LETTER_COLUMNS = ("kind", "error_type", "fingerprint")
+
+
+def _is_lock(key):
+    """Whether a kv key is a ``lock_task`` lock (huey's are str; any other
+    key, bytes too, goes to huey's storage untouched)."""
+    return isinstance(key, str) and LOCK_MARK in key
 
 
 class QueueCursor:
@@ -107,15 +127,24 @@ class QueueCursor:
         self.tables = storage.queue_tables
         self.pyformat = storage.param_style == "pyformat"
 
-    def execute(self, sql, params=()):
+    def _sql(self, sql):
         sql = sql.format(**self.tables)
-        if self.pyformat:
-            sql = sql.replace("?", "%s")
-        return self.cursor.execute(sql, params)
+        return sql.replace("?", "%s") if self.pyformat else sql
+
+    def execute(self, sql, params=()):
+        return self.cursor.execute(self._sql(sql), params)
+
+    def executemany(self, sql, rows):
+        return self.cursor.executemany(self._sql(sql), rows)
 
 
 class LeaseKeeping:
     """What every leased storage does alike, through :class:`QueueCursor`.
+
+    ``record_outcomes`` (set by ``hueyscope.attach``): each lease released
+    for an outcome leaves a row in ``hueyscope_settled`` in the same
+    transaction, the queue's own word for what happened, read by
+    :mod:`hueyscope.events.reconcile` when the events of a crash are lost.
 
     The process's holder row and its heartbeat, the calling thread's lease
     (the task it runs) and what the Huey tells about it (:class:`LeasedHuey`),
@@ -124,14 +153,28 @@ class LeaseKeeping:
     ``_pending`` (and the thread's own, once its outcome is written).
     """
 
+    record_outcomes = False
+
     def _reset_lease_state(self):
         self._pid = os.getpid()
         self._local = threading.local()
         self._holder = None
         self._holder_new = False  # registered in a transaction not yet committed
         self._pending = collections.deque()  # lease ids to release at the next write
+        # Task id -> [_Held] of the messages this process took and has not
+        # settled, whichever thread dequeued or runs them (huey lets a task
+        # be dequeued on one thread and executed on another, or several be
+        # dequeued before any runs).
+        self._held = {}
+        self._held_lock = threading.Lock()
+        # Lease id -> (task id, name, signal, priority) of a lease released
+        # for an outcome: its outbox row goes into the releasing transaction.
+        self._settling = {}
         self._heartbeat_thread = None
         self._stop_heartbeat = threading.Event()
+        self._exit_hook = None
+        self._recover_lock = threading.Lock()
+        self._next_recovery = 0.0
 
     # -- the holder: this process, as recovery sees it ---------------------
 
@@ -165,6 +208,7 @@ class LeaseKeeping:
         self._holder = None
 
     def _ensure_heartbeat(self):
+        self._ensure_exit_hook()
         if self._heartbeat_thread is None:
             self._heartbeat_thread = threading.Thread(
                 target=self._heartbeat_loop, name="hueyscope-lease-heartbeat",
@@ -195,65 +239,129 @@ class LeaseKeeping:
 
     # -- what LeasedHuey tells the storage --------------------------------
 
-    def note_task(self, task):
-        """The calling thread's lease holds ``task`` (its id and pipeline)."""
+    def _thread(self):
+        """The calling thread's lease state: the lease just handed over (not
+        yet bound to a task) and the leases its next write releases."""
         local = self._local
-        local.task_id = task.id
-        local.chained = task.on_complete is not None
+        if not hasattr(local, "release"):
+            local.lease = local.seq = local.next = None
+            local.release = []
+        return local
+
+    def note_task(self, task):
+        """Bind the lease just handed to this thread to ``task``."""
+        local = self._thread()
+        lease, local.lease = local.lease, None
+        if lease is None:
+            return
+        held = _Held(lease, local.seq, task.on_complete is not None)
+        held.task = (task.id, task.name, task.priority)
+        with self._held_lock:
+            self._held.setdefault(task.id, []).append(held)
+
+    def _find(self, task_id, pop=False):
+        with self._held_lock:
+            entries = self._held.get(task_id)
+            if not entries:
+                return None
+            if not pop:
+                return entries[0]
+            held = entries.pop(0)
+            if not entries:
+                del self._held[task_id]
+            return held
 
     def owns(self, task_id):
-        """True if the calling thread holds the lease of ``task_id``."""
-        local = self._local
-        return (getattr(local, "lease", None) is not None
-                and getattr(local, "task_id", None) == task_id)
+        """True if this process holds a lease of ``task_id`` not yet settled."""
+        return self._find(task_id) is not None
 
-    def release_with_next_write(self, task_id):
-        """Release this thread's lease of ``task_id`` in the next write transaction."""
-        if self.owns(task_id):
-            self._local.release_on_write = True
+    def release_with_next_write(self, task_id, signal=None):
+        """Release the lease of ``task_id`` in the calling thread's next write.
+
+        ``signal``: the outcome it is released for, if not the last noted.
+        """
+        held = self._find(task_id, pop=True)
+        if held is not None:
+            self._settle(held, signal)
+            self._thread().release.append(held.lease)
+
+    def note_signal(self, task_id, signal):
+        """The latest outcome of a held task (what its release records)."""
+        held = self._find(task_id)
+        if held is not None:
+            held.last = signal
+
+    def _settle(self, held, signal=None):
+        signal = signal or held.last
+        if self.record_outcomes and signal is not None and held.task is not None:
+            self._settling[held.lease] = held.task + (signal,)
+
+    def _write_outcomes(self, curs, ids):
+        """The outbox rows of the leases ``ids`` released in this transaction."""
+        if not self._settling:
+            return
+        rows, now, run_id = [], time.time(), None
+        for lease in ids:
+            outcome = self._settling.pop(lease, None)
+            if outcome is not None:
+                if run_id is None:
+                    run_id = self._run_id()
+                task_id, name, priority, signal = outcome
+                rows.append((self.name, task_id, name, signal, priority, run_id, now))
+        if rows:
+            QueueCursor(self, curs).executemany(
+                "insert into hueyscope_settled (queue, task_id, task, signal, "
+                "priority, run_id, ts) values (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def result_releases(self, task_id):
         """Whether storing ``task_id``'s result should release its lease."""
         # A pipeline step keeps its lease until its continuation is
         # enqueued: recovery finds the result stored and enqueues the next
         # step itself.
-        return self.owns(task_id) and not self._local.chained
+        held = self._find(task_id)
+        return held is not None and not held.chained
 
     def keep_lease(self, task_id):
         """The task was interrupted: its lease stays, to be put back on the queue."""
-        if self.owns(task_id):
-            self._local.keep = True
+        held = self._find(task_id)
+        if held is not None:
+            held.keep = True
 
     def finish(self, task_id):
         """The worker is done with ``task_id``: release what is still held.
 
-        An interrupted task keeps its lease, which goes back on the queue
-        when the consumer stops (or when recovery finds it).
+        The release rides on the process's next write (usually the next
+        dequeue), or is written at exit. An interrupted task keeps its
+        lease, which goes back on the queue when the process stops (or when
+        recovery finds it).
         """
-        local = self._local
-        lease = getattr(local, "lease", None)
-        if lease is None or local.task_id != task_id:
-            return
-        local.lease = None
-        local.release_on_write = False
-        if not local.keep:
-            self._pending.append(lease)
-        local.keep = False
+        held = self._find(task_id, pop=True)
+        if held is not None and not held.keep:
+            self._settle(held)
+            self._pending.append(held.lease)
+        # Releases this thread marked for a write that never came (a result
+        # of None is not stored, a revoked task writes nothing): any write
+        # of the process may now carry them.
+        self._pending.extend(self._own_releases())
 
     def park_current(self, reason, message=None, kind="dropped",
                      error_type=None, fingerprint=None):
-        """Move this thread's lease to the failed set, its message as it was taken.
+        """Move a lease to the failed set, its message as it was taken.
 
+        The lease of ``message`` (a task this process holds), else the one
+        just handed to this thread (a message no task could be built from).
         ``kind``: 'dropped' (a task this consumer does not have) or 'failed'
         (see :meth:`fail_current`).
         """
-        local = self._local
-        lease = getattr(local, "lease", None)
+        task_id = getattr(message, "id", None)
+        held = self._find(task_id, pop=True) if task_id is not None else None
+        if held is not None:
+            lease = held.lease
+        else:
+            local = self._thread()
+            lease, local.lease = local.lease, None
         if lease is None:
             return
-        local.lease = None
-        local.release_on_write = False
-        task_id = getattr(message, "id", None)
         name = getattr(message, "name", None)
         with self.db(commit=True) as curs:
             curs = QueueCursor(self, curs)
@@ -265,6 +373,9 @@ class LeaseKeeping:
                 (task_id, name, reason, self._run_id(), time.time(), kind,
                  error_type, fingerprint, lease))
             curs.execute("delete from hueyscope_lease where id = ?", (lease,))
+            if held is not None:
+                self._settle(held, "error" if kind == "failed" else kind)
+                self._write_outcomes(curs.cursor, [lease])
 
     def fail_current(self, task, exc):
         """The task failed for good: its message goes to the failed set.
@@ -285,17 +396,82 @@ class LeaseKeeping:
                               error_type, message,
                               getattr(exc, "__traceback__", None)))
 
+    def _own_releases(self):
+        """Take the leases the calling thread's write is to release."""
+        local = self._thread()
+        own, local.release = local.release, []
+        return own
+
+    def _unrelease_own(self, own):
+        """A write rolled back: its thread's leases are released by the next one."""
+        if own:
+            self._thread().release[:0] = own
+
     def release_pending(self):
         """Write any release still waiting for a transaction (idle workers)."""
-        if self._pending and self._pid == os.getpid():
+        if (self._pending or self._thread().release) and self._pid == os.getpid():
             with self.db(commit=True):
                 pass
+
+    def _ensure_exit_hook(self):
+        # Releases ride on the next write; a process that stops has none, so
+        # a task that finished just before a graceful stop would run again
+        # after recovery. multiprocessing's finalizers run at the exit of
+        # the main process (through atexit) and of its forked children.
+        if self._exit_hook is None or self._exit_hook[0] != os.getpid():
+            ref = weakref.ref(self)
+            hook = multiprocessing.util.Finalize(
+                None, lambda: ref() is not None and ref().settle_at_exit(),
+                exitpriority=20)
+            self._exit_hook = (os.getpid(), hook)
+
+    def settle_at_exit(self):
+        """Write the releases still due; put back what this process holds.
+
+        What it holds at exit was taken and never finished (interrupted, or
+        never started): it goes back on the queue now, as recovery would
+        put it back later. Never raises: the process is on its way out.
+        """
+        if self._pid != os.getpid() or self._holder is None:
+            return 0
+        with self._held_lock:
+            held = [h.lease for entries in self._held.values() for h in entries]
+            self._held.clear()
+        local = self._thread()
+        if local.lease is not None:
+            held.append(local.lease)
+            local.lease = None
+        try:
+            with self.db(commit=True) as curs:
+                curs = QueueCursor(self, curs)
+                if held:
+                    self._put_back(curs, held)
+                # Nothing left to recover from this process: status shows
+                # no holder for it.
+                curs.execute(
+                    "delete from hueyscope_holder where id = ? and not exists "
+                    "(select 1 from hueyscope_lease where holder = ?) and not "
+                    "exists (select 1 from hueyscope_lock where holder = ?)",
+                    (self._holder, self._holder, self._holder))
+            self._holder = None
+        except Exception:
+            logger.warning("Could not settle this process's leases at exit; "
+                           "recovery will put them back.", exc_info=True)
+            return 0
+        return len(held)
+
+    def _put_back(self, curs, ids):
+        """Put the leases ``ids`` back on the queue as they were taken."""
+        marks = ",".join("?" * len(ids))
+        curs.execute("insert into {task} (queue, data, priority) select queue, "
+                     "data, priority from hueyscope_lease where id in (%s) "
+                     "order by id" % marks, ids)
+        curs.execute("delete from hueyscope_lease where id in (%s)" % marks, ids)
 
     # -- locks, with their holder --------------------------------------------
 
     def put_if_empty(self, key, value, ttl=None):
-        key = key.decode("utf-8") if isinstance(key, bytes) else key
-        if LOCK_MARK not in key:
+        if not _is_lock(key):
             return super().put_if_empty(key, value, ttl)
         if ttl is not None:
             raise NotImplementedError("ttl is not supported by this storage.")
@@ -317,8 +493,7 @@ class LeaseKeeping:
         return True
 
     def delete_data(self, key):
-        key = key.decode("utf-8") if isinstance(key, bytes) else key
-        if LOCK_MARK not in key:
+        if not _is_lock(key):
             return super().delete_data(key)
         with self.db(commit=True) as curs:
             run = QueueCursor(self, curs)
@@ -435,23 +610,20 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
 
     def _release_in(self, curs):
         """Delete the leases due for release, inside the open transaction."""
-        local = self._local
-        own = getattr(local, "lease", None) if getattr(local, "release_on_write", False) else None
-        ids = []
+        own = self._own_releases()
+        ids = list(own)
         while self._pending:
             try:
                 ids.append(self._pending.popleft())
             except IndexError:
                 break
-        if own is not None:
-            ids.append(own)
-            local.lease = None
-            local.release_on_write = False
         if ids:
             curs.execute("delete from hueyscope_lease where id in (%s)"
                          % ",".join("?" * len(ids)), ids)
+            self._write_outcomes(curs, ids)
         prefetched = None
-        if own is not None and self.prefetch and getattr(local, "next", None) is None:
+        local = self._thread()
+        if own and self.prefetch and local.next is None:
             taken = self._take(curs, 1)
             if taken:
                 prefetched = local.next = taken[0]
@@ -469,12 +641,8 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
         if prefetched is not None:
             self._local.next = None
             self._unstarted.discard(prefetched[0])
-        for lease in ids:
-            if lease != own:
-                self._pending.append(lease)
-        if own is not None:
-            self._local.lease = own
-            self._local.release_on_write = True
+        self._pending.extend(lease for lease in ids if lease not in own)
+        self._unrelease_own(own)
 
     # -- results: group commit ----------------------------------------------
 
@@ -483,13 +651,12 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
         # while another one commits have their results written by the next
         # transaction together, one sync for all (group commit), each with
         # its lease released and its next task leased.
-        local = self._local
-        if not (is_result and self.prefetch and getattr(local, "release_on_write", False)
-                and getattr(local, "lease", None) is not None
-                and getattr(local, "next", None) is None):
+        local = self._thread()
+        if not (is_result and self.prefetch and len(local.release) == 1
+                and local.next is None):
             return super().put_data(key, value, is_result)
-        request = _ResultWrite(key, self.to_blob(value), local.lease)
-        local.lease, local.release_on_write = None, False
+        request = _ResultWrite(key, self.to_blob(value), local.release[0])
+        local.release = []
         with self._group_lock:
             self._group.append(request)
         try:
@@ -498,10 +665,10 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
                     self._commit_group()
         except Exception:
             # Not written: the lease is still held, as after any failed write.
-            local.lease, local.release_on_write = request.lease, True
+            self._unrelease_own([request.lease])
             raise
         if request.error is not None:  # written by another worker, and failed
-            local.lease, local.release_on_write = request.lease, True
+            self._unrelease_own([request.lease])
             raise request.error
         if request.next is not None:
             local.next = request.next
@@ -518,6 +685,7 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
                 ids = [r.lease for r in batch]
                 curs.execute("delete from hueyscope_lease where id in (%s)"
                              % ",".join("?" * len(ids)), ids)
+                self._write_outcomes(curs, ids)
                 taken = self._take(curs, len(batch))
         except Exception as exc:
             for r in batch:
@@ -532,8 +700,8 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
     # -- dequeue -------------------------------------------------------------
 
     def dequeue(self):
-        local = self._local
-        ready = getattr(local, "next", None)
+        local = self._thread()
+        ready = local.next
         if ready is not None:
             local.next = None
             return self._hand_over(*ready)
@@ -557,10 +725,14 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
 
     def _hand_over(self, lease, data, seq):
         self._unstarted.discard(lease)
-        local = self._local
+        local = self._thread()
+        if local.lease is not None:
+            # The message handed over before this one was never bound to a
+            # task (a caller of the storage, not of the Huey): it stays held
+            # until this process settles it at exit.
+            with self._held_lock:
+                self._held.setdefault(None, []).append(_Held(local.lease, local.seq, False))
         local.lease, local.seq = lease, seq
-        local.task_id = None
-        local.release_on_write = local.keep = local.chained = False
         self._ensure_heartbeat()
         return data
 
@@ -597,7 +769,7 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
 
     def taken_seq(self):
         """The order in which this process took the calling thread's task."""
-        return getattr(self._local, "seq", None)
+        return self._thread().seq
 
     def put_back_unstarted(self):
         """Return the leases taken ahead for workers that never started them.
@@ -610,15 +782,22 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
         ids = list(self._unstarted)
         if not ids:
             return 0
-        marks = ",".join("?" * len(ids))
         with self.db(commit=True) as curs:
-            curs.execute("insert into task (queue, data, priority) select queue, "
-                         "data, priority from hueyscope_lease where id in (%s) "
-                         "order by id" % marks, ids)
-            curs.execute("delete from hueyscope_lease where id in (%s)" % marks, ids)
+            self._put_back(QueueCursor(self, curs), ids)
         self._unstarted.difference_update(ids)
         self._buffer.clear()
         return len(ids)
+
+
+class _Held:
+    """A lease this process holds for a task: what settling it needs to know."""
+
+    __slots__ = ("lease", "seq", "chained", "keep", "task", "last")
+
+    def __init__(self, lease, seq, chained):
+        self.lease, self.seq, self.chained, self.keep = lease, seq, chained, False
+        self.task = None  # (id, name, priority)
+        self.last = None  # the latest outcome signal seen
 
 
 class _ResultWrite:
@@ -635,12 +814,35 @@ class LeasedHuey:
     """A Huey mixin for leased storages: tells the storage when an outcome is written.
 
     Used by :class:`SqliteHuey` and by :class:`hueyscope.postgres.PostgresHuey`
-    (``leased=True``); the storage does the leasing and releasing.
+    (``leased=True``); the storage does the leasing and releasing. In
+    immediate mode huey swaps in its MemoryStorage, which leases nothing:
+    every hook below then leaves huey to do exactly what it does.
+
+    Whatever consumer runs the Huey -- hueyscope's, huey's ``huey_consumer``,
+    ``create_consumer()`` in a thread or a process, Django's ``run_huey`` --
+    the dead holders' leases go back on the queue at the first dequeue of
+    each process and then every :data:`RECOVER_EVERY` seconds (hueyscope's
+    consumer runs recovery itself, with its own settings, and turns this
+    off).
     """
+
+    #: Run recovery from the dequeue path (set False by hueyscope's consumer).
+    recover_on_dequeue = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.storage.run_id_source = self._recorded_run_id
+
+    def create_storage(self):
+        storage = super().create_storage()
+        storage.run_id_source = self._recorded_run_id
+        return storage
+
+    @property
+    def _leases(self):
+        """The leased storage, or None (immediate mode's memory storage)."""
+        storage = self.storage
+        return storage if getattr(storage, "leased", False) else None
 
     def _recorded_run_id(self):
         from hueyscope.events.recorder import recorder_for
@@ -651,8 +853,13 @@ class LeasedHuey:
         return None
 
     def dequeue(self):
+        leases = self._leases
+        if leases is None:
+            return super().dequeue()
+        if self.recover_on_dequeue:
+            self._recover_when_due(leases)
         while True:
-            data = self.storage.dequeue()
+            data = leases.dequeue()
             if data is None:
                 return None
             try:
@@ -663,8 +870,27 @@ class LeasedHuey:
                 # and recorded as dropped; the worker takes the next one.
                 self._park_unreadable(data, exc)
                 continue
-            self.storage.note_task(task)
+            leases.note_task(task)
             return task
+
+    def _recover_when_due(self, leases):
+        # One worker of the process recovers; the others go on dequeuing.
+        now = time.monotonic()
+        if now < leases._next_recovery or not leases._recover_lock.acquire(False):
+            return
+        try:
+            leases._next_recovery = now + RECOVER_EVERY
+            from hueyscope.recovery import recover
+
+            recover(self)
+            if leases.record_outcomes:
+                from hueyscope.events.reconcile import reconcile
+
+                reconcile(self)
+        except Exception:
+            logger.exception("Could not recover the leases of dead consumers.")
+        finally:
+            leases._recover_lock.release()
 
     def _park_unreadable(self, data, exc):
         reason = "%s: %s" % (type(exc).__name__, exc)
@@ -676,29 +902,37 @@ class LeasedHuey:
         logger.warning("Parked a message this consumer cannot run (%s) in "
                        "hueyscope_dead_letter.", reason)
         if message is not None:
-            self._emit("dropped", UnknownTask(message), exc=exc)
+            self._emit("dropped", UnknownTask(message), exc)
 
     def execute(self, task, timestamp=None):
+        leases = self._leases
         try:
             return super().execute(task, timestamp)
         finally:
-            self.storage.finish(task.id)
+            if leases is not None:
+                leases.finish(task.id)
 
     def put_result(self, key, data):
-        if not isinstance(data, Error) and self.storage.result_releases(key):
-            self.storage.release_with_next_write(key)
+        leases = self._leases
+        if leases is not None and not isinstance(data, Error) \
+                and leases.result_releases(key):
+            leases.release_with_next_write(key, S.SIGNAL_COMPLETE)
         return super().put_result(key, data)
 
     def add_schedule(self, task):
         # Not due yet, or a retry with a delay: the message moves to the
         # schedule in the same transaction as its lease is released.
-        self.storage.release_with_next_write(task.id)
+        if self._leases is not None:
+            self._leases.release_with_next_write(task.id, S.SIGNAL_SCHEDULED)
         return super().add_schedule(task)
 
     def _emit(self, signal, task, *args, **kwargs):
-        if signal == S.SIGNAL_COMPLETE or signal == S.SIGNAL_RETRYING:
+        leases = self._leases
+        if leases is None:
+            pass
+        elif signal == S.SIGNAL_COMPLETE or signal == S.SIGNAL_RETRYING:
             # Next come the continuation's enqueue or the retry's.
-            self.storage.release_with_next_write(task.id)
+            leases.release_with_next_write(task.id, signal)
         elif (signal == S.SIGNAL_ERROR or signal == S.SIGNAL_TIMEOUT) \
                 and not task.retries:
             # A final failure: its message joins the failed set, in a
@@ -706,13 +940,15 @@ class LeasedHuey:
             # is written next.
             try:
                 exc = args[0] if args else kwargs.get("exc") or sys.exc_info()[1]
-                self.storage.fail_current(task, exc)
+                leases.fail_current(task, exc)
             except Exception:
                 logger.exception("Could not keep failed task %s in the failed "
                                  "set; its lease is released.", task.id)
-                self.storage.release_with_next_write(task.id)
+                leases.release_with_next_write(task.id)
         elif signal == S.SIGNAL_INTERRUPTED:
-            self.storage.keep_lease(task.id)
+            leases.keep_lease(task.id)
+        elif signal in NOTED_OUTCOMES:
+            leases.note_signal(task.id, signal)
         super()._emit(signal, task, *args, **kwargs)
 
     def flush_locks(self, *names):
@@ -723,6 +959,8 @@ class LeasedHuey:
         not record its holder (huey's own storage) are freed too: they can
         belong to no process we can check.
         """
+        if self._leases is None:
+            return super().flush_locks(*names)
         from hueyscope.recovery import free_dead_locks
 
         return set(free_dead_locks(self, names=names, unowned=True))

@@ -22,6 +22,7 @@ import logging
 import time
 
 from huey import signals as S
+from huey.api import ResultGroup
 
 logger = logging.getLogger("hueyscope.periodic")
 
@@ -63,11 +64,18 @@ def enqueue_unclaimed(storage, tick, messages):
 class OncePerTick:
     """A Huey mixin: periodic tasks once a tick.
 
-    huey's scheduler asks :meth:`read_periodic` for the due tasks and
-    enqueues what it gets; this claims and enqueues them itself, records
-    ``enqueued`` for each one it won, and hands the scheduler nothing. The
-    storage's ``enqueue_unclaimed(tick, messages)`` does the claiming (see
-    :func:`enqueue_unclaimed` for SQLite).
+    huey's scheduler asks :meth:`read_periodic` for the due tasks and hands
+    each to ``Huey.enqueue``. Both keep huey's contract: ``read_periodic``
+    only says what is due (each task marked with its tick), and the
+    enqueue of a marked task claims the tick in the transaction that writes
+    its message (the storage's ``enqueue_unclaimed``, see
+    :func:`enqueue_unclaimed` for SQLite). The consumer that loses the claim
+    enqueues nothing and records nothing. An app's override or wrapper of
+    ``enqueue`` sees every periodic task, as with huey.
+
+    With ``utc=False`` the hour a daylight-saving fall-back repeats is
+    served twice, as huey serves it: its second pass (``fold=1`` in the
+    local time huey reads) is a tick of its own.
     """
 
     def read_periodic(self, timestamp):
@@ -77,18 +85,28 @@ class OncePerTick:
         if timestamp is None:
             timestamp = self._get_timestamp()
         tick = tick_of(timestamp)
-        messages = []
+        if getattr(timestamp, "fold", 0):
+            tick += "+fold"  # the repeated hour of a fall-back (PEP 495)
         for task in due:
-            if task.expires:
-                task.resolve_expires(self.utc)
-            messages.append((self._registry.task_to_string(type(task)),
-                             self.serialize_task(task), task.priority))
-        try:
-            enqueued = self.storage.enqueue_unclaimed(tick, messages)
-        except Exception:
-            logger.exception("Could not enqueue the periodic tasks of %s.", tick)
-            return []
-        for i in enqueued:
-            logger.info("Enqueued periodic task %s for %s.", due[i], tick)
-            self._emit(S.SIGNAL_ENQUEUED, due[i])
-        return []
+            task.hueyscope_tick = tick
+        return due
+
+    def enqueue(self, task):
+        tick = getattr(task, "hueyscope_tick", None)
+        claim = getattr(self.storage, "enqueue_unclaimed", None)
+        if tick is None or claim is None or self._immediate:
+            return super().enqueue(task)
+        if task.expires:
+            task.resolve_expires(self.utc)
+        key = self._registry.task_to_string(type(task))
+        if not claim(tick, [(key, self.serialize_task(task), task.priority)]):
+            logger.debug("Periodic task %s of %s: enqueued by another "
+                         "consumer.", task, tick)
+            return None
+        # huey emits 'enqueued' before it writes; a tick is only known to
+        # be this consumer's once written.
+        self._emit(S.SIGNAL_ENQUEUED, task)
+        if not self.results:
+            return None
+        results = self._pipeline_results(task)
+        return ResultGroup(results) if len(results) > 1 else results[0]

@@ -47,6 +47,10 @@ LEASE_DDL = [
     "create table if not exists hueyscope_recoveries ("
     "queue text not null, task_id text not null, count integer not null, "
     "updated double precision not null, primary key (queue, task_id))",
+    "create table if not exists hueyscope_settled ("
+    "id bigserial primary key, queue text not null, task_id text not null, "
+    "task text, signal text not null, priority double precision, "
+    "run_id text, ts double precision not null)",
     "create table if not exists hueyscope_dead_letter ("
     "id bigserial primary key, queue text not null, task_id text, task text, "
     "data bytea not null, priority double precision not null default 0, "
@@ -243,29 +247,22 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
         return super().put_if_empty(key, value, ttl)
 
     def _release_in(self, curs):
-        local = self._local
-        own = getattr(local, "lease", None) \
-            if getattr(local, "release_on_write", False) else None
-        ids = []
+        own = self._own_releases()
+        ids = list(own)
         while self._pending:
             try:
                 ids.append(self._pending.popleft())
             except IndexError:  # another thread's transaction took it
                 break
-        if own is not None:
-            ids = ids + [own]
-            local.lease = None
-            local.release_on_write = False
         if ids:
             curs.execute("delete from hueyscope_lease where id = any(%s)", (ids,))
+            self._write_outcomes(curs, ids)
         return ids, own
 
     def _unrelease(self, released):
         ids, own = released
-        self._pending.extend(i for i in ids if i != own)
-        if own is not None:
-            self._local.lease = own
-            self._local.release_on_write = True
+        self._pending.extend(i for i in ids if i not in own)
+        self._unrelease_own(own)
 
     # -- writes that make an outcome durable ------------------------------
 
@@ -301,15 +298,14 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
                 return None
             self._taken += 1  # under the take lock: the order of taking
             seq = self._taken
-        local = self._local
-        local.lease, local.task_id, local.seq = row[0], None, seq
-        local.release_on_write = local.keep = local.chained = False
+        local = self._thread()
+        local.lease, local.seq = row[0], seq
         self._ensure_heartbeat()
         return bytes(row[1])
 
     def taken_seq(self):
         """The order in which this process took the calling thread's task."""
-        return getattr(self._local, "seq", None)
+        return self._thread().seq
 
     def put_back_unstarted(self):
         return 0  # nothing is taken ahead

@@ -30,6 +30,7 @@ logger = logging.getLogger("hueyscope.recovery")
 DEFAULT_LEASE_TIMEOUT = 60.0
 DEFAULT_MAX_RECOVERIES = 3
 RECOVERIES_KEPT = 7 * 86400  # seconds a task's recovery count is remembered
+SETTLED_KEPT = 86400  # seconds an outcome waits in the outbox for a recorder
 
 
 class LeaseRecovered(Exception):
@@ -170,6 +171,9 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
             from hueyscope.failed import DEFAULT_KEEP_FAILED, forget_old
 
             forget_old(curs, storage, keep_failed or DEFAULT_KEEP_FAILED)
+            # Outcomes no recorder reconciled within a day (none attached).
+            curs.execute("delete from hueyscope_settled where ts < ?",
+                         (now - SETTLED_KEPT,))
         if not dead:
             return later
         marks = ",".join("?" * len(dead))
@@ -193,8 +197,8 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
                                                   next_task=nxt.name))
                     curs.execute("insert into {task} (queue, data, priority) "
                                  "values (?, ?, ?)", (storage.name, storage.to_blob(
-                                     huey.serialize_task(nxt)), nxt.priority or 0))
-                    later.append(("enqueued", nxt, {}))
+                                     nxt.data), nxt.priority or 0))
+                    later.append(("enqueued", nxt.data, {}))
                 curs.execute("delete from hueyscope_lease where id = ?", (lease_id,))
                 continue
             counted = holder not in own
@@ -272,17 +276,49 @@ def success(huey, stored):
     return None if isinstance(value, Error) else (value,)
 
 
-def _continuation(huey, data, value):
-    """The next pipeline step of a stored result, with the result in its args."""
+def _task_or_unknown(huey, data):
+    """The task of a message, or what the recorder needs of one it does not know."""
+    from hueyscope.events.hooks import UnknownTask
+
     try:
-        task = huey.deserialize_task(data)
+        return huey.deserialize_task(data)
+    except Exception:
+        return UnknownTask(huey.serializer.deserialize(data))
+
+
+class _Next:
+    """A pipeline's next step, as recovery enqueues it."""
+
+    def __init__(self, message, data):
+        self.id, self.name, self.priority = message.id, message.name, message.priority
+        self.data = data
+
+
+def _continuation(huey, data, value):
+    """The next pipeline step of a stored result, with the result in its args.
+
+    Built from the message itself, so that recovery needs no app: huey's
+    ``Task.extend_data`` done on the step's message.
+    """
+    try:
+        message = huey.serializer.deserialize(data)
     except Exception:
         return None
-    nxt = task.on_complete
+    nxt = getattr(message, "on_complete", None)
     if nxt is None:
         return None
-    nxt.extend_data(value)
-    return nxt
+    args, kwargs = tuple(nxt.args or ()), dict(nxt.kwargs or {})
+    if value is None or value == ():
+        pass
+    elif isinstance(value, tuple):
+        args += value
+    elif isinstance(value, dict):
+        for key, item in value.items():  # as huey: never over the caller's
+            kwargs.setdefault(key, item)
+    else:
+        args += (value,)
+    nxt = nxt._replace(args=args, kwargs=kwargs)
+    return _Next(nxt, huey.serializer.serialize(nxt))
 
 
 def _recoveries(curs, queue, key):
@@ -341,13 +377,18 @@ def free_dead_locks(huey, names=(), unowned=True, lease_timeout=DEFAULT_LEASE_TI
 def _emit(huey, signal, what, extra):
     try:
         if isinstance(what, (bytes, memoryview)):
-            task = huey.deserialize_task(bytes(what))
+            task = _task_or_unknown(huey, bytes(what))
         else:
             task = what
     except Exception:
-        return  # a task this app does not know: queue.db has the record
+        return  # not even a message: queue.db has the record
+    # Handlers are called as huey calls them, (signal, task[, exc]): the
+    # run the event belongs to travels on the task, where the recorder
+    # looks for it and any other handler never sees it.
+    task.hueyscope_run_id = extra.get("run_id")
+    exc = extra.get("exc")
     try:
-        huey._emit(signal, task, **extra)
+        huey._emit(signal, task, *((exc,) if exc is not None else ()))
     except Exception:
         logger.exception("Could not record %s of %s", signal, task.id)
 
@@ -453,6 +494,46 @@ def recover_command(settings, lease_timeout, max_recoveries, keep_failed,
             hueyscope.attach(huey, events=settings.events)
         outcome = recover(huey, dry_run=dry_run, lease_timeout=lease_timeout,
                           max_recoveries=max_recoveries, keep_failed=keep_failed)
+        others = [(name, recover(other, dry_run=dry_run,
+                                 lease_timeout=lease_timeout,
+                                 max_recoveries=max_recoveries,
+                                 keep_failed=keep_failed))
+                  for name, other in other_queues(huey, settings, dry_run)]
     except ValueError as exc:
         raise BadInput(str(exc))
+    if others:
+        click.echo("queue %s:" % huey.name)
     echo_outcome(outcome, dry_run)
+    for name, other in others:
+        click.echo("queue %s:" % name)
+        echo_outcome(other, dry_run)
+
+
+def other_queues(huey, settings, dry_run):
+    """[(name, Huey)] for the other queues of a SQLite file holding leases or locks.
+
+    One file can hold the queues of several apps; their messages are in it,
+    and recovery needs no app to put them back (a pipeline's next step is
+    built from its message), so ``recover`` without ``--app`` recovers
+    every queue of the file.
+    """
+    from hueyscope.leases import LeasedSqliteStorage, SqliteHuey
+
+    storage = huey.storage
+    if not isinstance(storage, LeasedSqliteStorage):
+        return []
+    with storage.db() as curs:
+        names = [row[0] for row in curs.execute(
+            "select queue from hueyscope_lease union "
+            "select queue from hueyscope_lock order by 1")]
+    found = []
+    for name in names:
+        if name == huey.name:
+            continue
+        other = SqliteHuey(name, filename=storage.filename)
+        if not dry_run:
+            import hueyscope
+
+            hueyscope.attach(other, events=settings.events)
+        found.append((name, other))
+    return found

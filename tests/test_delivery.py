@@ -414,9 +414,12 @@ def test_recovery_works_under_the_stock_huey_consumer(app):
         proc = subprocess.Popen([stock, "ledger_app.huey", "-w", "2"], cwd=app.folder,
                                 env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
-        # huey_consumer does not recover at start: recover by hand.
-        assert "1 requeued" in app.run("recover").stdout
+        # The restarted huey_consumer recovers at its first dequeue: the
+        # task runs again, its lock freed, and the dead holder is gone.
         wait_until(lambda: results(app) == 1, message="the task to run again")
+        wait_until(lambda: len(events(app, "recovered")) == 1,
+                   message="the recovery on record")
+        assert "no dead holder" in app.run("recover", "--dry-run").stdout
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

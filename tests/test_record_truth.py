@@ -263,3 +263,59 @@ def test_two_consumers_run_a_periodic_task_once_per_tick(app, delivery):
                   "task = 'every_minute' and signal = 'executing'") == 1
     assert query(app.queue, "select task, tick from hueyscope_periodic_tick") == [
         ("truth_app.every_minute", time.strftime("%Y-%m-%dT%H:%M", time.gmtime()))]
+
+
+# A process that runs tasks with its recorder holding every event, and dies
+# once their outcomes are durable in the queue (released leases, stored
+# results): the events of those outcomes die with it.
+RUN_THEN_DIE = """
+import os, truth_app as a
+ran = 0
+while True:
+    task = a.huey.dequeue()
+    if task is None:
+        break
+    a.huey.execute(task)
+    ran += 1
+a.huey.storage.release_pending()
+for key in os.environ["TRUTH_READ"].split():  # results the app read
+    a.huey.get(key)
+print(ran)
+os._exit(0)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_outcomes_whose_events_died_are_recorded_from_the_queue(app):
+    """A pipeline step recorded only as 'waiting', a task whose first attempt
+    failed, a task returning None, a result already read: each finished in
+    a process killed before its events were written, and each is shown
+    complete once a consumer reconciles, though no result remains."""
+    # The first attempt of fails_once, recorded: an error, then the retry.
+    flaky = produce(app, "t = a.fails_once(5); a.huey.execute(a.huey.dequeue()); "
+                    "print(t.id)").stdout.strip()
+    wait_until(lambda: query(app.events, "select signal from events where "
+                             "task_id = ? and signal = 'retrying'", (flaky,)),
+               message="the failed attempt on record")
+    ids = produce(app, """
+p = a.fetch.s(1).then(a.transform)
+a.huey.enqueue(p)
+n = a.returns_none()
+r = a.add(1, 2)
+print(p.id, p.on_complete.id, n.id, r.id)
+""").stdout.split()
+    fetch, transform, none, read = ids
+    ids.append(flaky)
+    died = produce(app, RUN_THEN_DIE, TRUTH_FLUSH="3600", TRUTH_READ=read)
+    assert died.stdout.split() == ["5"]
+    assert statuses(app, *ids) == ["enqueued", "waiting", "enqueued", "enqueued",
+                                   "enqueued"]
+    assert scalar(app.queue, "select count(*) from hueyscope_lease") == 0
+    consumer = consume(app, "--health-check-interval", "0.5")
+    wait_until(lambda: all_complete(app, *ids), timeout=60,
+               message="every outcome on record")
+    assert consumer.stop() == 0, consumer.describe()
+    # Nothing ran again: the one execution on record is the failed attempt.
+    assert dict(query(app.events, "select task_id, count(*) from events where "
+                      "signal = 'executing' group by task_id")) == {flaky: 1}
+    assert scalar(app.queue, "select count(*) from hueyscope_settled") == 0

@@ -32,7 +32,10 @@ if "://" in os.environ["HUEYSCOPE_QUEUE"]:  # a server queue: as --queue builds 
 else:
     huey = _cls("truth", filename=os.environ["HUEYSCOPE_QUEUE"], utc=UTC,
                 timeout=TIMEOUT)
-hueyscope.attach(huey, os.environ["HUEYSCOPE_EVENTS"])
+# TRUTH_FLUSH: seconds between the recorder's writes (a process that is to
+# die with its events unwritten sets an hour).
+hueyscope.attach(huey, os.environ["HUEYSCOPE_EVENTS"],
+                 flush_interval=float(os.environ.get("TRUTH_FLUSH", "0.2")))
 COUNTER = os.environ.get("TRUTH_COUNTER", "retries.txt")
 
 
@@ -74,6 +77,19 @@ def always_fails():
 
 
 FIXED = os.environ.get("TRUTH_FIXED", "fixed.txt")
+
+
+@huey.task(retries=1)
+def fails_once(n):
+    """Fails on its first attempt, in a process that flushes; then returns."""
+    if not os.environ.get("TRUTH_FLUSH"):
+        raise ValueError("first attempt")
+    return n
+
+
+@huey.task()
+def returns_none():
+    return None
 
 
 @huey.task(retries=1)

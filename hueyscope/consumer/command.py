@@ -227,7 +227,21 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
             pruning.stop()
         if reports is not None:
             reports.stop()
+    if reason == "restart":
+        _restart()
     sys.exit(0 if reason == "graceful" else 1)
+
+
+def _restart():
+    """Start this command again in this process, as huey_consumer does on SIGHUP.
+
+    Run as ``python -m hueyscope``, so it works however it was started;
+    the run just ended was closed with the stop reason ``restart``.
+    """
+    logger.info("Consumer will restart.")
+    logging.shutdown()
+    args = [sys.executable, "-m", "hueyscope"] + sys.argv[1:]
+    os.execv(sys.executable, args)
 
 
 class _EarlyStop:
@@ -245,7 +259,7 @@ class _EarlyStop:
         self.consumer = None
         self.signum = None
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(signum, self._handle)
 
     def _handle(self, signum, frame):

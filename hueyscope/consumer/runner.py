@@ -44,6 +44,9 @@ from huey.constants import WORKER_PROCESS
 logger = logging.getLogger("hueyscope.consumer")
 
 GRACEFUL_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# huey's graceful restart (``systemctl reload``): stop gracefully, then the
+# command starts the consumer again in the same process (see consume).
+RESTART_SIGNAL = getattr(signal, "SIGHUP", None)
 # What the parent sends a worker process to interrupt its task.
 INTERRUPT_SIGNAL = signal.SIGUSR1
 # Seconds to wait for interrupted worker processes before killing them.
@@ -272,6 +275,9 @@ class Consumer(huey_consumer.Consumer):
         self._flush_lock_names = None  # set by huey's __init__ via flush_locks()
         self._reconcile_seen = {}  # task id -> first seen open with a result
         if self.leased:
+            # Recovery runs here, with this consumer's settings, not from
+            # the dequeue path as under huey's own consumers.
+            huey.recover_on_dequeue = False
             # What is leased and never started goes back on the queue at
             # stop (_put_back_own_work), so a worker may lease its next task
             # in the transaction that stores its last result.
@@ -305,6 +311,9 @@ class Consumer(huey_consumer.Consumer):
         self._old_handlers = {}
         # Signal -> (restart, graceful): both stop signals are graceful.
         self._signal_actions = {signum: (False, True) for signum in GRACEFUL_SIGNALS}
+        if RESTART_SIGNAL is not None:
+            self._signal_actions[RESTART_SIGNAL] = (True, True)
+        self.restart = False  # a restart signal stopped it: run it again
 
     # -- huey hooks -------------------------------------------------------
 
@@ -328,7 +337,7 @@ class Consumer(huey_consumer.Consumer):
             return
         if self._old_handlers:  # installed already, at the start of run()
             return
-        for signum in GRACEFUL_SIGNALS:
+        for signum in self._signal_actions:
             self._old_handlers[signum] = signal.signal(signum, self._handle_signal)
 
     def _restore_signal_handlers(self):
@@ -344,6 +353,8 @@ class Consumer(huey_consumer.Consumer):
         # assignments here (no locks, which the interrupted code may hold).
         self._request_signal = signum
         self._request = "now" if self._request else "graceful"
+        if signum == RESTART_SIGNAL:
+            self.restart = True
 
     def flush_locks(self, *names):
         # huey frees stale locks in __init__; here it waits for run(), after
@@ -438,6 +449,8 @@ class Consumer(huey_consumer.Consumer):
             self._restore_signal_handlers()
             self.huey.notify_interrupted_tasks()
             self._put_back_own_work()
+            if self.restart and reason == "graceful":
+                reason = "restart"
             self.stop_reason = reason
             self._end_run(reason)
             self.started.set()

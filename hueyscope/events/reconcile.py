@@ -1,10 +1,21 @@
 """Reconcile the event store with what the queue knows.
 
 A SIGKILL loses the events of the last flush interval: a task that completed
-just before it has its result stored in the queue, but the store still shows
-it enqueued or executing, and the report would call it lost. A consumer
-running this at every health check records the missing ``complete`` for
-each such task, under the run that executed it when the store knows it.
+just before it has its outcome in the queue, but the store still shows it
+waiting, enqueued, executing or failed (an earlier attempt), and the report
+would call it lost. A consumer running this at every health check records
+the missing outcome for each such task, under the run that executed it.
+
+On a leased queue the queue's word is the outbox ``hueyscope_settled``: a
+row for each lease released for an outcome, written in the transaction
+that released it (so it exists exactly when the outcome is durable),
+whatever became of the result afterwards (read, expired, never stored).
+Rows quiet for ``quiet`` seconds are compared with the store's task rows:
+an outcome the store lacks is recorded, with the time of the release, unless
+the store heard of the task later than that; then the rows are deleted.
+
+On a queue without leases (at-most-once SQLite) the stored results are all
+there is:
 
 The queue decides nothing here: this only reads queue.db (the stored
 results) to correct the history in events.db. A task is reconciled only when
@@ -13,12 +24,16 @@ with its result in the queue: a live consumer's events, a flush interval on
 their way to the store, have landed by the second look and are not recorded
 twice.
 """
+import logging
 import os
 import time
 
 from hueyscope.events.recorder import recorder_for
+from hueyscope.events.writer import FINAL_STATUS
 
-OPEN = ("enqueued", "scheduled", "executing", "retrying")
+logger = logging.getLogger("hueyscope.recorder")
+
+OPEN = ("enqueued", "scheduled", "executing", "retrying", "waiting")
 QUIET_SECONDS = 10.0
 CHUNK = 500
 LIMIT = 5000  # open tasks looked at per call, those quiet the longest first
@@ -65,15 +80,23 @@ def completed_in_queue(huey, task_ids):
     return done
 
 
-def reconcile(huey, seen, quiet=QUIET_SECONDS):
-    """Record ``complete`` for tasks the store shows open whose result is stored.
+def reconcile(huey, seen=None, quiet=QUIET_SECONDS):
+    """Record the outcomes the queue knows and the store lacks; returns how many.
 
-    ``seen`` maps task id to when (monotonic) an earlier call first found
-    it so; the caller keeps it between calls. Returns how many it recorded.
-    SQLite queues only; never raises.
+    ``seen`` (results path only) maps task id to when (monotonic) an earlier
+    call first found it so; the caller keeps it between calls. Never raises.
     """
     recorder = recorder_for(huey)
-    if recorder is None or not hasattr(huey.storage, "sql"):
+    if recorder is None:
+        return 0
+    if getattr(huey.storage, "leased", False):
+        try:
+            return reconcile_settled(huey, recorder, quiet)
+        except Exception:
+            logger.exception("Could not reconcile the event store with %s.",
+                             huey.name)
+            return 0
+    if seen is None or not hasattr(huey.storage, "sql"):
         return 0
     now = time.monotonic()
     try:
@@ -88,11 +111,59 @@ def reconcile(huey, seen, quiet=QUIET_SECONDS):
             continue
         first = seen.get(task_id, now)
         if now - first >= quiet:
-            huey._emit("complete", _Finished(task_id, name, priority),
-                       run_id=run_id)
+            task = _Finished(task_id, name, priority)
+            task.hueyscope_run_id = run_id  # read by the recorder alone
+            huey._emit("complete", task)
             recorded += 1
         else:
             still[task_id] = first
     seen.clear()
     seen.update(still)
+    return recorded
+
+
+def reconcile_settled(huey, recorder, quiet=QUIET_SECONDS):
+    """The outbox path of :func:`reconcile`, for leased queues."""
+    from hueyscope.leases import QueueCursor
+
+    storage = huey.storage
+    with storage.db() as curs:
+        rows = QueueCursor(storage, curs).execute(
+            "select id, task_id, task, signal, priority, run_id, ts from "
+            "hueyscope_settled where queue = ? and ts < ? order by id limit ?",
+            (storage.name, time.time() - quiet, LIMIT)).fetchall()
+    if not rows:
+        return 0
+    last = {}
+    for row in rows:  # in release order: the latest outcome of each task wins
+        last[row[1]] = row
+    known = {}
+    if os.path.exists(recorder.path):
+        ids = list(last)
+        for i in range(0, len(ids), CHUNK):
+            chunk = ids[i:i + CHUNK]
+            found = recorder.query_store(
+                "select task_id, status, updated from tasks where task_id in "
+                "(%s)" % ",".join("?" * len(chunk)), chunk)
+            if found is None:  # the store did not answer: try again later
+                return 0
+            known.update((r[0], r[1:]) for r in found)
+    recorded = 0
+    for task_id, (_, _, name, signal, priority, run_id, ts) in last.items():
+        status, updated = known.get(task_id, (None, None))
+        if signal not in FINAL_STATUS or status == FINAL_STATUS[signal]:
+            continue
+        if updated is not None and updated > ts:
+            continue  # the store heard of the task after this outcome
+        task = _Finished(task_id, name, priority)
+        task.hueyscope_run_id, task.hueyscope_ts = run_id, ts
+        huey._emit(signal, task)
+        recorded += 1
+    with storage.db(commit=True) as curs:
+        QueueCursor(storage, curs).execute(
+            "delete from hueyscope_settled where queue = ? and id <= ?",
+            (storage.name, rows[-1][0]))
+    if recorded:
+        logger.info("Recorded %d outcome(s) the event store had lost, from "
+                    "the queue's outbox.", recorded)
     return recorded

@@ -84,6 +84,10 @@ def attach(huey, events=None, **options):
             options.setdefault("redact", settings.redact_keys)
             recorder = Recorder(huey, events, **options)
             _recorders[huey] = recorder
+            if getattr(huey.storage, "leased", False):
+                # Each outcome's lease release leaves the queue's own word
+                # for it, for reconcile to put the record right after a crash.
+                huey.storage.record_outcomes = True
         return recorder
 
 
@@ -336,7 +340,8 @@ class Recorder:
 
     def _on_signal(self, signal, task, *args, **kwargs):
         try:
-            now = time.time()
+            # A reconciled outcome carries when it happened (see reconcile).
+            now = getattr(task, "hueyscope_ts", None) or time.time()
             duration = None
             if signal == "executing":
                 self._started[task.id] = time.monotonic()
@@ -352,7 +357,7 @@ class Recorder:
             # Recovery records a dead run's task under that run's id.
             item = (now, signal, task, task.retries, task.priority, task.eta,
                     duration, exc, threading.current_thread().name,
-                    kwargs.get("run_id"))
+                    getattr(task, "hueyscope_run_id", None))
             if len(self._buffer) >= self.max_buffer:
                 self._count_dropped(1, "buffer full")
                 return

@@ -1,0 +1,73 @@
+"""An app written as huey's documentation writes one, on hueyscope's SqliteHuey.
+
+The one-line change (``from hueyscope import SqliteHuey``) and nothing
+else of hueyscope's, except ``attach`` when ``EVENTS`` is set: a signal
+handler in huey's documented form, a ``lock_task``, tasks returning None.
+Every start, finish and signal goes to the ledger file ``LEDGER`` (one
+O_APPEND write a line). A task that finds ``HOLD`` naming a file waits
+until that file exists.
+"""
+import os
+import time
+
+from huey import crontab
+
+import hueyscope
+from hueyscope import SqliteHuey
+
+huey = SqliteHuey("dropin", filename=os.environ["QUEUE"])
+if os.environ.get("EVENTS"):
+    hueyscope.attach(huey, events=os.environ["EVENTS"])
+LEDGER = os.environ.get("LEDGER", "ledger.txt")
+
+
+def note(*words):
+    fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (" ".join(str(w) for w in words) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def lines(path=None):
+    try:
+        with open(path or LEDGER) as f:
+            return [line.split() for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+@huey.signal()
+def log_signal(signal, task, exc=None):
+    # huey's documented handler signature: no other keyword argument.
+    note("signal", signal, task.id)
+
+
+def hold():
+    """Wait for the file HOLD names, if it names one."""
+    path = os.environ.get("HOLD")
+    while path and not os.path.exists(path):
+        time.sleep(0.02)
+
+
+@huey.task(context=True)
+def job(n, task=None):
+    """Returns None, so no result is stored: nothing else writes after it."""
+    note("start", task.id, n, os.getpid())
+    hold()
+    note("done", task.id, n, os.getpid())
+
+
+@huey.task(context=True, retries=50, retry_delay=0.2)
+@huey.lock_task("sync")
+def locked(n, task=None):
+    """One at a time; a job that finds the lock taken is retried."""
+    note("start", task.id, n, os.getpid())
+    hold()
+    note("done", task.id, n, os.getpid())
+    return n
+
+
+@huey.periodic_task(crontab(minute="*"))
+def every_minute():
+    note("tick")
