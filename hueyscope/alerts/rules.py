@@ -150,8 +150,9 @@ RULES = {rule.name: rule for rule in (
          "the file system holding the event store (or the SQLite queue) has "
          "less free space than threshold of its size, or than min_free",
          {"threshold": (fraction, 0.10), "min_free": (size, 10**9)}),
-    # 10 GB is about 7 million tasks of history: past it, pages that scan
-    # events slow down and ``prune --vacuum`` needs as much free space again.
+    # 10 GB is about 8 million tasks of history at 1.2 kB each (see
+    # docs/retention.md): past it, pages that scan events slow down and
+    # ``prune --vacuum`` needs as much free space again.
     Rule("store_size",
          "the event store's files (database and write-ahead log) take more "
          "than threshold",

@@ -131,7 +131,7 @@ def configure_logging(level):
                    "than this (90s, 15m, 12h, 30d, 2w): at start, then every "
                    "tenth of it (1 min to 1 h). Hourly roll-ups and runs are "
                    "kept; never vacuums. 'none' keeps everything, and the "
-                   "store grows by about a kilobyte per task.")
+                   "store grows by about 1.2 kB per task.")
 @click.option("--flush-locks", is_flag=True,
               help="Also free locks with no holder on record before starting "
                    "(taken through huey's own storage). Locks of dead "
@@ -218,7 +218,7 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
         pruning.start()
     else:
         logger.info("Retention: none; the event store at %s keeps every "
-                    "event and grows by about a kilobyte per task.",
+                    "event and grows by about 1.2 kB per task.",
                     settings.events)
     if check_every:
         alerts = _alert_loop(settings, rules, check_every, huey, consumer)
