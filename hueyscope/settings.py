@@ -19,6 +19,15 @@ DURABILITY = ("full", "normal")
 DELIVERY = ("at-least-once", "at-most-once")
 # Keys whose values the recorder stores as "***", at any depth of args/kwargs.
 DEFAULT_REDACT = "password,token,secret,api_key,authorization"
+# How long a consumer keeps events and finished tasks in the event store
+# (``consume --retention``). Without a bound the store grows by about
+# 1.2 kB per task for ever, usually on the disk that holds the queue, and a
+# full disk stops the queue too. Two weeks keeps the detail of the last two
+# runs of a weekly job and of an incident noticed after a long weekend;
+# older history survives as hourly roll-ups. See docs/retention.md.
+DEFAULT_RETENTION = "14d"
+# The --retention value that keeps everything.
+NO_RETENTION = "none"
 
 ENV = {
     "queue": "HUEYSCOPE_QUEUE",

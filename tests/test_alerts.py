@@ -23,7 +23,7 @@ from conftest import assert_one_line_error, query, scalar, wait_until
 from hueyscope.events.schema import open_event_store
 
 RULE_NAMES = ("oldest_pending", "failure_rate", "lost_task", "no_consumer",
-              "missed_tick")
+              "missed_tick", "disk_free", "store_size")
 
 
 def check(cli, *args, **env):

@@ -22,7 +22,8 @@ from hueyscope.readonly import read_only
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-    """What one rule measured: ``fired`` when ``value`` is above ``threshold``."""
+    """What one rule measured: ``fired`` when ``value`` is above ``threshold``
+    (for ``disk_free``, free bytes below the floor in bytes)."""
 
     rule: str
     fired: bool
@@ -325,10 +326,107 @@ def _served_since(conn, name, tick):
         "('enqueued', 'executing') limit 1", (name, tick)).fetchone() is not None
 
 
+# -- disk space ----------------------------------------------------------------
+
+def _bytes(n):
+    """A size as people read it: 812 kB, 3.4 MB, 1.2 GB (powers of 1000)."""
+    n = float(n)
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= scale:
+            return "%.3g %s" % (n / scale, unit)
+    return "%d B" % n
+
+
+def _filesystems(sources):
+    """[(what, folder, statvfs)]: one per file system holding the event store
+    or the SQLite queue ("event store and queue" when they share one)."""
+    found = {}
+    for what, path in (("event store", sources.events), ("queue", sources.queue)):
+        if not path:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            device = os.stat(folder).st_dev
+            stats = os.statvfs(folder)
+        except OSError:  # a queue folder that is not there: nothing to watch
+            continue
+        if device in found:
+            found[device][0].append(what)
+        else:
+            found[device] = ([what], folder, stats)
+    return [(" and ".join(whats), folder, stats)
+            for whats, folder, stats in found.values()]
+
+
+def disk_free(conn, params, sources):
+    """Free space of the file system holding the event store (and of the one
+    holding the SQLite queue, if another), against a floor.
+
+    The floor is ``threshold`` of the file system's size or ``min_free``
+    bytes, whichever is more. Free is what an unprivileged process may still
+    write (``df``'s Avail): the blocks kept for root are not counted on. With
+    two file systems, the one furthest under (or closest to) its floor is
+    reported.
+    """
+    worst = None
+    for what, folder, stats in _filesystems(sources):
+        total = stats.f_blocks * stats.f_frsize
+        free = stats.f_bavail * stats.f_frsize
+        floor = max(params["threshold"] * total, params["min_free"])
+        # Free over floor: below 1 fires; the lowest is the most pressing.
+        ratio = free / floor if floor else float("inf")
+        if worst is None or ratio < worst[0]:
+            worst = (ratio, what, folder, total, free, floor)
+    if worst is None:
+        return Finding("disk_free", False,
+                       "disk_free: no file system to check", None, None)
+    _, what, folder, total, free, floor = worst
+    share = free / total if total else 0.0
+    message = "disk_free: %s free of %s (%s) on the file system of the %s " \
+              "(%s); threshold %s or %s, whichever is more (%s)" % (
+                  _bytes(free), _bytes(total), _percent(share), what, folder,
+                  _percent(params["threshold"]), _bytes(params["min_free"]),
+                  _bytes(floor))
+    fired = free < floor
+    if fired:
+        message += "; the event store takes %s" % _bytes(_store_bytes(sources.events))
+    return Finding("disk_free", fired, message, free, round(floor))
+
+
+def _store_bytes(path):
+    """Bytes of the store's database file and its write-ahead log."""
+    return sum(os.path.getsize(p) for p in (path, path + "-wal")
+               if os.path.exists(p))
+
+
+def store_size(conn, params, sources):
+    """Bytes of the event store's database file and write-ahead log.
+
+    Pruning frees pages inside the file for new rows without shrinking it:
+    a store that fires here stays this size until ``prune --vacuum``.
+    """
+    threshold = params["threshold"]
+    database = os.path.getsize(sources.events)
+    wal = sources.events + "-wal"
+    wal = os.path.getsize(wal) if os.path.exists(wal) else 0
+    total = database + wal
+    message = "store_size: the event store %s takes %s (database %s, " \
+              "write-ahead log %s; threshold %s)" % (
+                  sources.events, _bytes(total), _bytes(database), _bytes(wal),
+                  _bytes(threshold))
+    fired = total > threshold
+    if fired:
+        message += "; a shorter --retention, then hueyscope prune --vacuum, " \
+                   "shrinks it"
+    return Finding("store_size", fired, message, total, threshold)
+
+
 CHECKS = {
     "oldest_pending": oldest_pending,
     "failure_rate": failure_rate,
     "lost_task": lost_task,
     "no_consumer": no_consumer,
     "missed_tick": missed_tick,
+    "disk_free": disk_free,
+    "store_size": store_size,
 }

@@ -1,7 +1,8 @@
 """The alert rules, their defaults, and ``rules.toml``, which overrides them.
 
 Every rule measures one number and fires when it is above the rule's
-``threshold``. A rules file has one table per rule it changes; a rule it
+``threshold`` -- except ``disk_free``, which fires when the free space is
+below its floor. A rules file has one table per rule it changes; a rule it
 does not name keeps its defaults::
 
     [oldest_pending]
@@ -15,12 +16,18 @@ does not name keeps its defaults::
     [lost_task]
     enabled = false
 
+    [disk_free]
+    threshold = "5%"           # of the file system's size
+    min_free = "5GB"           # and never less than this
+
 Durations are seconds (a number) or a number and a unit (``90s``, ``15m``,
-``12h``, ``1d``). Anything else -- a rule or key this version does not
+``12h``, ``1d``); sizes are bytes (a number) or a number and a unit (``500MB``,
+``1GB``, ``2GiB``). Anything else -- a rule or key this version does not
 know, a value of the wrong kind, a file that is not TOML -- is a ValueError
 with a one-line message, which commands turn into exit code 2.
 """
 import dataclasses
+import re
 
 from hueyscope.events.retention import parse_duration
 
@@ -48,6 +55,32 @@ def fraction(value):
     if not 0 <= value <= 1:
         raise ValueError("%r is not between 0 and 1 (0 %% and 100 %%)" % value)
     return float(value)
+
+
+SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
+              "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+              "tib": 2**40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def size(value):
+    """Bytes, from a number or a string such as ``500MB``, ``1GB``, ``2GiB``.
+
+    kB, MB, GB and TB are powers of 1000 (as ``df -H`` and disk vendors
+    count); KiB, MiB, GiB and TiB powers of 1024.
+    """
+    if isinstance(value, bool):
+        raise ValueError("%r is not a size" % value)
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("size must be zero or more, not %r" % value)
+        return int(value)
+    match = _SIZE.match(str(value))
+    if not match or match.group(2).lower() not in SIZE_UNITS:
+        raise ValueError("%r is not a size: use bytes or a number and a unit, "
+                         "one of kB, MB, GB, TB, KiB, MiB, GiB, TiB (e.g. "
+                         "500MB, 1GB)" % (value,))
+    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
 
 
 def count(value):
@@ -110,6 +143,20 @@ RULES = {rule.name: rule for rule in (
          "a periodic task's last due tick is older than threshold and "
          "nothing enqueued or ran it since (looked for over lookback)",
          {"threshold": (duration, 120.0), "lookback": (duration, 86400.0)}),
+    # 10 %: the share df users alarm on, and room for a day or more of
+    # growth on most disks; 1 GB: the floor for small disks, where 10 % is
+    # little, so a full disk (which stops the queue too) is never a surprise.
+    Rule("disk_free",
+         "the file system holding the event store (or the SQLite queue) has "
+         "less free space than threshold of its size, or than min_free",
+         {"threshold": (fraction, 0.10), "min_free": (size, 10**9)}),
+    # 10 GB is about 8 million tasks of history at 1.2 kB each (see
+    # docs/retention.md): past it, pages that scan events slow down and
+    # ``prune --vacuum`` needs as much free space again.
+    Rule("store_size",
+         "the event store's files (database and write-ahead log) take more "
+         "than threshold",
+         {"threshold": (size, 10 * 10**9)}),
 )}
 
 

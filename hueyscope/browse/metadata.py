@@ -191,12 +191,13 @@ TABLES = {
         "columns": {
             "id": "Row id, in order of recording.",
             "ts": "When the check ran (unix seconds, UTC).",
-            "rule": "oldest_pending, failure_rate, lost_task, no_consumer "
-                    "or missed_tick.",
+            "rule": "oldest_pending, failure_rate, lost_task, no_consumer, "
+                    "missed_tick, disk_free or store_size.",
             "message": "What fired, with the value and the threshold.",
-            "value": "What the rule measured (seconds, a share or a count).",
+            "value": "What the rule measured (seconds, a share, a count or "
+                     "bytes).",
             "threshold": "The rule's threshold, in the same unit: it fires "
-                         "above it.",
+                         "above it (disk_free: free bytes below it).",
             "run_id": "The consumer run that checked (runs.id).",
         },
     },

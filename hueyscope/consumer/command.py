@@ -21,10 +21,11 @@ from hueyscope.alerts.command import rules_from, rules_option
 from hueyscope.apps import open_app
 from hueyscope.consumer.retention import RetentionLoop
 from hueyscope.consumer.runner import Consumer
-from hueyscope.events.retention import Duration
+from hueyscope.events.retention import Retention
 from hueyscope.options import BadInput, Choice, FloatRange, IntRange, settings_options
 from hueyscope.options import capture_options, site_option
 from hueyscope.recovery import lease_options
+from hueyscope.settings import DEFAULT_RETENTION
 
 logger = logging.getLogger("hueyscope.consumer")
 
@@ -123,11 +124,14 @@ def configure_logging(level):
 @click.option("--report-every", type=FloatRange(min=1), default=None,
               metavar="SECONDS",
               help="Rebuild the static report into --site every SECONDS.")
-@click.option("--retention", type=Duration(), default=None, metavar="DURATION",
+@click.option("--retention", type=Retention(), default=DEFAULT_RETENTION,
+              show_default=True, metavar="DURATION|none",
               envvar="HUEYSCOPE_RETENTION", show_envvar=True,
-              help="Prune the event store of what is older than this (90s, "
-                   "15m, 12h, 30d, 2w): at start, then every tenth of it "
-                   "(1 min to 1 h). Roll-ups are kept; never vacuums.")
+              help="Prune the event store of events and finished tasks older "
+                   "than this (90s, 15m, 12h, 30d, 2w): at start, then every "
+                   "tenth of it (1 min to 1 h). Hourly roll-ups and runs are "
+                   "kept; never vacuums. 'none' keeps everything, and the "
+                   "store grows by about 1.2 kB per task.")
 @click.option("--flush-locks", is_flag=True,
               help="Also free locks with no holder on record before starting "
                    "(taken through huey's own storage). Locks of dead "
@@ -158,6 +162,7 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
         hueyscope consume --app myapp.tasks:huey --worker-type process
         hueyscope consume --report-every 60 --site /var/www/tasks
         hueyscope consume --retention 30d --no-args
+        hueyscope consume --retention none
         hueyscope consume --check-every 60 --rules rules.toml
 
     SIGINT (Ctrl-C) and SIGTERM stop it gracefully: tasks in flight finish,
@@ -208,9 +213,13 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
     if report_every:
         reports = ReportLoop(settings.events, settings.site, report_every)
         reports.start()
-    if retention:
+    if retention is not None:
         pruning = RetentionLoop(settings.events, retention)
         pruning.start()
+    else:
+        logger.info("Retention: none; the event store at %s keeps every "
+                    "event and grows by about 1.2 kB per task.",
+                    settings.events)
     if check_every:
         alerts = _alert_loop(settings, rules, check_every, huey, consumer)
         alerts.start()

@@ -1,7 +1,8 @@
 """Automatic retention: a consumer that prunes its own event store.
 
 ``hueyscope consume --retention 30d`` runs :class:`RetentionLoop`, a daemon
-thread that deletes what is older than 30 days -- once when the consumer
+thread that deletes what is older than 30 days (14 days when the option is
+not given; ``--retention none`` runs no loop) -- once when the consumer
 starts, then every tenth of the retention period, but no more often than
 once a minute and no less often than once an hour. It is
 :func:`hueyscope.events.retention.prune_store` on a timer: events, finished

@@ -31,7 +31,7 @@ import sqlite_utils
 
 from hueyscope.events import schema
 from hueyscope.options import BadInput, _OneLineParamType, events_option
-from hueyscope.settings import Settings
+from hueyscope.settings import NO_RETENTION, Settings
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -70,6 +70,35 @@ class Duration(_OneLineParamType, click.ParamType):
             return float(value)
         try:
             return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def parse_retention(text):
+    """Seconds of a retention period such as ``14d``; None for ``none``.
+
+    ``none`` (any case) keeps everything. Raises ValueError (one line) for
+    anything else that is not a duration of more than zero.
+    """
+    if str(text).strip().lower() == NO_RETENTION:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ValueError("%s; or %s to keep everything" % (exc, NO_RETENTION)) \
+            from None
+
+
+class Retention(Duration):
+    """A click parameter for a retention period: seconds, or None for ``none``."""
+
+    name = "retention"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, (int, float)):
+            return value
+        try:
+            return parse_retention(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
