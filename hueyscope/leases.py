@@ -621,14 +621,11 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
             curs.execute("delete from hueyscope_lease where id in (%s)"
                          % ",".join("?" * len(ids)), ids)
             self._write_outcomes(curs, ids)
-        prefetched = None
-        local = self._thread()
-        if own and self.prefetch and local.next is None:
-            taken = self._take(curs, 1)
-            if taken:
-                prefetched = local.next = taken[0]
-                self._unstarted.add(prefetched[0])
-        return ids, own, prefetched
+        # No message is leased ahead here: this transaction may be about to
+        # enqueue a retry or a continuation of higher priority than what is
+        # queued now (only a result's group commit, which enqueues nothing,
+        # leases the worker's next message).
+        return ids, own, None
 
     def _unrelease(self, released):
         # The transaction rolled back: the leases are still held.

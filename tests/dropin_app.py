@@ -71,3 +71,14 @@ def locked(n, task=None):
 @huey.periodic_task(crontab(minute="*"))
 def every_minute():
     note("tick")
+
+
+@huey.task(context=True, retries=1, priority=100)
+def urgent(task=None):
+    """Fails on its first attempt; its retry must come before lower priorities."""
+    marker = LEDGER + ".urgent"
+    note("start", task.id, "urgent", os.getpid())
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise ValueError("first attempt")
+    note("done", task.id, "urgent", os.getpid())

@@ -350,3 +350,19 @@ def test_sighup_restarts_hueyscope_consume_gracefully(cli):
                             if w[0] == "done"]) == 2, message="work after restart")
     assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
     assert len([w for w in ledger_app.ledger(ledger_path) if w[0] == "start"]) == 2
+
+
+@pytest.mark.timeout(90)
+def test_a_retry_keeps_its_priority(app):
+    """A priority-100 task fails once: its retry runs before the priority-0
+    tasks queued before it failed (one worker, so the order is the queue's)."""
+    app.env.pop("HOLD")
+    python(app, "a.urgent(); [a.job(n) for n in range(5)]")
+    consumer = start(app, [str(Path(sys.executable).parent / "hueyscope"), "consume",
+                           "--app", "dropin_app:huey", "-w", "1", "--no-periodic",
+                           "--max-delay", "0.1"], "consumer")
+    wait_until(lambda: len(ledger(app, "done")) == 6, message="every task to finish")
+    order = [words[1] for words in ledger(app, "start")]
+    assert order == ["urgent", "urgent", "0", "1", "2", "3", "4"], order
+    os.killpg(consumer.pid, signal.SIGTERM)
+    assert consumer.wait(30) == 0
