@@ -22,6 +22,9 @@ _MODULE_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 def load_app(spec):
     """Import ``module:attribute`` (attribute may be dotted) and return the Huey.
 
+    A Django settings module (``djsite.settings:HUEY``) sets Django up and
+    imports the installed apps' tasks first (see :mod:`hueyscope.django`).
+
     The module may also be given as a file, ``path/to/tasks.py:huey``: its
     folder is put first on sys.path and it is imported by its name, so task
     names are the same as when it is imported as ``tasks:huey``. The current
@@ -39,10 +42,19 @@ def load_app(spec):
             raise ValueError("--app must look like %s, not %r" % (APP_FORM, spec))
         if os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())
+    from hueyscope import django as django_support
+
+    # An app that imports Django code needs Django set up first, as
+    # manage.py does it.
+    django_settings = django_support.wanted()
+    if django_settings and django_settings != module_name:
+        django_support.setup(django_settings)
     module = _import(module_name)
     if target != module_name and not _same_file(module, target):
         raise ValueError("cannot import %s: the name %s is taken by %s" % (
             target, module_name, getattr(module, "__file__", "a built-in module")))
+    if django_support.is_settings_module(module):
+        django_support.setup(module_name)
     obj = module
     for part in attr.split("."):
         try:
@@ -50,10 +62,12 @@ def load_app(spec):
         except AttributeError:
             raise ValueError("module %s has no attribute %s" % (
                 target, attr)) from None
+    obj = django_support.huey_of(obj)
     if not isinstance(obj, Huey):
         kind = type(obj).__name__
         raise ValueError("%s is %s %s, not a Huey instance" % (
             spec, "an" if kind[0] in "aeiouAEIOU" else "a", kind))
+    django_support.prepare(obj)
     return obj
 
 
@@ -129,13 +143,14 @@ def check_queue_path(settings):
             path, folder))
 
 
-def open_app(settings, events=True):
+def open_app(settings, events=True, check=None):
     """The settings' Huey instance, checked and connected, for a command.
 
     Exports the settings first so an app that builds its Huey at import time
     (as the demo catalogue does) uses the same queue and event store. With
     ``events`` (commands that record), the event store is checked before
-    anything is created. Raises ValueError with a one-line message for
+    anything is created. ``check(huey)`` may refuse the loaded app by
+    raising ValueError. Raises ValueError with a one-line message for
     anything wrong, and then leaves no file behind that was not there.
     """
     from hueyscope.events.schema import check_event_store
@@ -153,8 +168,27 @@ def open_app(settings, events=True):
     # Huey: undo that.
     with _removed_if_failed(_files_of(settings)):
         huey = load_app(settings.app)
+        if check is not None:
+            check(huey)
     open_queue(huey)
     return huey
+
+
+def check_has_tasks(huey, app):
+    """Raise ValueError if ``huey`` has no task at all.
+
+    A consumer of such an app can run nothing, and takes every message off
+    the queue as one it cannot run.
+    """
+    if huey._registry._registry:
+        return
+    from hueyscope import django as django_support
+
+    where = ("no tasks.py of INSTALLED_APPS defines one"
+             if django_support.is_set_up() else
+             "import the modules that define them where the Huey is built")
+    raise ValueError("%s has no tasks registered (%s); a consumer would "
+                     "take every message as one it cannot run" % (app, where))
 
 
 def check_distinct_files(settings):

@@ -429,12 +429,14 @@ def test_stock_huey_consumer_with_process_workers_loses_nothing_at_a_graceful_st
     # due; scheduled, executing and complete: by the worker processes.
     assert signals == {"enqueued": 6, "scheduled": 3, "executing": 3,
                        "complete": 3}, (tmp_path / "huey_consumer.log").read_text()
-    # Every process that recorded has its run, and every run was stopped:
-    # the producer at its exit, the two workers and the scheduler at theirs.
-    runs = query(events, "select role, pid, stop_reason from runs")
-    assert sorted((role, reason) for role, _, reason in runs) == [
-        ("consumer", "exit")] * 3 + [("producer", "exit")], runs
-    producer, = [pid for role, pid, _ in runs if role == "producer"]
+    # The workers and the scheduler record under the consumer's run, which
+    # its process stopped as huey's consumer did: gracefully. The producer's
+    # run stopped at its exit.
+    runs = query(events, "select role, pid = ?, stop_reason, workers, "
+                 "worker_type from runs order by role", (proc.pid,))
+    assert runs == [("consumer", 1, "graceful", 2, "process"),
+                    ("producer", 0, "exit", None, None)], runs
+    producer = scalar(events, "select pid from runs where role = 'producer'")
     workers = {pid for pid, in query(
         events, "select distinct pid from events where signal = 'executing'")}
     by_scheduler = {pid for pid, in query(

@@ -13,14 +13,16 @@ import sys
 import threading
 
 import click
+from click.core import ParameterSource
 from huey.constants import WORKER_PROCESS, WORKER_THREAD
 from huey.exceptions import ConfigurationError
 
 import hueyscope
 from hueyscope.alerts.command import rules_from, rules_option
-from hueyscope.apps import open_app
+from hueyscope.apps import check_has_tasks, open_app
 from hueyscope.consumer.retention import RetentionLoop
 from hueyscope.consumer.runner import Consumer
+from hueyscope.events.recorder import recorder_for
 from hueyscope.events.retention import Retention
 from hueyscope.options import BadInput, Choice, FloatRange, IntRange, settings_options
 from hueyscope.options import capture_options, site_option
@@ -83,11 +85,29 @@ def _alert_loop(settings, rules, every, huey, consumer):
                      run_id=lambda: consumer.run_id)
 
 
+class _NotShownYet(logging.Filter):
+    """Let through only records no handler below the root has shown.
+
+    The app's own logging (Django's LOGGING, say) may give the ``huey``
+    logger a handler; the same line printed again by ours at the root
+    would show every line twice. Ours shows what nothing else does.
+    """
+
+    def filter(self, record):
+        logger = logging.getLogger(record.name)
+        while logger.parent is not None:
+            if logger.handlers:
+                return False
+            logger = logger.parent
+        return True
+
+
 def configure_logging(level):
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.addFilter(_NotShownYet())
         root.addHandler(handler)
     root.setLevel(level)
 
@@ -160,10 +180,15 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
     Examples:
         hueyscope consume --workers 4
         hueyscope consume --app myapp.tasks:huey --worker-type process
+        hueyscope consume --app djsite.settings:HUEY
         hueyscope consume --report-every 60 --site /var/www/tasks
         hueyscope consume --retention 30d --no-args
         hueyscope consume --retention none
         hueyscope consume --check-every 60 --rules rules.toml
+
+    An --app in a Django settings module sets Django up and imports the
+    tasks.py of each installed app, as manage.py run_huey does. An app with
+    no task at all is refused.
 
     SIGINT (Ctrl-C) and SIGTERM stop it gracefully: tasks in flight finish,
     then it exits 0. A second signal interrupts them; interrupted tasks go
@@ -185,8 +210,17 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
         raise BadInput("--scheduler-interval must be a factor of 60, not %d"
                        % scheduler_interval)
     rules = rules_from(rules_path)
+    events_given = click.get_current_context().get_parameter_source(
+        "events") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    chosen = {}
+
+    def check(huey):
+        check_has_tasks(huey, settings.app)
+        chosen["events"] = _event_store(huey, settings, events_given)
+
     try:
-        huey = open_app(settings)
+        huey = open_app(settings, check=check)
+        settings = dataclasses.replace(settings, events=chosen["events"])
         recorder = hueyscope.attach(huey, events=settings.events)
     except ValueError as exc:
         raise BadInput(str(exc))
@@ -225,7 +259,8 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
         alerts.start()
     logger.info("hueyscope consumer: %d %s worker(s) on %s, events in %s, "
                 "pid %d. Ctrl-C or SIGTERM stops gracefully.", workers,
-                worker_type, settings.queue, settings.events,
+                worker_type, getattr(huey.storage, "filename", settings.queue),
+                settings.events,
                 os.getpid())
     try:
         reason = consumer.run()
@@ -251,6 +286,28 @@ def _restart():
     logging.shutdown()
     args = [sys.executable, "-m", "hueyscope"] + sys.argv[1:]
     os.execv(sys.executable, args)
+
+
+def _event_store(huey, settings, given):
+    """The event store this consumer records to.
+
+    An app that attaches the recorder itself with an ``events=`` path of
+    its own (``hueyscope.attach(huey, events=...)``, in Django's
+    ``AppConfig.ready``) records there. Without --events (or
+    HUEYSCOPE_EVENTS) the consumer follows it; with one that names another
+    file, the record would be split between two stores, the app's
+    producers writing one and this consumer the other: refused.
+    """
+    recorder = recorder_for(huey)
+    if recorder is None or os.path.realpath(recorder.path) == \
+            os.path.realpath(settings.events):
+        return settings.events
+    if not given:
+        return recorder.path
+    raise ValueError(
+        "%s records to %s (its own hueyscope.attach(events=...)), not to "
+        "%s; drop --events, or attach without events= so that the app "
+        "follows it" % (settings.app, recorder.path, settings.events))
 
 
 class _EarlyStop:

@@ -36,7 +36,7 @@ import traceback
 import weakref
 
 from hueyscope import settings as _settings
-from hueyscope.events import hooks, schema, writer, writer_process
+from hueyscope.events import hooks, schema, stock, writer, writer_process
 
 logger = logging.getLogger("hueyscope.recorder")
 
@@ -285,6 +285,7 @@ class Recorder:
         self.role = None
         huey._signal.connect(self._on_signal)
         hooks.install(huey, self._on_signal)
+        stock.install(huey, self)
         huey.on_startup(name="hueyscope_recorder_startup")(self._on_worker_startup)
         huey.on_shutdown(name="hueyscope_recorder_shutdown")(self._on_worker_shutdown)
         os.register_at_fork(after_in_child=self._after_fork_in_child)
