@@ -159,10 +159,15 @@ def reconcile_settled(huey, recorder, quiet=QUIET_SECONDS):
         task.hueyscope_run_id, task.hueyscope_ts = run_id, ts
         huey._emit(signal, task)
         recorded += 1
+    # Exactly the rows read: on PostgreSQL a row with a lower id can commit
+    # after them, not yet quiet and not yet looked at.
+    ids = [row[0] for row in rows]
     with storage.db(commit=True) as curs:
-        QueueCursor(storage, curs).execute(
-            "delete from hueyscope_settled where queue = ? and id <= ?",
-            (storage.name, rows[-1][0]))
+        curs = QueueCursor(storage, curs)
+        for i in range(0, len(ids), CHUNK):
+            chunk = ids[i:i + CHUNK]
+            curs.execute("delete from hueyscope_settled where id in (%s)"
+                         % ",".join("?" * len(chunk)), chunk)
     if recorded:
         logger.info("Recorded %d outcome(s) the event store had lost, from "
                     "the queue's outbox.", recorded)
