@@ -285,12 +285,42 @@ os._exit(0)
 """
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine_app(request, app):
+    """``app`` on a SQLite queue, or on PostgreSQL in a schema of its own;
+    ``app.count(table)`` counts a queue table's rows on either."""
+    if request.param == "sqlite":
+        app.count = lambda table: scalar(app.queue, "select count(*) from %s" % table)
+        yield app
+        return
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    from conftest import require_server
+    from test_postgres import SERVER
+
+    try:
+        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        require_server("PostgreSQL", SERVER, exc)
+    schema = "hs_" + uuid.uuid4().hex[:12]
+    admin.execute("create schema %s" % schema)
+    app.env["HUEYSCOPE_QUEUE"] = "%s?options=-csearch_path%%3D%s" % (SERVER, schema)
+    app.count = lambda table: admin.execute(
+        "select count(*) from %s.%s" % (schema, table)).fetchone()[0]
+    yield app
+    app.close()
+    admin.execute("drop schema %s cascade" % schema)
+    admin.close()
+
+
 @pytest.mark.timeout(120)
-def test_outcomes_whose_events_died_are_recorded_from_the_queue(app):
+def test_outcomes_whose_events_died_are_recorded_from_the_queue(engine_app):
     """A pipeline step recorded only as 'waiting', a task whose first attempt
     failed, a task returning None, a result already read: each finished in
     a process killed before its events were written, and each is shown
     complete once a consumer reconciles, though no result remains."""
+    app = engine_app
     # The first attempt of fails_once, recorded: an error, then the retry.
     flaky = produce(app, "t = a.fails_once(5); a.huey.execute(a.huey.dequeue()); "
                     "print(t.id)").stdout.strip()
@@ -310,7 +340,7 @@ print(p.id, p.on_complete.id, n.id, r.id)
     assert died.stdout.split() == ["5"]
     assert statuses(app, *ids) == ["enqueued", "waiting", "enqueued", "enqueued",
                                    "enqueued"]
-    assert scalar(app.queue, "select count(*) from hueyscope_lease") == 0
+    assert app.count("hueyscope_lease") == 0
     consumer = consume(app, "--health-check-interval", "0.5")
     wait_until(lambda: all_complete(app, *ids), timeout=60,
                message="every outcome on record")
@@ -318,4 +348,4 @@ print(p.id, p.on_complete.id, n.id, r.id)
     # Nothing ran again: the one execution on record is the failed attempt.
     assert dict(query(app.events, "select task_id, count(*) from events where "
                       "signal = 'executing' group by task_id")) == {flaky: 1}
-    assert scalar(app.queue, "select count(*) from hueyscope_settled") == 0
+    assert app.count("hueyscope_settled") == 0
