@@ -397,12 +397,10 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
         # huey's BaseSqlStorage.db() on this thread's connection, with no
         # lock, and every write transaction also deleting the leases whose
         # outcome is now durable.
-        conn = self.conn
-        cursor = conn.cursor()
+        conn, cursor = self._begin() if commit else self._cursor()
         released = None
         try:
             if commit:
-                cursor.execute(self.begin_sql)
                 released = self._release_in(cursor)
             yield cursor
         except BaseException:
@@ -419,6 +417,35 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
             if close:
                 self._close_quiet(conn)
                 self._conns.conn = None
+
+    def _cursor(self):
+        conn = self.conn
+        return conn, conn.cursor()
+
+    def _begin(self):
+        """(connection, cursor) in a new transaction.
+
+        A connection the server dropped while it was idle (a restart, an
+        idle timeout) is found out at its next statement: when that is the
+        BEGIN, nothing was done, and a new connection begins instead. This
+        covers every transaction, those of callers that do not retry
+        (recovery, heartbeats) too.
+        """
+        conn, cursor = self._cursor()
+        try:
+            cursor.execute(self.begin_sql)
+        except psycopg.OperationalError:
+            cursor.close()
+            if not (conn.closed or conn.broken):
+                raise
+            logger.warning("The queue's connection was dropped; reconnecting.")
+            conn, cursor = self._cursor()  # self.conn replaces a broken one
+            try:
+                cursor.execute(self.begin_sql)
+            except BaseException:
+                cursor.close()
+                raise
+        return conn, cursor
 
     def _rollback_quiet(self, conn):
         try:

@@ -1,8 +1,11 @@
-"""Faults of the PostgreSQL queue: lock order, retried priority, reconciliation.
+"""Faults of the PostgreSQL queue: lock order, failed writes, dropped
+connections, a retry's priority, reconciliation after a kill.
 
 Real consumers on the machine's PostgreSQL (a schema per test, see the
 ``pg`` fixture of tests/test_postgres.py), running tests/pg_faults_app.py,
-whose tasks write a ledger of what ran, where and in which order.
+whose tasks write a ledger of what ran, where and in which order; faults
+are the server's own (a trigger that refuses inserts, connections it
+terminates) and real signals.
 """
 import subprocess
 import sys
@@ -122,6 +125,34 @@ def test_a_step_whose_next_step_cannot_be_enqueued_keeps_its_lease(app):
     assert app.sql("select count(*) from hueyscope_lease") == [(0,)]
 
 
+@pytest.mark.timeout(90)
+def test_connections_dropped_mid_drain_lose_no_result(app):
+    """The server drops every connection of the consumer, again and again,
+    while it drains: each storage call whose connection dropped runs again
+    on a new one, so every task's result is stored while it runs."""
+    count = 300
+    name = app.schema
+    app.env["HUEYSCOPE_QUEUE"] += "&application_name=%s" % name
+    run_app(app, "[a.plain(i) for i in range(%d)]" % count)
+    consumer = consume(app, "-w", "4")
+    for share in range(1, 6):
+        wait_until(lambda: len(steps(app, "plain")) >= count * share // 8,
+                   message="%d/8 of the tasks run" % share)
+        dropped = app.sql("select pg_terminate_backend(pid) from pg_stat_activity "
+                          "where application_name = %s", (name,))
+        assert dropped
+    wait_until(lambda: len(steps(app, "plain")) == count, message="every task run")
+    wait_until(lambda: app.sql("select count(*) from huey_kv")[0][0] >= count
+               or consumer.proc.poll() is not None, message="every result stored")
+    assert consumer.proc.poll() is None, consumer.describe()
+    assert app.sql("select count(*) from huey_kv") == [(count,)]
+    assert consumer.stop() == 0, consumer.describe()
+    assert app.sql("select count(*) from hueyscope_lease") == [(0,)]
+    # Recovery, at each health check and at the stop, began on a dropped
+    # connection too: it begins again on a new one.
+    assert "Recovery failed" not in consumer.stderr
+
+
 # On SQLite, hueyscope's consumer leases a worker's next message in the
 # transaction of its outcome's write (leases.py, LeasedSqliteStorage.
 # _release_in, prefetch): for a retry, before the retry's insert, so a
@@ -156,7 +187,7 @@ def test_a_retry_runs_before_tasks_of_lower_priority(either):
     assert order[:2] == [("urgent", "first"), ("urgent", "retry")], order[:4]
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_tasks_finished_before_a_sigkill_are_reconciled_complete(app):
     """A consumer killed before its last events reached the store (here,
     none did: its recorder flushes, and its run beats, every 10 minutes)
@@ -174,7 +205,7 @@ def test_tasks_finished_before_a_sigkill_are_reconciled_complete(app):
     kill_group(first)
     assert app.task_statuses() == {"enqueued": count}
     second = consume(app, "-w", "1", name="second")
-    wait_until(lambda: app.task_statuses() == {"complete": count}, timeout=60,
+    wait_until(lambda: app.task_statuses() == {"complete": count}, timeout=90,
                message="the finished tasks recorded complete")
     assert second.stop() == 0, second.describe()
     assert "Recorded %d task(s) complete" % count in second.stderr
