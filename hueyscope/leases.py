@@ -327,6 +327,21 @@ class LeaseKeeping:
         if held is not None:
             held.keep = True
 
+    def keep_unwritten(self, task_id):
+        """The write of ``task_id``'s outcome failed: keep what it would release.
+
+        Returns True if a lease is kept. It stays in the queue under this
+        process until recovery (at this consumer's stop, or once the
+        process is gone) settles it as its stored result says.
+        """
+        own = self._own_releases()
+        for lease in own:
+            self._settling.pop(lease, None)
+        held = self._find(task_id)
+        if held is not None:
+            held.keep = True
+        return bool(own) or held is not None
+
     def finish(self, task_id):
         """The worker is done with ``task_id``: release what is still held.
 
@@ -905,6 +920,16 @@ class LeasedHuey:
         leases = self._leases
         try:
             return super().execute(task, timestamp)
+        except Exception:
+            # What makes the outcome durable comes after the task ran: its
+            # result, its next pipeline step's enqueue, its retry's. That
+            # write failed (for good: transient failures were retried), so
+            # the lease is kept for recovery, which enqueues a step's next
+            # step from its stored result, or runs the task again.
+            if leases is not None and leases.keep_unwritten(task.id):
+                logger.error("The outcome of task %s could not be written; its "
+                             "lease is kept for recovery.", task.id)
+            raise
         finally:
             if leases is not None:
                 leases.finish(task.id)

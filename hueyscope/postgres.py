@@ -16,9 +16,22 @@ makes the outcome durable deletes the lease in its own transaction;
 transaction-level advisory lock so two consumers never recover the same
 lease. Holders on other hosts are judged by heartbeat alone.
 ``--delivery at-most-once`` is huey's delete-on-dequeue.
+
+Building a Huey (every consumer start, producer and command) takes no lock
+a live queue's workers need: it reads the catalog and creates only what is
+missing (see :meth:`ClaimingPostgresStorage.initialize_schema`). A storage
+call whose transaction fails on a transient error -- a deadlock, a
+serialization failure, a lock not available, a dropped connection -- is
+run again after a short backoff, a few times (:data:`ATTEMPTS`); a pipeline
+step or a retry whose next write still fails keeps its lease, so recovery
+finishes its work (``LeasedHuey.execute``).
 """
 import contextlib
+import functools
+import logging
 import os
+import random
+import re
 import threading
 import time
 import weakref
@@ -29,6 +42,14 @@ from huey.storage import PostgresStorage
 
 from hueyscope.leases import DEAD_LETTER_COLUMNS, LeasedHuey, LeaseKeeping
 from hueyscope.periodic import KEEP_SECONDS, OncePerTick
+
+try:
+    import psycopg
+    from psycopg import errors as _errors
+except ImportError:  # the postgres extra is not installed: make_postgres_huey says so
+    psycopg = None
+
+logger = logging.getLogger("hueyscope.postgres")
 
 # The tables of record, as on SQLite (psycopg's parameter style).
 LEASE_DDL = [
@@ -59,15 +80,170 @@ LEASE_DDL = [
     "fingerprint text)",
 ] + ["alter table hueyscope_dead_letter add column if not exists %s text" % c
      for c in DEAD_LETTER_COLUMNS]
-SCHEMA_LOCK = "select pg_advisory_xact_lock(hashtext('hueyscope_schema'))"
+# One builder creates what is missing at a time; held by the session, so
+# each statement commits on its own (and a dead builder holds nothing).
+SCHEMA_LOCK = "select pg_advisory_lock(hashtext('hueyscope_schema'))"
 # One recovery at a time across every consumer of the database.
 RECOVERY_LOCK = "select pg_advisory_xact_lock(hashtext('hueyscope_recovery'))"
 
-class ClaimingPostgresStorage(PostgresStorage):
-    """huey's PostgresStorage with a table of periodic tick claims."""
+# Transient failures: a storage call is run again, ATTEMPTS times in all,
+# BACKOFF seconds (doubled at each attempt, with jitter) apart.
+ATTEMPTS = 5
+BACKOFF = 0.05
+RETRIED = (
+    "enqueue", "_dequeue", "queue_size", "enqueued_items", "flush_queue",
+    "add_to_schedule", "read_schedule", "schedule_size", "scheduled_items",
+    "flush_schedule", "put_data", "peek_data", "peek_many", "pop_data",
+    "has_data_for_key", "put_if_empty", "delete_data", "incr",
+    "delete_counter", "result_store_size", "result_items", "flush_results",
+    "flush_counters", "flush_all", "sql", "enqueue_unclaimed",
+    "park_current", "release_pending")
+
+_CREATES = re.compile(r"\s*create (?:table|index) if not exists (\w+)", re.I)
+_ADDS = re.compile(r"\s*alter table (\w+) add column if not exists (\w+)", re.I)
+
+
+def missing_ddl(conn, ddl):
+    """The statements of ``ddl`` whose table, index or column is not there yet.
+
+    Read from the catalog, which takes no lock on any table, in the schema
+    new tables go to (``current_schema()``). A statement that creates none
+    of these is always listed.
+    """
+    relations = set()
+    for sql in ddl:
+        created, added = _CREATES.match(sql), _ADDS.match(sql)
+        if created:
+            relations.add(created.group(1).lower())
+        elif added:
+            relations.add(added.group(1).lower())
+    relations = sorted(relations)
+    present = {name for name, in conn.execute(
+        "select c.relname from pg_class c join pg_namespace n on "
+        "n.oid = c.relnamespace where n.nspname = current_schema() "
+        "and c.relname = any(%s)", (relations,))}
+    columns = set(conn.execute(
+        "select c.relname, a.attname from pg_attribute a join pg_class c on "
+        "c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace "
+        "where n.nspname = current_schema() and c.relname = any(%s) "
+        "and a.attnum > 0 and not a.attisdropped", (relations,)).fetchall())
+    missing = []
+    for sql in ddl:
+        created, added = _CREATES.match(sql), _ADDS.match(sql)
+        if created:
+            there = created.group(1).lower() in present
+        elif added:
+            there = (added.group(1).lower(), added.group(2).lower()) in columns
+        else:
+            there = False
+        if not there:
+            missing.append(sql)
+    return missing
+
+
+def transient(exc, connection_lost=False):
+    """True if a transaction that failed with ``exc`` may succeed if run again.
+
+    A deadlock, a serialization failure, a lock not available; or any
+    OperationalError that left the connection it ran on broken (the server
+    restarted, the network dropped): the next attempt opens a new one.
+    """
+    if psycopg is None or not isinstance(exc, psycopg.OperationalError):
+        return False
+    if isinstance(exc, (_errors.DeadlockDetected, _errors.SerializationFailure,
+                        _errors.LockNotAvailable)):
+        return True
+    return connection_lost
+
+
+def retried(fn):
+    """``fn``, a storage method, run again on a transient failure (see RetryingCalls)."""
+    if getattr(fn, "retried", False):
+        return fn
+
+    @functools.wraps(fn)
+    def method(self, *args, **kwargs):
+        return self.call_with_retries(fn, self, *args, **kwargs)
+
+    method.retried = True
+    return method
+
+
+def with_retries(cls):
+    """Class decorator: every method of :data:`RETRIED` that ``cls`` has, retried."""
+    for name in RETRIED:
+        fn = getattr(cls, name, None)
+        if fn is not None:
+            setattr(cls, name, retried(fn))
+    return cls
+
+
+class RetryingCalls:
+    """Runs storage calls again when their transaction failed on a transient error.
+
+    A failed call's transaction was rolled back (huey's ``db()`` does it,
+    and the leased one puts back the leases it was to release), so running
+    the whole call again is safe; only the outermost storage call of a
+    thread retries (calls made inside it fail with it). A call that failed
+    on a dropped connection may have committed before the connection
+    dropped: running it again is at-least-once, as delivery is.
+    """
+
+    def _retry_state(self):
+        state = self.__dict__.get("_retry_local")
+        if state is None:
+            state = self.__dict__.setdefault("_retry_local", threading.local())
+        return state
+
+    def call_with_retries(self, fn, *args, **kwargs):
+        state = self._retry_state()
+        if getattr(state, "active", False):
+            return fn(*args, **kwargs)
+        state.active = True
+        try:
+            for attempt in range(1, ATTEMPTS + 1):
+                saved = self._attempt_state()
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as exc:
+                    if attempt == ATTEMPTS or not transient(exc, self._connection_lost()):
+                        raise
+                    self._restore_attempt_state(saved)
+                    delay = BACKOFF * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+                    logger.warning("%s failed (%s: %s); attempt %d of %d in %.2f s.",
+                                   fn.__name__, type(exc).__name__,
+                                   _first_line(exc), attempt + 1, ATTEMPTS, delay)
+                    time.sleep(delay)
+        finally:
+            state.active = False
+
+    def _connection_lost(self):
+        conn = self._conn
+        return conn is not None and (conn.closed or conn.broken)
+
+    def _attempt_state(self):
+        return None
+
+    def _restore_attempt_state(self, saved):
+        pass
+
+
+def _first_line(exc):
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+@with_retries
+class ClaimingPostgresStorage(RetryingCalls, PostgresStorage):
+    """huey's PostgresStorage with a table of periodic tick claims.
+
+    Its calls are retried on transient failures (:class:`RetryingCalls`).
+    """
+
+    param_style = "pyformat"  # for queue SQL written once (leases.QueueCursor)
 
     def __init__(self, name="huey", create_tables=True, **kwargs):
         super().__init__(name, create_tables=False, **kwargs)
+        self.queue_tables = {"kv": self.table_kv, "task": self.table_task}
         prefix = self.table_kv[:-len("_kv")]
         self.table_tick = prefix + "_periodic_tick"
         self.ddl = self.ddl + [
@@ -79,14 +255,28 @@ class ClaimingPostgresStorage(PostgresStorage):
             self.initialize_schema()
 
     def initialize_schema(self):
-        # CREATE TABLE IF NOT EXISTS is not safe against itself in
-        # PostgreSQL: two consumers starting at once would see one of them
-        # fail on a duplicate type. One creates; the other waits, then finds
-        # every table there.
-        with self.db(commit=True, close=True) as curs:
-            curs.execute(SCHEMA_LOCK)
-            for sql in self.ddl:
-                curs.execute(sql)
+        """Create what is missing of the tables; when nothing is, take no lock.
+
+        Every consumer start, producer and command builds a Huey while
+        other processes' workers use the queue, and a statement on an
+        existing table still locks it (CREATE INDEX IF NOT EXISTS, ALTER
+        TABLE ... IF NOT EXISTS): one transaction locking huey's task table
+        then the lease table deadlocked with workers locking them the other
+        way round. So the catalog is read first, without a lock. What is
+        missing is created under one advisory lock, taken first (CREATE
+        TABLE IF NOT EXISTS is not safe against itself: two builders would
+        see one fail on a duplicate type), each statement in a transaction
+        of its own, so a builder holds at most one table's lock at a time.
+        """
+        conn = self._create_connection()  # autocommit: a statement, a transaction
+        try:
+            if not missing_ddl(conn, self.ddl):
+                return
+            conn.execute(SCHEMA_LOCK)  # released as the connection closes
+            for sql in missing_ddl(conn, self.ddl):
+                conn.execute(sql)
+        finally:
+            self._close_quiet(conn)
 
     def flush_all(self):
         super().flush_all()
@@ -123,6 +313,7 @@ class PostgresHuey(OncePerTick, _HueyPostgresHuey):
     storage_class = ClaimingPostgresStorage
 
 
+@with_retries
 class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
     """ClaimingPostgresStorage with leased dequeue (see the module docstring).
 
@@ -139,13 +330,11 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
 
     leased = True
     prefetch = False  # leases are taken one at a time
-    param_style = "pyformat"
     to_blob = staticmethod(bytes)
 
     def __init__(self, name="huey", create_tables=True, **kwargs):
         super().__init__(name, create_tables=False, **kwargs)
         self.ddl = self.ddl + LEASE_DDL
-        self.queue_tables = {"kv": self.table_kv, "task": self.table_task}
         self.run_id_source = None
         self._reset_lease_state()
         self._reset_connections()
@@ -189,6 +378,22 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
     def lock_for_recovery(self, curs):
         curs.execute(RECOVERY_LOCK)
 
+    # -- retries (RetryingCalls) --------------------------------------------
+
+    def _connection_lost(self):
+        conn = getattr(self._conns, "conn", None)
+        return conn is not None and (conn.closed or conn.broken)
+
+    def _attempt_state(self):
+        # A call may hand the thread's lease to its transaction before
+        # that transaction fails (park_current does): the next attempt
+        # starts from the lease as it was.
+        local = self._local
+        return getattr(local, "lease", None), getattr(local, "release_on_write", False)
+
+    def _restore_attempt_state(self, saved):
+        self._local.lease, self._local.release_on_write = saved
+
     # -- transactions that also settle leases -----------------------------
 
     @contextlib.contextmanager
@@ -196,12 +401,10 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
         # huey's BaseSqlStorage.db() on this thread's connection, with no
         # lock, and every write transaction also deleting the leases whose
         # outcome is now durable.
-        conn = self.conn
-        cursor = conn.cursor()
+        conn, cursor = self._begin() if commit else self._cursor()
         released = None
         try:
             if commit:
-                cursor.execute(self.begin_sql)
                 released = self._release_in(cursor)
             yield cursor
         except BaseException:
@@ -218,6 +421,35 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
             if close:
                 self._close_quiet(conn)
                 self._conns.conn = None
+
+    def _cursor(self):
+        conn = self.conn
+        return conn, conn.cursor()
+
+    def _begin(self):
+        """(connection, cursor) in a new transaction.
+
+        A connection the server dropped while it was idle (a restart, an
+        idle timeout) is found out at its next statement: when that is the
+        BEGIN, nothing was done, and a new connection begins instead. This
+        covers every transaction, those of callers that do not retry
+        (recovery, heartbeats) too.
+        """
+        conn, cursor = self._cursor()
+        try:
+            cursor.execute(self.begin_sql)
+        except psycopg.OperationalError:
+            cursor.close()
+            if not (conn.closed or conn.broken):
+                raise
+            logger.warning("The queue's connection was dropped; reconnecting.")
+            conn, cursor = self._cursor()  # self.conn replaces a broken one
+            try:
+                cursor.execute(self.begin_sql)
+            except BaseException:
+                cursor.close()
+                raise
+        return conn, cursor
 
     def _rollback_quiet(self, conn):
         try:

@@ -22,16 +22,18 @@ results) to correct the history in events.db. A task is reconciled only when
 two looks at least ``quiet`` seconds apart both find it open in the store
 with its result in the queue: a live consumer's events, a flush interval on
 their way to the store, have landed by the second look and are not recorded
-twice.
+twice. The lookup runs on any SQL queue huey has (SQLite, PostgreSQL), in
+its own tables and parameter style.
 """
 import logging
 import os
 import time
+from types import SimpleNamespace
 
 from hueyscope.events.recorder import recorder_for
 from hueyscope.events.writer import FINAL_STATUS
 
-logger = logging.getLogger("hueyscope.recorder")
+logger = logging.getLogger("hueyscope.reconcile")
 
 OPEN = ("enqueued", "scheduled", "executing", "retrying", "waiting")
 QUIET_SECONDS = 10.0
@@ -67,17 +69,37 @@ def open_tasks(recorder, quiet, now):
 
 def completed_in_queue(huey, task_ids):
     """The ids of ``task_ids`` whose result (not an error) is stored in the queue."""
+    from hueyscope.leases import QueueCursor
     from hueyscope.recovery import success
 
     storage = huey.storage
     done = set()
-    for i in range(0, len(task_ids), CHUNK):
-        chunk = task_ids[i:i + CHUNK]
-        rows = storage.sql(
-            "select key, value from kv where queue = ? and key in (%s)"
-            % ",".join("?" * len(chunk)), [storage.name] + chunk, results=True)
-        done.update(key for key, value in rows if success(huey, value))
+    with storage.db() as curs:
+        curs = QueueCursor(_described(storage), curs)
+        for i in range(0, len(task_ids), CHUNK):
+            chunk = task_ids[i:i + CHUNK]
+            rows = curs.execute(
+                "select key, value from {kv} where queue = ? and key in (%s)"
+                % ",".join("?" * len(chunk)), [storage.name] + chunk).fetchall()
+            done.update(key for key, value in rows if success(huey, bytes(value)))
     return done
+
+
+def _described(storage):
+    """``storage``, or what QueueCursor needs to know of it for huey's own storages.
+
+    hueyscope's storages name their tables and parameter style; huey's
+    SqliteStorage has ``kv`` and ``?``, its PostgresStorage prefixed tables
+    and ``%s``.
+    """
+    if hasattr(storage, "queue_tables") and hasattr(storage, "param_style"):
+        return storage
+    table_kv = getattr(storage, "table_kv", None)
+    if table_kv is not None:  # huey's PostgresStorage
+        return SimpleNamespace(queue_tables={"kv": table_kv, "task": storage.table_task},
+                               param_style="pyformat")
+    return SimpleNamespace(queue_tables={"kv": "kv", "task": "task"},
+                           param_style="qmark")
 
 
 def reconcile(huey, seen=None, quiet=QUIET_SECONDS):
@@ -96,13 +118,15 @@ def reconcile(huey, seen=None, quiet=QUIET_SECONDS):
             logger.exception("Could not reconcile the event store with %s.",
                              huey.name)
             return 0
-    if seen is None or not hasattr(huey.storage, "sql"):
+    if seen is None or not hasattr(huey.storage, "db"):
         return 0
     now = time.monotonic()
     try:
         rows = open_tasks(recorder, quiet, time.time())
         done = completed_in_queue(huey, [r[0] for r in rows]) if rows else set()
     except Exception:
+        logger.exception("Could not reconcile the event store with queue %s; "
+                         "trying again at the next health check.", huey.name)
         return 0
     recorded = 0
     still = {}
