@@ -12,7 +12,16 @@ transactions so the recorder's writer is never held up for long.
 It never vacuums (VACUUM needs the store to itself; run ``hueyscope prune
 --vacuum`` for that) and never takes the consumer down: a failed prune is
 logged and tried again at the next interval.
+
+Each prune runs in a short-lived child process (started with exec, not a
+bare fork). The consumer itself never maps the store (a fault of SQLite's
+memory map would kill it, see hueyscope.events.writer_process), and no
+thread of the consumer is inside SQLite while it forks its process workers:
+a fork then would leave the child SQLite's global mutex held for ever.
 """
+import json
+import subprocess
+import sys
 import logging
 import os
 import threading
@@ -27,6 +36,26 @@ MAX_INTERVAL = 3600.0
 def prune_interval(retention):
     """Seconds between prunes for a retention period of ``retention`` seconds."""
     return min(MAX_INTERVAL, max(MIN_INTERVAL, retention / 10.0))
+
+
+PRUNE = ("import json, sys\n"
+         "from hueyscope.events.retention import prune_store\n"
+         "print(json.dumps(prune_store(sys.argv[1], float(sys.argv[2]))))\n")
+
+
+class PruneFailed(Exception):
+    """The child process that pruned the store failed (its last line)."""
+
+
+def prune_in_child(events, retention, timeout=3600):
+    """:func:`hueyscope.events.retention.prune_store` in a child process;
+    its outcome dict. Raises :class:`PruneFailed` with the child's last line."""
+    proc = subprocess.run([sys.executable, "-c", PRUNE, events, repr(retention)],
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode]
+        raise PruneFailed(lines[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 class RetentionLoop:
@@ -67,14 +96,12 @@ class RetentionLoop:
 
     def prune(self):
         """Prune once; log the outcome. Never raises."""
-        from hueyscope.events.retention import prune_store
-
         if not os.path.exists(self.events):
             # The recorder creates the store with its first write.
             logger.debug("Retention: no event store at %s yet.", self.events)
             return None
         try:
-            outcome = prune_store(self.events, self.retention)
+            outcome = prune_in_child(self.events, self.retention)
         except Exception as exc:
             self.failures += 1
             logger.warning("Retention: prune of %s failed, retrying in %ds: "
