@@ -645,13 +645,15 @@ class Recorder:
             return [plain(item, capture, keys, limit, utc) for item in batch]
         except Exception:
             pass  # a task attribute no plain tuple can be made from: one by one
-        plains = []
+        plains, failed = [], 0
         for item in batch:
             try:
                 plains.append(plain(item, capture, keys, limit, utc))
             except Exception:
-                logger.exception("hueyscope recorder: cannot record a %r "
-                                 "signal", item[1])
+                failed += 1
+                if failed == 1:  # the others are counted (_count_dropped)
+                    logger.exception("hueyscope recorder: cannot record a "
+                                     "%r signal", item[1])
         return plains
 
 
