@@ -9,6 +9,7 @@ its batch, the run's row or a flush, nor keep a failed task out of the
 failed set. Real parts: SQLite files, the recorder's writer process, and
 ``hueyscope consume`` on a small app written into the test's folder.
 """
+import decimal
 import json
 import logging
 import os
@@ -150,6 +151,31 @@ def test_lone_surrogates_are_stored_escaped_in_every_column(tmp_path,
 
 
 @pytest.mark.timeout(60)
+def test_priorities_the_queue_refuses_are_recorded(tmp_path):
+    """Priorities SQLite cannot bind, or pickle cannot take: huey's enqueue
+    raises, and the recorder still records each call (enqueued, then
+    not-queued with the error) with the rest of its batch."""
+    events = tmp_path / "events.db"
+    huey, recorder, tasks = rh.build(tmp_path / "queue.db", events,
+                                     flush_interval=60)
+    odd = (decimal.Decimal(5), lambda: 5, 1 << 70)
+    for priority in odd:
+        with pytest.raises(Exception):
+            huey.enqueue(tasks.ok.s(1, priority=priority))
+    tasks.ok(2)
+    assert recorder.end_run(timeout=10)
+    rows = query(events, "select signal, priority, error_type from events "
+                 "order by id")
+    assert [r[0] for r in rows] == ["enqueued", "not-queued"] * 3 + ["enqueued"]
+    # The lambda's is pickle's error for a local object (its type varies).
+    assert [r[2] for r in rows[1:6:2]] == [
+        "ProgrammingError", rows[3][2], "OverflowError"] and rows[3][2]
+    assert rows[0][1] == "Decimal('5')" and "lambda" in rows[2][1]
+    assert rows[4][1] == float(1 << 70)  # stored as text, read as a number
+    assert run_row(events, recorder.run_id) == (7, 0)
+
+
+@pytest.mark.timeout(60)
 def test_a_row_the_store_refuses_costs_only_itself(tmp_path, caplog):
     """A signal the writer has no row for (none huey emits today) in the
     middle of a batch: the batch is written in parts, that one event is
@@ -171,6 +197,28 @@ def test_a_row_the_store_refuses_costs_only_itself(tmp_path, caplog):
               if "not recorded" in r.getMessage()]
     assert len(logged) == 1 and "'made-up' event of task %r" % odd.id \
         in logged[0], logged
+
+
+@pytest.mark.timeout(60)
+def test_a_signal_no_row_can_be_made_of_costs_only_itself(tmp_path, caplog):
+    """A task whose eta is no time: its signal is counted as dropped and
+    logged; the other events of the batch are written."""
+    events = tmp_path / "events.db"
+    huey, recorder, tasks = rh.build(tmp_path / "queue.db", events,
+                                     flush_interval=60)
+    caplog.set_level(logging.ERROR, logger="hueyscope.recorder")
+    ids = [tasks.ok(i).id for i in range(3)]
+    odd = tasks.ok.s(3)
+    odd.eta = "soon"
+    huey._emit("scheduled", odd)
+    ids += [tasks.ok(4 + i).id for i in range(3)]
+    assert recorder.end_run(timeout=10)
+    assert [r[0] for r in query(events, "select task_id from events "
+                                "order by id")] == ids
+    assert run_row(events, recorder.run_id) == (6, 1)
+    assert recorder.stats()["dropped"] == 1
+    assert any("cannot record a 'scheduled' signal" in r.getMessage()
+               for r in caplog.records), caplog.text
 
 
 VALUES_APP = r'''
