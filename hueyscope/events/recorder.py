@@ -13,7 +13,11 @@ is replaced, not the user's process.
 A batch that cannot be written (database locked, disk full, read-only file)
 is retried with backoff. Events that finally cannot be written are counted,
 logged, and the count is stored in the ``runs`` row as soon as the store
-accepts writes again: nothing is dropped silently. A graceful stop (end_run,
+accepts writes again: nothing is dropped silently. A value the store cannot
+take as it is (an argument whose repr raises, a lone surrogate in an error
+message) is stored in a safe form (:mod:`hueyscope.storable`); a row the
+store still refuses is left out alone, counted and logged, never its batch.
+A graceful stop (end_run,
 atexit, huey's shutdown hooks) flushes everything; SIGKILL loses at most one
 flush interval.
 """
