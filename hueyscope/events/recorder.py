@@ -17,9 +17,8 @@ accepts writes again: nothing is dropped silently. A value the store cannot
 take as it is (an argument whose repr raises, a lone surrogate in an error
 message) is stored in a safe form (:mod:`hueyscope.storable`); a row the
 store still refuses is left out alone, counted and logged, never its batch.
-A graceful stop (end_run,
-atexit, huey's shutdown hooks) flushes everything; SIGKILL loses at most one
-flush interval.
+A graceful stop (end_run, atexit, huey's shutdown hooks) flushes everything;
+SIGKILL loses at most one flush interval.
 """
 import atexit
 import calendar
