@@ -378,6 +378,10 @@ class LeaseKeeping:
         if lease is None:
             return
         name = getattr(message, "name", None)
+        # A lone surrogate in an error message (a file name that is not
+        # UTF-8) is text no database takes: escaped, as the event store does.
+        from hueyscope.storable import text
+
         with self.db(commit=True) as curs:
             curs = QueueCursor(self, curs)
             curs.execute(
@@ -385,8 +389,8 @@ class LeaseKeeping:
                 "priority, reason, run_id, parked, kind, error_type, "
                 "fingerprint) select queue, ?, ?, data, priority, ?, ?, ?, ?, "
                 "?, ? from hueyscope_lease where id = ?",
-                (task_id, name, reason, self._run_id(), time.time(), kind,
-                 error_type, fingerprint, lease))
+                (text(task_id), text(name), text(reason), text(self._run_id()),
+                 time.time(), kind, text(error_type), fingerprint, lease))
             curs.execute("delete from hueyscope_lease where id = ?", (lease,))
             if held is not None:
                 self._settle(held, "error" if kind == "failed" else kind)
@@ -402,9 +406,10 @@ class LeaseKeeping:
         if not self.owns(task.id):
             return
         from hueyscope.events.recorder import fingerprint
+        from hueyscope.storable import str_of
 
         error_type = type(exc).__name__ if exc is not None else None
-        message = str(exc)[:4000] if exc is not None else ""
+        message = str_of(exc)[:4000] if exc is not None else ""
         reason = "%s: %s" % (error_type, message) if error_type else "failed"
         self.park_current(reason, task, kind="failed", error_type=error_type,
                           fingerprint=fingerprint(

@@ -13,9 +13,12 @@ is replaced, not the user's process.
 A batch that cannot be written (database locked, disk full, read-only file)
 is retried with backoff. Events that finally cannot be written are counted,
 logged, and the count is stored in the ``runs`` row as soon as the store
-accepts writes again: nothing is dropped silently. A graceful stop (end_run,
-atexit, huey's shutdown hooks) flushes everything; SIGKILL loses at most one
-flush interval.
+accepts writes again: nothing is dropped silently. A value the store cannot
+take as it is (an argument whose repr raises, a lone surrogate in an error
+message) is stored in a safe form (:mod:`hueyscope.storable`); a row the
+store still refuses is left out alone, counted and logged, never its batch.
+A graceful stop (end_run, atexit, huey's shutdown hooks) flushes everything;
+SIGKILL loses at most one flush interval.
 """
 import atexit
 import calendar
@@ -36,6 +39,7 @@ import traceback
 import weakref
 
 from hueyscope import settings as _settings
+from hueyscope import storable
 from hueyscope.events import hooks, schema, stock, writer, writer_process
 
 logger = logging.getLogger("hueyscope.recorder")
@@ -120,13 +124,17 @@ def _needs_redaction(values):
     return False
 
 
-_encode = json.JSONEncoder(default=repr, ensure_ascii=False).encode
+# A value JSON has no type for is stored as its repr; a repr that raises,
+# as a placeholder that says so (storable.repr_of).
+_encode = json.JSONEncoder(default=storable.repr_of, ensure_ascii=False).encode
 
 
 def _dump(value, keys, limit):
     """JSON text of ``value`` with redaction; non-JSON values as repr; truncated.
 
-    Text longer than ``limit`` becomes :func:`_truncated`.
+    Text longer than ``limit`` becomes :func:`_truncated`. Never raises: a
+    value that cannot be encoded at all is stored as its repr, or as
+    ``<unrepresentable ...>``.
     """
     try:
         if isinstance(value, dict):
@@ -136,8 +144,8 @@ def _dump(value, keys, limit):
         elif _needs_redaction(value):
             value = _redact(value, keys)
         text = _encode(value)
-    except Exception:  # a repr() that raises, a recursive structure...
-        text = json.dumps(repr(value))
+    except Exception:  # a recursive structure, keys JSON cannot take...
+        text = _encode(storable.repr_of(value))
     if limit and len(text) > limit:
         return _truncated(text, limit)
     return text
@@ -227,7 +235,7 @@ def plain(item, capture, keys, limit, utc=True):
     error_type = error = tb_text = fp = None
     if exc is not None:
         error_type = type(exc).__name__
-        error = str(exc)[:4000]
+        error = storable.str_of(exc)[:4000]
         tb = exc.__traceback__
         tb_text = "".join(traceback.format_exception(type(exc), exc, tb))[-20000:]
         fp = fingerprint(error_type, error, tb)
@@ -368,13 +376,16 @@ class Recorder:
             self._count_dropped(1, "handler error")
             logger.exception("hueyscope recorder: could not buffer %s", signal)
 
-    def _count_dropped(self, n, why):
+    def _count_dropped(self, n, why, pending=True):
         # A full buffer drops every event until the store takes writes again;
         # a line per event would bury the log it means to alert. The runs
         # row counts every one; the log says so at most every few seconds.
+        # ``pending``: the count goes into the runs row with the next write
+        # (else the caller's write takes it).
         with self._state_lock:
             self._dropped += n
-            self._dropped_unrecorded += n
+            if pending:
+                self._dropped_unrecorded += n
             now = time.monotonic()
             if now < self._next_drop_log:
                 return
@@ -605,22 +616,54 @@ class Recorder:
             owed = bool(markers) and self._store is not None \
                 and self._store.unrecorded > 0
             if batch or run_row or samples or dropped or owed:
-                if self._store is None:
-                    self._store = self._open_store()
-                utc = self.huey.utc
-                plains = [plain(item, self.capture_args, self.redact,
-                                self.max_arg_chars, utc) for item in batch]
-                self._writing = len(plains)
                 try:
-                    self._store.write(plains, run_row, samples, dropped,
-                                      self.run_id, self.host, self.pid,
-                                      self.queue_name)
-                finally:
-                    self._writing = 0
+                    self._write(batch, run_row, samples, dropped)
+                except Exception:
+                    # Whatever went wrong, these events are not in the store:
+                    # counted, and those waiting on a flush are not left
+                    # waiting for a batch that is gone.
+                    logger.exception("hueyscope recorder: writer error")
+                    self._count_dropped(len(batch), "writer error")
             for m in markers:
                 m.done.set()
             if not buffer:
                 return
+
+    def _write(self, batch, run_row, samples, dropped):
+        if self._store is None:
+            self._store = self._open_store()
+        plains = self._plains(batch)
+        if len(plains) < len(batch):
+            # Counted into the runs row by this very write.
+            lost = len(batch) - len(plains)
+            self._count_dropped(lost, "a signal no row could be made of",
+                                pending=False)
+            dropped += lost
+        self._writing = len(plains)
+        try:
+            self._store.write(plains, run_row, samples, dropped, self.run_id,
+                              self.host, self.pid, self.queue_name)
+        finally:
+            self._writing = 0
+
+    def _plains(self, batch):
+        """The batch's signals as plain tuples; one that fails costs only itself."""
+        capture, keys, limit, utc = (self.capture_args, self.redact,
+                                     self.max_arg_chars, self.huey.utc)
+        try:
+            return [plain(item, capture, keys, limit, utc) for item in batch]
+        except Exception:
+            pass  # a task attribute no plain tuple can be made from: one by one
+        plains, failed = [], 0
+        for item in batch:
+            try:
+                plains.append(plain(item, capture, keys, limit, utc))
+            except Exception:
+                failed += 1
+                if failed == 1:  # the others are counted (_count_dropped)
+                    logger.exception("hueyscope recorder: cannot record a "
+                                     "%r signal", item[1])
+        return plains
 
 
 def _declared_periodic(huey, role, periodic):
@@ -663,6 +706,3 @@ def _timestamp(value, utc=True):
     if value.tzinfo is not None or not utc:
         return value.timestamp()  # a naive value is taken as local time
     return calendar.timegm(value.utctimetuple()) + value.microsecond / 1e6
-
-
-# Statements for _insert_many: (insert ..., one row's placeholders, suffix).

@@ -13,8 +13,10 @@ run: the dead one whose task recovery put back (``recovered``) or parked
 import itertools
 import logging
 import os
+import sqlite3
 import time
 
+from hueyscope import storable
 from hueyscope.events import sqlite_file
 
 logger = logging.getLogger("hueyscope.recorder")
@@ -109,17 +111,52 @@ class Store:
             # that the counts and the run's stop reach the store.
             self._give_up(plains, "the disk is full", quiet=True)
             plains, samples = [], []
-        deadline = time.monotonic() + self.give_up_after
+        self._write_retried(plains, samples, (run_id, host, pid, queue),
+                            time.monotonic() + self.give_up_after)
+
+    def _write_retried(self, plains, samples, ident, deadline, safe=False):
+        """Write ``plains`` and ``samples``, retrying until ``deadline``.
+
+        ``ident`` is the batch's (run id, host, pid, queue). A value the
+        store refuses is no reason to wait: the same rows would be refused
+        again. The batch is made storable (:func:`storable_batch`) and
+        written again at once; if a row is still refused, the batch is
+        halved until only the rows the store refuses are left out, each
+        counted as dropped and logged. The parts are written in order, so
+        they apply as the whole batch would have. ``safe``: the values were
+        made storable already.
+        """
         delay = 0.05
         while True:
+            opened = False
             try:
                 self._check_file()
+                self.connection()
+                opened = True
                 # Built afresh for every try: _write completes the rows in
                 # place from what the store holds at that moment.
-                self._write(batch_rows(plains, run_id, host, pid, queue),
-                            samples)
+                self._write(batch_rows(plains, *ident), samples)
                 return
             except Exception as exc:
+                if opened and isinstance(exc, VALUE_ERRORS):
+                    if not safe:
+                        plains, samples, ident = self._storable(
+                            plains, samples, ident)
+                        safe = True
+                        continue
+                    if len(plains) > 1:
+                        half = len(plains) // 2
+                        self._write_retried(plains[:half], samples, ident,
+                                            deadline, safe=True)
+                        self._write_retried(plains[half:], [], ident,
+                                            deadline, safe=True)
+                        return
+                    if plains:
+                        self._give_up(plains, exc, refused=True)
+                        plains = []
+                        continue  # the runs row, the samples, the counts
+                    self._refused_run_row(samples, exc)
+                    return
                 if _disk_full(exc):
                     self._free_wal()
                     if plains and self._release_reserve():
@@ -135,6 +172,25 @@ class Store:
                                "retrying in %.2fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    # -- values the store refuses ----------------------------------------------
+
+    def _storable(self, plains, samples, ident):
+        """The batch, and what this store holds for the run, made storable."""
+        self._run_row = storable.mapping(self._run_row)
+        self._run_id = storable.scalar(self._run_id)
+        return (storable_batch(plains), [storable.row(s) for s in samples],
+                storable.row(ident))
+
+    def _refused_run_row(self, samples, exc):
+        # Not an event is left: what the store refuses, even made storable,
+        # is the runs row or a queue sample. Both are restated later (each
+        # heartbeat states the row again); keeping them would fail every
+        # write to come.
+        logger.error("hueyscope recorder: the event store refuses this "
+                     "run's row or its %d queue sample(s) (%s: %s); left "
+                     "out", len(samples), type(exc).__name__, exc)
+        self._run_row = None
 
     # -- a full disk -----------------------------------------------------------
 
@@ -208,7 +264,9 @@ class Store:
             self._reserve_size = reserve_bytes(self.path)
         return self._reserve_size
 
-    def _give_up(self, plains, exc, quiet=False):
+    def _give_up(self, plains, exc, quiet=False, refused=False):
+        """Count ``plains`` as dropped and log it (at most every few seconds
+        if ``quiet`` or ``refused``: a row the store refuses)."""
         if not plains:
             # A heartbeat or a sample: the runs row waits for the next write.
             logger.error("hueyscope recorder: event store unwritable (%s); "
@@ -217,9 +275,20 @@ class Store:
         self.dropped += len(plains)
         self._unrecorded += len(plains)
         now = time.monotonic()
-        if quiet and now < self._next_drop_log:
+        if (quiet or refused) and now < self._next_drop_log:
             return  # a batch every flush interval: a line every few seconds
         self._next_drop_log = now + DROP_LOG_INTERVAL
+        if refused:
+            # Which event: its signal and task id, escaped (ascii) so that
+            # the line itself is always writable.
+            logger.error(
+                "hueyscope recorder: %d event(s) not recorded (the event "
+                "store refuses a value of the %s event of task %s: %s: %s); "
+                "%d dropped in this process so far (logged at most every "
+                "%d s)", len(plains), ascii(plains[0][1]),
+                ascii(plains[0][2]), type(exc).__name__, exc, self.dropped,
+                DROP_LOG_INTERVAL)
+            return
         logger.error(
             "hueyscope recorder: %d event(s) not recorded (event store "
             "unwritable: %s); %d dropped in this process so far",
@@ -387,6 +456,32 @@ def reserve_bytes(path):
         return RESERVE_BYTES
     share = fs.f_blocks * fs.f_frsize // 32
     return max(4 * PAGE_SIZE, min(RESERVE_BYTES, share))
+
+
+# What the store raises for a value it cannot take -- text with a lone
+# surrogate, an integer wider than 64 bits, a type sqlite3 cannot bind, a
+# signal or a field the rows cannot be made from -- as opposed to the state
+# of the store (locked, full, read-only: sqlite3.OperationalError), which a
+# retry can outlast.
+VALUE_ERRORS = (UnicodeError, OverflowError, TypeError, KeyError, IndexError,
+                sqlite3.InterfaceError, sqlite3.ProgrammingError,
+                sqlite3.IntegrityError, sqlite3.DataError)
+
+
+def storable_batch(plains):
+    """``plains`` with every value in a form the store takes (see storable).
+
+    Deterministic, so a value stored this way in one batch is stored the
+    same way in every other: a run id or a task name with a lone surrogate
+    still joins its rows.
+    """
+    out = []
+    for p in plains:
+        chain = p[15]
+        if chain:
+            chain = [storable.row(step) for step in chain]
+        out.append(storable.row(p[:15]) + (chain,) + storable.row(p[16:]))
+    return out
 
 
 def _identity(path):

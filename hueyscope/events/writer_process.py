@@ -45,6 +45,8 @@ import sys
 import threading
 import time
 
+from hueyscope import storable
+
 logger = logging.getLogger("hueyscope.recorder")
 
 # Each way, a message is a pickle preceded by its length. In: ("write",
@@ -78,6 +80,18 @@ os.register_at_fork(before=_spawning.acquire,
 
 class ChildDied(Exception):
     """The writer process exited while a request was with it."""
+
+
+class _Unpicklable(Exception):
+    """A request holds a value pickle cannot take; nothing was sent."""
+
+
+def _storable(plains, samples, ident):
+    """A batch's events, samples and identity with only plain values."""
+    from hueyscope.events.writer import storable_batch
+
+    return (storable_batch(plains), [storable.row(s) for s in samples],
+            storable.row(ident))
 
 
 class ProcessStore:
@@ -130,6 +144,7 @@ class ProcessStore:
             self._run_row = run_row
         self._owed += dropped
         deadline = time.monotonic() + self.give_up_after
+        safe = False
         while True:
             try:
                 with self._lock:
@@ -144,6 +159,18 @@ class ProcessStore:
                 if time.monotonic() >= deadline:
                     self._give_up(plains, exc)
                     return
+            except _Unpicklable as exc:
+                # A value pickle cannot take (a task's priority of some
+                # odd type): nothing was sent. Sent again as plain values,
+                # as the store would have stored them (see storable).
+                if safe:
+                    self._give_up(plains, exc)
+                    return
+                plains, samples, (run_id, host, pid, queue) = _storable(
+                    plains, samples, (run_id, host, pid, queue))
+                run_row = storable.mapping(run_row)
+                self._run_row = storable.mapping(self._run_row)
+                safe = True
 
     def query(self, sql, params=(), timeout=10.0):
         """Rows of a read-only ``sql`` on the store, read by the child.
@@ -156,7 +183,7 @@ class ProcessStore:
         try:
             self._ensure_child(time.monotonic() + timeout)
             result = self._request(("query", sql, params))
-        except (ChildDied, OSError):
+        except (ChildDied, OSError, _Unpicklable):
             return None
         finally:
             self._lock.release()
@@ -217,9 +244,16 @@ class ProcessStore:
         self._fresh = True
 
     def _request(self, message):
-        """Send one request and return the child's result; ChildDied if it died."""
+        """Send one request and return the child's result; ChildDied if it died.
+
+        Raises _Unpicklable, having sent nothing, if pickle cannot take it.
+        """
         try:
-            self._send(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+            data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise _Unpicklable("%s: %s" % (type(exc).__name__, exc))
+        try:
+            self._send(data)
             size = _HEADER.unpack(self._read(_HEADER.size))[0]
             answer = pickle.loads(self._read(size))
         except (OSError, EOFError, pickle.UnpicklingError) as exc:
