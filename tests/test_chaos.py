@@ -415,3 +415,37 @@ def summary(cli, chaos, ledger, began):
                 recovered[0][0] if recovered else 0,
                 len(cli.queue_view.ticks()), time.monotonic() - began))
 
+
+
+# -- what the soak found --------------------------------------------------------
+
+@pytest.mark.timeout(120)
+def test_a_pipeline_step_whose_consumer_died_after_its_result_is_complete_in_the_store(
+        engine):
+    """Killed after a step's result is stored and before its next step is
+    enqueued: recovery enqueues the next step from the stored result, and
+    the step itself is recorded complete, under the run that ran it."""
+    cli = engine
+    out = subprocess.run(
+        [sys.executable, "-c", "import chaos_app as a; f, s = a.huey.enqueue("
+         "a.step1.s(1).then(a.step2)); print(f.id, s.id)"],
+        cwd=cli.folder, env=cli.env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    first_id, second_id = out.stdout.split()
+    first = cli.start("consume", "-w", "1", "--no-periodic", *COMMON, name="first",
+                      CHAOS_DIE_AFTER_STEP1=1)
+    first.wait(60)  # its signal handler kills its whole group
+    wait_until(lambda: not group(first.pid), timeout=10, message="the group gone")
+    ledger = Ledger(cli.ledger)
+    assert first_id in ledger.done and second_id not in ledger.starts
+
+    second = cli.start("consume", "-w", "1", "--no-periodic", *COMMON, name="second")
+    wait_until(lambda: second_id in Ledger(cli.ledger).done, timeout=30,
+               message="the next step to run")
+    wait_complete(cli, {first_id, second_id})
+    assert up(second) and second.stop(signal.SIGTERM, timeout=60) == 0, second.describe()
+    assert Ledger(cli.ledger).starts[first_id] == [ledger.starts[first_id][0]]
+    # Once, under the dead consumer's run (host:pid:started).
+    complete = query(cli.events, "select run_id from events where task_id = ? "
+                     "and signal = 'complete'", (first_id,))
+    assert len(complete) == 1 and ":%d:" % first.pid in complete[0][0], complete
