@@ -19,6 +19,7 @@ lease. Holders on other hosts are judged by heartbeat alone.
 """
 import contextlib
 import os
+import re
 import threading
 import time
 import weakref
@@ -63,6 +64,34 @@ SCHEMA_LOCK = "select pg_advisory_xact_lock(hashtext('hueyscope_schema'))"
 # One recovery at a time across every consumer of the database.
 RECOVERY_LOCK = "select pg_advisory_xact_lock(hashtext('hueyscope_recovery'))"
 
+_CREATES = re.compile(r"create (?:unique )?(?:table|index) if not exists (\w+)", re.I)
+_ADDS = re.compile(r"alter table (\w+) add column if not exists (\w+)", re.I)
+MISSING = """select
+  (select count(*) from unnest(%s::text[]) as r(name)
+   where to_regclass(r.name) is null)
++ (select count(*) from unnest(%s::text[], %s::text[]) as c(rel, col)
+   where not exists (select 1 from pg_attribute a where a.attrelid =
+     to_regclass(c.rel) and a.attname = c.col and not a.attisdropped))"""
+
+
+def schema_present(curs, ddl):
+    """Whether every table, index and column the statements ``ddl`` create
+    is there already (False for a statement of any other kind)."""
+    names, rels, cols = [], [], []
+    for sql in ddl:
+        added = _ADDS.match(sql)
+        created = _CREATES.match(sql)
+        if added:
+            rels.append(added.group(1))
+            cols.append(added.group(2))
+        elif created:
+            names.append(created.group(1))
+        else:
+            return False
+    curs.execute(MISSING, (names, rels, cols))
+    return curs.fetchone()[0] == 0
+
+
 class ClaimingPostgresStorage(PostgresStorage):
     """huey's PostgresStorage with a table of periodic tick claims."""
 
@@ -84,7 +113,16 @@ class ClaimingPostgresStorage(PostgresStorage):
         # fail on a duplicate type. One creates; the other waits, then finds
         # every table there.
         with self.db(commit=True, close=True) as curs:
+            # The DDL locks tables even when it has nothing to do (an index
+            # IF NOT EXISTS takes a SHARE lock on its table): a process
+            # starting while workers run would wait on the lease table and
+            # deadlock with a release that enqueues next. A complete schema
+            # is only read.
+            if schema_present(curs, self.ddl):
+                return
             curs.execute(SCHEMA_LOCK)
+            if schema_present(curs, self.ddl):
+                return  # made by the process this one waited for
             for sql in self.ddl:
                 curs.execute(sql)
 

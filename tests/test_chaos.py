@@ -33,6 +33,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -449,3 +450,32 @@ def test_a_pipeline_step_whose_consumer_died_after_its_result_is_complete_in_the
     complete = query(cli.events, "select run_id from events where task_id = ? "
                      "and signal = 'complete'", (first_id,))
     assert len(complete) == 1 and ":%d:" % first.pid in complete[0][0], complete
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_a_process_starting_on_a_busy_postgresql_queue_waits_for_no_one(engine):
+    """A consumer (or producer) opening a queue whose schema is complete
+    takes no table lock: a worker between the release of its lease and the
+    enqueue that goes with it (a retry, a pipeline's next step) neither
+    blocks it nor deadlocks with it."""
+    import psycopg
+    from hueyscope.postgres import make_postgres_huey
+
+    dsn = engine.env["HUEYSCOPE_QUEUE"]
+    make_postgres_huey("chaos", dsn)  # the schema, as the first consumer made it
+    worker = psycopg.connect(dsn)
+    try:
+        worker.execute("delete from hueyscope_lease where id = -1")
+        opened = []
+        starting = threading.Thread(
+            target=lambda: opened.append(make_postgres_huey("chaos", dsn)))
+        starting.start()
+        starting.join(20)
+        done = not starting.is_alive()
+        worker.execute("insert into huey_task (queue, data) values ('chaos', 'x')")
+    finally:
+        worker.rollback()
+        worker.close()
+    starting.join(20)
+    assert done and opened, "the start waited for the worker's transaction"
