@@ -152,6 +152,8 @@ class Chaos:
     def kill_consumer(self, name):
         """SIGKILL a consumer's whole process group, then start it again."""
         started = self.consumers[name]
+        assert started.proc.poll() is None, "consumer %s died on its own: %s" % (
+            name, started.describe())
         when = time.time()
         # Stopped first, the group can fork no new member: the list of its
         # pids is then exactly the list of the pids the kill ends.
