@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import uuid
 
 import pytest
@@ -481,3 +482,38 @@ def test_a_process_starting_on_a_busy_postgresql_queue_waits_for_no_one(engine):
         worker.close()
     starting.join(20)
     assert done and opened, "the start waited for the worker's transaction"
+
+
+@pytest.mark.timeout(60)
+def test_a_periodic_task_done_before_its_enqueue_is_recorded_is_complete(tmp_path):
+    """A worker can take, run and finish a periodic task between the write
+    that claims its tick and the scheduler's 'enqueued' signal: the store
+    still ends with the task complete, not enqueued."""
+    import hueyscope
+    from huey import crontab
+    from huey import signals as S
+    from hueyscope.leases import SqliteHuey
+
+    huey = SqliteHuey("tick", filename=str(tmp_path / "queue.db"), utc=True)
+    ran = []
+
+    @huey.periodic_task(crontab(minute="*"), context=True)
+    def beat(task=None):
+        ran.append(task.id)
+
+    @huey.signal(S.SIGNAL_ENQUEUED)
+    def a_quicker_worker(signal, task, *args):
+        # Runs before the recorder's handler (huey calls the handlers of a
+        # signal before those of every signal), as a worker of another
+        # consumer would: its events reach the store first.
+        if not ran:
+            huey.execute(huey.dequeue())
+            assert recorder.flush()
+
+    recorder = hueyscope.attach(huey, events=str(tmp_path / "events.db"))
+    for task in huey.read_periodic(huey._get_timestamp()):
+        huey.enqueue(task)
+    assert len(ran) == 1
+    assert recorder.flush()
+    assert store_statuses(types.SimpleNamespace(events=tmp_path / "events.db")) == {
+        ran[0]: "complete"}
