@@ -407,16 +407,22 @@ def summary(cli, chaos, ledger, began):
         kinds[kind] = kinds.get(kind, 0) + 1
     recovered = query(cli.events, "select count(*) from events "
                       "where signal = 'recovered'")
+    # Outcomes recorded twice (two consumers reconciling the same outbox
+    # rows at once): figures only, the tasks' status is what is checked.
+    doubled = query(cli.events, "select count(*) from (select task_id from "
+                    "events where signal = 'complete' group by task_id "
+                    "having count(*) > 1)")
     return ("chaos soak on %s, seed %d: %d tasks (%s), %d kills (%s), "
             "%d extra runs of %d tasks, %d tasks finished twice or more, "
-            "%d recovered events, %d ticks, %.0f s wall" % (
+            "%d recovered events, %d tasks with two 'complete' events, %d ticks, "
+            "%.0f s wall" % (
                 cli.engine, SEED, len(ledger.expected()),
                 ", ".join("%s %d" % kv for kv in sorted(labels.items())),
                 len(chaos.kills),
                 ", ".join("%s %d" % kv for kv in sorted(kinds.items())),
                 sum(n for n in extra.values() if n > 0),
                 sum(1 for n in extra.values() if n > 0), len(twice),
-                recovered[0][0] if recovered else 0,
+                recovered[0][0] if recovered else 0, doubled[0][0] if doubled else 0,
                 len(cli.queue_view.ticks()), time.monotonic() - began))
 
 
