@@ -99,12 +99,16 @@ class OncePerTick:
         if task.expires:
             task.resolve_expires(self.utc)
         key = self._registry.task_to_string(type(task))
+        # Stamped before the write: a worker may run and finish the task
+        # before the signal below, and 'enqueued' must not come after that.
+        stamp = time.time()
         if not claim(tick, [(key, self.serialize_task(task), task.priority)]):
             logger.debug("Periodic task %s of %s: enqueued by another "
                          "consumer.", task, tick)
             return None
         # huey emits 'enqueued' before it writes; a tick is only known to
         # be this consumer's once written.
+        task.hueyscope_ts = stamp  # the recorder's time of the event
         self._emit(S.SIGNAL_ENQUEUED, task)
         if not self.results:
             return None

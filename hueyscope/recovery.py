@@ -200,6 +200,16 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
                                      nxt.data), nxt.priority or 0))
                     later.append(("enqueued", nxt.data, {}))
                 curs.execute("delete from hueyscope_lease where id = ?", (lease_id,))
+                if storage.record_outcomes and task_id is not None:
+                    # Its holder died after storing the result and before
+                    # the write that releases the lease with its outcome
+                    # row (a pipeline step's next enqueue): the record
+                    # learns of the completion from the outbox all the same.
+                    curs.execute(
+                        "insert into hueyscope_settled (queue, task_id, task, "
+                        "signal, priority, run_id, ts) values (?, ?, ?, "
+                        "'complete', ?, ?, ?)",
+                        (storage.name, task_id, name, priority, h.run_id, now))
                 continue
             counted = holder not in own
             key = task_id or "#%d" % lease_id  # a message no one can read
