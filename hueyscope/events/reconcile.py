@@ -172,8 +172,13 @@ def reconcile_settled(huey, recorder, quiet=QUIET_SECONDS):
             if found is None:  # the store did not answer: try again later
                 return 0
             known.update((r[0], r[1:]) for r in found)
+    # Claimed before anything is recorded: of two consumers reconciling at
+    # once, the one whose delete took a row records its outcome.
+    claimed = _claim(storage, [row[0] for row in rows])
     recorded = 0
-    for task_id, (_, _, name, signal, priority, run_id, ts) in last.items():
+    for task_id, (row_id, _, name, signal, priority, run_id, ts) in last.items():
+        if row_id not in claimed:
+            continue
         status, updated = known.get(task_id, (None, None))
         if signal not in FINAL_STATUS or status == FINAL_STATUS[signal]:
             continue
@@ -183,16 +188,26 @@ def reconcile_settled(huey, recorder, quiet=QUIET_SECONDS):
         task.hueyscope_run_id, task.hueyscope_ts = run_id, ts
         huey._emit(signal, task)
         recorded += 1
-    # Exactly the rows read: on PostgreSQL a row with a lower id can commit
-    # after them, not yet quiet and not yet looked at.
-    ids = [row[0] for row in rows]
-    with storage.db(commit=True) as curs:
-        curs = QueueCursor(storage, curs)
-        for i in range(0, len(ids), CHUNK):
-            chunk = ids[i:i + CHUNK]
-            curs.execute("delete from hueyscope_settled where id in (%s)"
-                         % ",".join("?" * len(chunk)), chunk)
     if recorded:
         logger.info("Recorded %d outcome(s) the event store had lost, from "
                     "the queue's outbox.", recorded)
     return recorded
+
+
+def _claim(storage, ids):
+    """Delete the outbox rows ``ids``; the set of those this call deleted.
+
+    Exactly the rows read: on PostgreSQL a row with a lower id can commit
+    after them, not yet quiet and not yet looked at.
+    """
+    from hueyscope.leases import QueueCursor
+
+    claimed = set()
+    with storage.db(commit=True) as curs:
+        curs = QueueCursor(storage, curs)
+        for i in range(0, len(ids), CHUNK):
+            chunk = ids[i:i + CHUNK]
+            claimed.update(row[0] for row in curs.execute(
+                "delete from hueyscope_settled where id in (%s) returning id"
+                % ",".join("?" * len(chunk)), chunk).fetchall())
+    return claimed
