@@ -96,7 +96,7 @@ DDL = [
     # reached an outcome, written in the transaction that releases it, so
     # the record can be put right after a crash (hueyscope.events.reconcile).
     "create table if not exists hueyscope_settled ("
-    "id integer primary key autoincrement, queue text not null, "
+    "id integer primary key, queue text not null, "
     "task_id text not null, task text, signal text not null, priority real, "
     "run_id text, ts real not null)",
     "insert or ignore into hueyscope_meta (key, value) "
@@ -260,12 +260,16 @@ class LeaseKeeping:
             self._held.setdefault(task.id, []).append(held)
 
     def _find(self, task_id, pop=False):
+        if not pop:  # a read: one dict and one list lookup, atomic as they are
+            entries = self._held.get(task_id)
+            try:
+                return entries[0] if entries else None
+            except IndexError:  # emptied by another thread meanwhile
+                return None
         with self._held_lock:
             entries = self._held.get(task_id)
             if not entries:
                 return None
-            if not pop:
-                return entries[0]
             held = entries.pop(0)
             if not entries:
                 del self._held[task_id]

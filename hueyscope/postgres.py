@@ -514,6 +514,11 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
     # -- dequeue ----------------------------------------------------------
 
     def _dequeue(self):
+        if self._holder is None and not self._has_task():
+            # Nothing to take: no holder row yet (a transaction of its own),
+            # so an idle first read is as quick as huey's, and the LISTEN
+            # that follows it misses no NOTIFY.
+            return None
         holder = self._ensure_holder()
         with self._take_lock, self.db(commit=True) as curs:
             curs.execute(
@@ -534,6 +539,12 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
         local.lease, local.seq = row[0], seq
         self._ensure_heartbeat()
         return bytes(row[1])
+
+    def _has_task(self):
+        with self.db() as curs:
+            curs.execute("select 1 from %s where queue = %%s limit 1"
+                         % self.table_task, (self.name,))
+            return curs.fetchone() is not None
 
     def taken_seq(self):
         """The order in which this process took the calling thread's task."""
