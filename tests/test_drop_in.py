@@ -38,7 +38,7 @@ def _at_most_once(tmp_path, **kwargs):
 
 
 def _leased_postgres(tmp_path, **kwargs):
-    from hueyscope.postgres import LeasedPostgresHuey
+    from hueyscope.queue.postgres import LeasedPostgresHuey
 
     # Immediate mode never opens the database.
     return LeasedPostgresHuey("t", dsn=PG_DSN, **kwargs)
@@ -286,7 +286,10 @@ def test_recovery_under_create_consumer_in_a_thread(app):
     died = subprocess.run([sys.executable, "-c", THREADED_CONSUMER, "die"],
                           cwd=app.folder, env=app.env, timeout=60)
     assert died.returncode == 1
-    assert lease_rows(app) == 1  # the locked job it was running
+    # The locked job it was running, and any other it had taken that had
+    # not yet found the lock taken.
+    held = lease_rows(app)
+    assert held >= 1
     (app.folder / "go").touch()
     again = subprocess.run([sys.executable, "-c", THREADED_CONSUMER, "run"],
                            cwd=app.folder, env=app.env, timeout=60,
@@ -297,7 +300,7 @@ def test_recovery_under_create_consumer_in_a_thread(app):
     assert scalar(app.queue, "select count(*) from hueyscope_lock") == 0
     assert holder_rows(app) == 0
     # The handler written as huey documents it saw the recovery.
-    assert [w[0] for w in ledger(app, "signal")].count("recovered") == 1
+    assert [w[0] for w in ledger(app, "signal")].count("recovered") == held
     assert "TypeError" not in again.stderr
 
 
