@@ -38,7 +38,7 @@ def _at_most_once(tmp_path, **kwargs):
 
 
 def _leased_postgres(tmp_path, **kwargs):
-    from hueyscope.postgres import LeasedPostgresHuey
+    from hueyscope.queue.postgres import LeasedPostgresHuey
 
     # Immediate mode never opens the database.
     return LeasedPostgresHuey("t", dsn=PG_DSN, **kwargs)
