@@ -14,7 +14,7 @@ def attach(huey, events=None, **options):
 def __getattr__(name):
     # hueyscope.SqliteHuey, imported only when asked for.
     if name == "SqliteHuey":
-        from hueyscope.leases import SqliteHuey
+        from hueyscope.queue.sqlite import SqliteHuey
 
         return SqliteHuey
     raise AttributeError(name)

@@ -389,7 +389,7 @@ def claim_server_queue(huey):
 
 
 def _safe_url(huey):
-    from hueyscope.postgres import _safe
+    from hueyscope.queue.postgres import _safe
 
     return _safe(getattr(huey.storage, "dsn", None) or huey.name)
 

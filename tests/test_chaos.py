@@ -488,7 +488,7 @@ def test_a_process_starting_on_a_busy_postgresql_queue_waits_for_no_one(engine):
     enqueue that goes with it (a retry, a pipeline's next step) neither
     blocks it nor deadlocks with it."""
     import psycopg
-    from hueyscope.postgres import make_postgres_huey
+    from hueyscope.queue.postgres import make_postgres_huey
 
     dsn = engine.env["HUEYSCOPE_QUEUE"]
     make_postgres_huey("chaos", dsn)  # the schema, as the first consumer made it
@@ -517,7 +517,7 @@ def test_a_periodic_task_done_before_its_enqueue_is_recorded_is_complete(tmp_pat
     import hueyscope
     from huey import crontab
     from huey import signals as S
-    from hueyscope.leases import SqliteHuey
+    from hueyscope.queue.sqlite import SqliteHuey
 
     huey = SqliteHuey("tick", filename=str(tmp_path / "queue.db"), utc=True)
     ran = []

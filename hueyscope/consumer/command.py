@@ -26,7 +26,7 @@ from hueyscope.events.recorder import recorder_for
 from hueyscope.events.retention import Retention
 from hueyscope.options import BadInput, Choice, FloatRange, IntRange, settings_options
 from hueyscope.options import capture_options, site_option
-from hueyscope.recovery import lease_options
+from hueyscope.commands.recover import lease_options
 from hueyscope.settings import DEFAULT_RETENTION
 
 logger = logging.getLogger("hueyscope.consumer")

@@ -22,7 +22,7 @@ in three ways:
    a queue sample every few seconds, the stop reason and a full flush at the
    end.
 
-4. On a leased queue (:mod:`hueyscope.leases`) it recovers the work of dead
+4. On a leased queue (:mod:`hueyscope.queue.leases`) it recovers the work of dead
    consumers at start and at every health check, puts its own interrupted
    tasks back on the queue as it stops, and its worker processes die with
    it: a child whose parent is gone is killed by the kernel
@@ -252,7 +252,7 @@ class Consumer(huey_consumer.Consumer):
         a callable run from the main loop every ``sample_interval`` seconds;
         its exceptions are logged, never raised.
     ``lease_timeout``, ``max_recoveries``, ``keep_failed``
-        recovery of a leased queue (see :func:`hueyscope.recovery.recover`).
+        recovery of a leased queue (see :func:`hueyscope.queue.recovery.recover`).
 
     Run it with :meth:`run` (blocks until stopped) in any thread; stop it
     with :meth:`request_stop` from any thread, or SIGINT / SIGTERM when it
@@ -265,7 +265,7 @@ class Consumer(huey_consumer.Consumer):
     def __init__(self, huey, recorder=None, app=None, sample_interval=2.0,
                  on_tick=None, lease_timeout=None, max_recoveries=None,
                  keep_failed=None, **options):
-        from hueyscope import recovery
+        from hueyscope.queue import recovery
 
         self.leased = getattr(huey.storage, "leased", False)
         self.lease_timeout = lease_timeout or recovery.DEFAULT_LEASE_TIMEOUT
@@ -499,7 +499,7 @@ class Consumer(huey_consumer.Consumer):
         """
         if not self.leased:
             return None
-        from hueyscope import recovery
+        from hueyscope.queue import recovery
 
         try:
             outcome = recovery.recover(
@@ -520,7 +520,7 @@ class Consumer(huey_consumer.Consumer):
         from hueyscope.events.reconcile import reconcile
 
         try:
-            reconciled = reconcile(self.huey, self._reconcile_seen)
+            reconciled = reconcile(self.huey, self.recorder, self._reconcile_seen)
         except Exception:
             logger.exception("Could not reconcile the event store.")
             return

@@ -18,21 +18,9 @@ import logging
 
 from huey.api import Huey, Task
 
+from hueyscope.signals import UnknownTask
+
 logger = logging.getLogger("hueyscope.recorder")
-
-
-class UnknownTask:
-    """What a signal handler needs of a message no task can be built from."""
-
-    on_complete = on_error = None
-
-    def __init__(self, message):
-        # A message names its task as huey's registry does (module.name);
-        # the recorder knows tasks by the name alone, as huey's Task does.
-        self.id, self.name = message.id, message.name.rsplit(".", 1)[-1]
-        self.retries, self.priority, self.eta = (
-            message.retries, message.priority, message.eta)
-        self.args, self.kwargs = message.args, message.kwargs
 
 
 def install(huey, record):

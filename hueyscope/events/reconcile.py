@@ -30,7 +30,6 @@ import os
 import time
 from types import SimpleNamespace
 
-from hueyscope.events.recorder import recorder_for
 from hueyscope.events.writer import FINAL_STATUS
 
 logger = logging.getLogger("hueyscope.reconcile")
@@ -69,8 +68,8 @@ def open_tasks(recorder, quiet, now):
 
 def completed_in_queue(huey, task_ids):
     """The ids of ``task_ids`` whose result (not an error) is stored in the queue."""
-    from hueyscope.leases import QueueCursor
-    from hueyscope.recovery import success
+    from hueyscope.queue.leases import QueueCursor
+    from hueyscope.queue.recovery import success
 
     storage = huey.storage
     done = set()
@@ -102,13 +101,13 @@ def _described(storage):
                            param_style="qmark")
 
 
-def reconcile(huey, seen=None, quiet=QUIET_SECONDS):
+def reconcile(huey, recorder, seen=None, quiet=QUIET_SECONDS):
     """Record the outcomes the queue knows and the store lacks; returns how many.
 
+    ``recorder`` is the Huey's :class:`~hueyscope.events.recorder.Recorder`.
     ``seen`` (results path only) maps task id to when (monotonic) an earlier
     call first found it so; the caller keeps it between calls. Never raises.
     """
-    recorder = recorder_for(huey)
     if recorder is None:
         return 0
     if getattr(huey.storage, "leased", False):
@@ -148,7 +147,7 @@ def reconcile(huey, seen=None, quiet=QUIET_SECONDS):
 
 def reconcile_settled(huey, recorder, quiet=QUIET_SECONDS):
     """The outbox path of :func:`reconcile`, for leased queues."""
-    from hueyscope.leases import QueueCursor
+    from hueyscope.queue.leases import QueueCursor
 
     storage = huey.storage
     with storage.db() as curs:
@@ -200,7 +199,7 @@ def _claim(storage, ids):
     Exactly the rows read: on PostgreSQL a row with a lower id can commit
     after them, not yet quiet and not yet looked at.
     """
-    from hueyscope.leases import QueueCursor
+    from hueyscope.queue.leases import QueueCursor
 
     claimed = set()
     with storage.db(commit=True) as curs:

@@ -23,13 +23,11 @@ SIGKILL loses at most one flush interval.
 import atexit
 import calendar
 import collections
-import hashlib
 import json
 import logging
 import multiprocessing
 import multiprocessing.util
 import os
-import re
 import socket
 import sqlite3
 import sys
@@ -40,6 +38,7 @@ import weakref
 
 from hueyscope import settings as _settings
 from hueyscope import storable
+from hueyscope.signals import fingerprint  # noqa: F401 (used here, and named here before)
 from hueyscope.events import hooks, schema, stock, writer, writer_process
 
 logger = logging.getLogger("hueyscope.recorder")
@@ -89,10 +88,25 @@ def attach(huey, events=None, **options):
             recorder = Recorder(huey, events, **options)
             _recorders[huey] = recorder
             if getattr(huey.storage, "leased", False):
-                # Each outcome's lease release leaves the queue's own word
-                # for it, for reconcile to put the record right after a crash.
-                huey.storage.record_outcomes = True
+                _tell_the_queue(huey, recorder)
         return recorder
+
+
+def _tell_the_queue(huey, recorder):
+    """What a leased queue learns from its recorder (the queue never imports it).
+
+    Its run id, for the holder row and the outbox; to keep its outbox of
+    outcomes, so the record can be put right after a crash; and to
+    reconcile after each recovery it runs from the dequeue path.
+    """
+    from hueyscope.events.reconcile import reconcile
+
+    def run_id():
+        return recorder.run_id if recorder.pid == os.getpid() else None
+
+    huey.run_id_source = run_id
+    huey.storage.record_outcomes = True
+    huey.after_recovery = lambda: reconcile(huey, recorder)
 
 
 def recorder_for(huey):
@@ -168,31 +182,6 @@ def _truncated(text, limit):
         if kept <= limit:
             return out
         keep = keep * limit // kept
-
-
-_NORMALISE = (
-    (re.compile(r"0x[0-9a-fA-F]+"), "0x?"),
-    (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F-]{27,}"), "<uuid>"),
-    (re.compile(r"'[^']*'|\"[^\"]*\""), "<str>"),
-    (re.compile(r"\d+(\.\d+)?"), "<n>"),
-)
-
-
-def fingerprint(error_type, message, tb):
-    """Stable hash of error type + normalised message + innermost frame.
-
-    Numbers, quoted strings, hex addresses and uuids are normalised away so
-    "timeout after 3.2s" and "timeout after 4.7s" group together.
-    """
-    for pattern, repl in _NORMALISE:
-        message = pattern.sub(repl, message or "")
-    frame = ""
-    if tb is not None:
-        last = traceback.extract_tb(tb)[-1:]
-        if last:
-            frame = "%s:%s" % (os.path.basename(last[0].filename), last[0].name)
-    key = "\n".join((error_type or "", message[:500], frame))
-    return hashlib.sha1(key.encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def _versions():

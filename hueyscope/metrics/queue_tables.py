@@ -1,6 +1,6 @@
 """Leases held and the failed set, read from the queue's tables of record.
 
-A leased queue (:mod:`hueyscope.leases`) keeps the tasks consumers hold in
+A leased queue (:mod:`hueyscope.queue.leases`) keeps the tasks consumers hold in
 ``hueyscope_lease`` and the failed set (tasks parked after too many
 recoveries, messages of no known task, tasks failed for good) in
 ``hueyscope_dead_letter``. On a
@@ -26,7 +26,7 @@ FAILED_SET = ("select queue, %s, count(*) from hueyscope_dead_letter "
 def _kind_sql(has_kind):
     """SQL naming an entry's kind (failed, lost, dropped), as ``hueyscope
     failed`` does; a queue of lease schema 1 has no kind column yet."""
-    from hueyscope.failed import _kind_sql as kind_sql
+    from hueyscope.queue.failed import _kind_sql as kind_sql
 
     if has_kind:
         return kind_sql()
@@ -35,7 +35,7 @@ def _kind_sql(has_kind):
 
 def _counts(execute, has_kind):
     """{metric name: {label values: count}} of the lease and failed-set tables."""
-    from hueyscope.failed import KINDS
+    from hueyscope.queue.failed import KINDS
 
     leases = {(queue,): n for queue, n in execute(LEASES)}
     failed = {}
@@ -153,7 +153,7 @@ def for_settings(settings):
             # An event store or another database given as the queue.
             check_queue_file(path)
         return QueueTables(SqliteQueueTables(path), path)
-    from hueyscope.postgres import _safe, make_postgres_huey
+    from hueyscope.queue.postgres import _safe, make_postgres_huey
     from hueyscope.queue import QUEUE_NAME
 
     # Not leased: building a leased Huey would create the lease tables in a

@@ -94,7 +94,7 @@ FLUSHED = set()  # queue names emptied in the current test
 
 def leased_postgres_class():
     """hueyscope's PostgreSQL class that ``--delivery at-least-once`` builds."""
-    from hueyscope.postgres import LeasedPostgresHuey
+    from hueyscope.queue.postgres import LeasedPostgresHuey
 
     return LeasedPostgresHuey
 
@@ -151,7 +151,7 @@ def normal_sync(huey_class):
 
 def hueyscope_sqlite_class():
     """hueyscope.SqliteHuey: leased, at-least-once (leases.py)."""
-    from hueyscope.leases import SqliteHuey
+    from hueyscope.queue.sqlite import SqliteHuey
 
     return normal_sync(SqliteHuey)
 

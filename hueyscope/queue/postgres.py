@@ -2,17 +2,17 @@
 
 ``--queue postgresql://host/db`` (or ``HUEYSCOPE_QUEUE``) builds a Huey on
 huey's own storage -- ``FOR UPDATE SKIP LOCKED`` dequeue, LISTEN/NOTIFY
-wake-ups -- plus the tick claims of :mod:`hueyscope.periodic` in a
+wake-ups -- plus the tick claims of :mod:`hueyscope.queue.periodic` in a
 ``<prefix>_periodic_tick`` table, so many consumers on many hosts run each
 periodic task once a tick. The driver is an optional extra:
 ``pip install 'hueyscope[postgres]'``.
 
 Delivery is at-least-once by default, with the SQLite leased queue's
-semantics and tables of record (:mod:`hueyscope.leases`): the dequeue
+semantics and tables of record (:mod:`hueyscope.queue.leases`): the dequeue
 moves the message into ``hueyscope_lease`` in one statement (a DELETE ...
 RETURNING feeding an INSERT, on the row SKIP LOCKED found); the write that
 makes the outcome durable deletes the lease in its own transaction;
-:mod:`hueyscope.recovery` puts dead holders' leases back, under a
+:mod:`hueyscope.queue.recovery` puts dead holders' leases back, under a
 transaction-level advisory lock so two consumers never recover the same
 lease. Holders on other hosts are judged by heartbeat alone.
 ``--delivery at-most-once`` is huey's delete-on-dequeue.
@@ -40,8 +40,9 @@ from huey.api import PostgresHuey as _HueyPostgresHuey
 from huey.exceptions import ConfigurationError
 from huey.storage import PostgresStorage
 
-from hueyscope.leases import DEAD_LETTER_COLUMNS, LeasedHuey, LeaseKeeping
-from hueyscope.periodic import KEEP_SECONDS, OncePerTick
+from hueyscope.queue.leased_huey import LeasedHuey
+from hueyscope.queue.leases import DEAD_LETTER_COLUMNS, LeaseKeeping
+from hueyscope.queue.periodic import KEEP_SECONDS, OncePerTick
 
 try:
     import psycopg

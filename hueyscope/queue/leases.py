@@ -1,4 +1,4 @@
-"""At-least-once delivery on SQLite: a queue storage that leases instead of deleting.
+"""Leases: what every leased storage shares, whatever its engine.
 
 huey's SqliteStorage dequeues by deleting the message: a consumer killed
 mid-task (SIGKILL, OOM, power loss) loses it, and any lock it held stays
@@ -16,7 +16,7 @@ makes the outcome durable, in that write's own transaction:
   stored...) the process's next write, usually the next dequeue, so it
   costs no transaction of its own.
 
-:mod:`hueyscope.recovery` puts the leases of dead holders back on the queue.
+:mod:`hueyscope.queue.recovery` puts the leases of dead holders back on the queue.
 Recovery never runs again a task whose result was stored.
 
 Workers that wait for a task at the same moment are served by one
@@ -30,24 +30,19 @@ that tell the storage when a task's outcome is being written. Any app can use
 it in place of huey's: ``from hueyscope import SqliteHuey``.
 """
 import collections
-import contextlib
 import logging
 import multiprocessing.util
 import os
 import socket
-import sys
 import threading
 import time
 import weakref
 
 from huey import signals as S
-from huey.api import SqliteHuey as _HueySqliteHuey
-from huey.utils import Error
 
-from hueyscope import liveness
-from hueyscope.events.hooks import UnknownTask
-from hueyscope.periodic import OncePerTick
-from hueyscope.queue import DurableSqliteStorage
+from hueyscope.queue import liveness
+from hueyscope.signals import fingerprint
+from hueyscope.storable import str_of, text
 
 logger = logging.getLogger("hueyscope.leases")
 
@@ -384,8 +379,6 @@ class LeaseKeeping:
         name = getattr(message, "name", None)
         # A lone surrogate in an error message (a file name that is not
         # UTF-8) is text no database takes: escaped, as the event store does.
-        from hueyscope.storable import text
-
         with self.db(commit=True) as curs:
             curs = QueueCursor(self, curs)
             curs.execute(
@@ -409,9 +402,6 @@ class LeaseKeeping:
         """
         if not self.owns(task.id):
             return
-        from hueyscope.events.recorder import fingerprint
-        from hueyscope.storable import str_of
-
         error_type = type(exc).__name__ if exc is not None else None
         message = str_of(exc)[:4000] if exc is not None else ""
         reason = "%s: %s" % (error_type, message) if error_type else "failed"
@@ -533,283 +523,6 @@ class LeaseKeeping:
         return super().close()
 
 
-class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
-    """huey's SQLite storage with leased dequeue (see the module docstring).
-
-    Takes SqliteStorage's options plus ``synchronous`` (FULL or NORMAL).
-    Tables of huey's stay as huey makes them; ours are named ``hueyscope_*``.
-    """
-
-    ddl = DurableSqliteStorage.ddl + DDL
-    leased = True
-    queue_tables = {"kv": "kv", "task": "task"}
-    param_style = "qmark"
-    # Lease a worker's next message in the transaction that stores its
-    # result: one transaction per task instead of two. Only for consumers
-    # that put back what they leased and never started when they stop
-    # (hueyscope's Consumer turns it on).
-    prefetch = False
-
-    def __init__(self, *args, **kwargs):
-        self._reset_process_state()
-        # Set by SqliteHuey: who this process is in the event store.
-        self.run_id_source = None
-        super().__init__(*args, **kwargs)
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: ref() and ref()._reset_process_state())
-
-    def _reset_process_state(self):
-        # A forked worker is a holder of its own, with its own connection
-        # (huey closes the parent's before forking), buffer and heartbeat.
-        self._reset_lease_state()
-        self._buffer = collections.deque()  # (lease id, data, seq) for waiting workers
-        self._unstarted = set()  # leases taken ahead for a worker, not handed over
-        self._group = []  # results waiting to be committed together
-        self._group_lock = threading.Lock()
-        self._waiting = 0
-        self._waiting_lock = threading.Lock()
-        self._taken = 0
-
-    def lock_for_recovery(self, curs):
-        """Nothing to do: every write transaction here is exclusive."""
-
-    def initialize_schema(self):
-        super().initialize_schema()
-        # A queue made by lease schema 1: the dead-letter table becomes the
-        # failed set, in one transaction with the schema's new number.
-        with self.db(commit=True) as curs:
-            have = {row[1] for row in curs.execute(
-                "pragma table_info(hueyscope_dead_letter)")}
-            for column in DEAD_LETTER_COLUMNS:
-                if column not in have:
-                    curs.execute("alter table hueyscope_dead_letter add "
-                                 "column %s text" % column)
-            curs.execute("update hueyscope_meta set value = ? where key = "
-                         "'lease_schema' and value < ?",
-                         (LEASE_SCHEMA, LEASE_SCHEMA))
-
-    # -- transactions that also settle leases ------------------------------
-
-    @contextlib.contextmanager
-    def db(self, commit=False, close=False):
-        # huey's BaseSqlStorage.db(), with every write transaction also
-        # releasing the leases whose outcome is now durable.
-        with self.lock:
-            try:
-                if commit:
-                    with self._write() as cursor:
-                        yield cursor
-                else:
-                    cursor = self.conn.cursor()
-                    try:
-                        yield cursor
-                    finally:
-                        cursor.close()
-            finally:
-                if close:
-                    self.conn.close()
-                    self._conn = None
-
-    @contextlib.contextmanager
-    def _write(self):
-        """A write transaction that releases the leases now due; the lock is held.
-
-        Rolled back, it leaves every lease as it was before (see _unrelease).
-        """
-        conn = self.conn
-        cursor = conn.cursor()
-        cursor.execute(self.begin_sql)
-        released = None
-        try:
-            released = self._release_in(cursor)
-            yield cursor
-            conn.commit()
-            self._holder_new = False
-        except Exception:
-            conn.rollback()
-            self._unrelease(released)
-            raise
-        finally:
-            cursor.close()
-
-    def _release_in(self, curs):
-        """Delete the leases due for release, inside the open transaction."""
-        own = self._own_releases()
-        ids = list(own)
-        while self._pending:
-            try:
-                ids.append(self._pending.popleft())
-            except IndexError:
-                break
-        if ids:
-            curs.execute("delete from hueyscope_lease where id in (%s)"
-                         % ",".join("?" * len(ids)), ids)
-            self._write_outcomes(curs, ids)
-        # No message is leased ahead here: this transaction may be about to
-        # enqueue a retry or a continuation of higher priority than what is
-        # queued now (only a result's group commit, which enqueues nothing,
-        # leases the worker's next message).
-        return ids, own, None
-
-    def _unrelease(self, released):
-        # The transaction rolled back: the leases are still held.
-        if self._holder_new:
-            self._holder = None
-            self._holder_new = False
-        if not released:
-            return
-        ids, own, prefetched = released
-        if prefetched is not None:
-            self._local.next = None
-            self._unstarted.discard(prefetched[0])
-        self._pending.extend(lease for lease in ids if lease not in own)
-        self._unrelease_own(own)
-
-    # -- results: group commit ----------------------------------------------
-
-    def put_data(self, key, value, is_result=False):
-        # A worker's own result, releasing its lease: workers that finish
-        # while another one commits have their results written by the next
-        # transaction together, one sync for all (group commit), each with
-        # its lease released and its next task leased.
-        local = self._thread()
-        if not (is_result and self.prefetch and len(local.release) == 1
-                and local.next is None):
-            return super().put_data(key, value, is_result)
-        request = _ResultWrite(key, self.to_blob(value), local.release[0])
-        local.release = []
-        with self._group_lock:
-            self._group.append(request)
-        try:
-            with self.lock:
-                if not request.done:
-                    self._commit_group()
-        except Exception:
-            # Not written: the lease is still held, as after any failed write.
-            self._unrelease_own([request.lease])
-            raise
-        if request.error is not None:  # written by another worker, and failed
-            self._unrelease_own([request.lease])
-            raise request.error
-        if request.next is not None:
-            local.next = request.next
-
-    def _commit_group(self):
-        """Write every waiting result in one transaction; the storage lock is held."""
-        with self._group_lock:
-            batch, self._group = self._group, []
-        try:
-            with self._write() as curs:
-                curs.executemany(
-                    "insert or replace into kv (queue, key, value) values (?, ?, ?)",
-                    [(self.name, r.key, r.value) for r in batch])
-                ids = [r.lease for r in batch]
-                curs.execute("delete from hueyscope_lease where id in (%s)"
-                             % ",".join("?" * len(ids)), ids)
-                self._write_outcomes(curs, ids)
-                taken = self._take(curs, len(batch))
-        except Exception as exc:
-            for r in batch:
-                r.error, r.done = exc, True
-            raise
-        for r, t in zip(batch, taken):
-            r.next = t
-            self._unstarted.add(t[0])
-        for r in batch:
-            r.done = True
-
-    # -- dequeue -------------------------------------------------------------
-
-    def dequeue(self):
-        local = self._thread()
-        ready = local.next
-        if ready is not None:
-            local.next = None
-            return self._hand_over(*ready)
-        with self._waiting_lock:
-            self._waiting += 1
-        try:
-            with self.lock:
-                if self._buffer:
-                    lease, data, seq = self._buffer.popleft()
-                else:
-                    taken = self._lease_batch()
-                    if not taken:
-                        return None
-                    (lease, data, seq), rest = taken[0], taken[1:]
-                    self._buffer.extend(rest)
-                    self._unstarted.update(r[0] for r in rest)
-        finally:
-            with self._waiting_lock:
-                self._waiting -= 1
-        return self._hand_over(lease, data, seq)
-
-    def _hand_over(self, lease, data, seq):
-        self._unstarted.discard(lease)
-        local = self._thread()
-        if local.lease is not None:
-            # The message handed over before this one was never bound to a
-            # task (a caller of the storage, not of the Huey): it stays held
-            # until this process settles it at exit.
-            with self._held_lock:
-                self._held.setdefault(None, []).append(_Held(local.lease, local.seq, False))
-        local.lease, local.seq = lease, seq
-        self._ensure_heartbeat()
-        return data
-
-    def _lease_batch(self):
-        """Lease one message for each worker now waiting; the storage lock is held."""
-        conn = self.conn
-        has_task = conn.execute("select 1 from task where queue = ? limit 1",
-                                (self.name,)).fetchone()
-        if not has_task and not self._pending:
-            return []
-        with self._write() as cursor:
-            return self._take(cursor, max(self._waiting, 1)) if has_task else []
-
-    def _take(self, curs, n):
-        """Lease the next ``n`` messages, inside the open transaction."""
-        rows = curs.execute(
-            "select id, data, priority from task where queue = ? "
-            "order by priority desc, id limit ?", (self.name, n)).fetchall()
-        if not rows:
-            return []
-        holder, now = self._holder_in(curs), time.time()
-        taken = []
-        for row_id, data, priority in rows:
-            curs.execute(
-                "insert into hueyscope_lease (queue, data, priority, holder, "
-                "taken) values (?, ?, ?, ?, ?)",
-                (self.name, data, priority, holder, now))
-            self._taken += 1
-            taken.append((curs.lastrowid, data, self._taken))
-        ids = [r[0] for r in rows]
-        curs.execute("delete from task where id in (%s)" % ",".join("?" * len(ids)),
-                     ids)
-        return taken
-
-    def taken_seq(self):
-        """The order in which this process took the calling thread's task."""
-        return self._thread().seq
-
-    def put_back_unstarted(self):
-        """Return the leases taken ahead for workers that never started them.
-
-        A stopping consumer calls this once its workers are done: they go
-        back on the queue as they were, with nothing to record.
-        """
-        if self._pid != os.getpid():
-            return 0
-        ids = list(self._unstarted)
-        if not ids:
-            return 0
-        with self.db(commit=True) as curs:
-            self._put_back(QueueCursor(self, curs), ids)
-        self._unstarted.difference_update(ids)
-        self._buffer.clear()
-        return len(ids)
-
-
 class _Held:
     """A lease this process holds for a task: what settling it needs to know."""
 
@@ -821,189 +534,3 @@ class _Held:
         self.last = None  # the latest outcome signal seen
 
 
-class _ResultWrite:
-    """A result waiting for the group commit, and what the commit gave back."""
-
-    __slots__ = ("key", "value", "lease", "done", "error", "next")
-
-    def __init__(self, key, value, lease):
-        self.key, self.value, self.lease = key, value, lease
-        self.done, self.error, self.next = False, None, None
-
-
-class LeasedHuey:
-    """A Huey mixin for leased storages: tells the storage when an outcome is written.
-
-    Used by :class:`SqliteHuey` and by :class:`hueyscope.postgres.PostgresHuey`
-    (``leased=True``); the storage does the leasing and releasing. In
-    immediate mode huey swaps in its MemoryStorage, which leases nothing:
-    every hook below then leaves huey to do exactly what it does.
-
-    Whatever consumer runs the Huey -- hueyscope's, huey's ``huey_consumer``,
-    ``create_consumer()`` in a thread or a process, Django's ``run_huey`` --
-    the dead holders' leases go back on the queue at the first dequeue of
-    each process and then every :data:`RECOVER_EVERY` seconds (hueyscope's
-    consumer runs recovery itself, with its own settings, and turns this
-    off).
-    """
-
-    #: Run recovery from the dequeue path (set False by hueyscope's consumer).
-    recover_on_dequeue = True
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.storage.run_id_source = self._recorded_run_id
-
-    def create_storage(self):
-        storage = super().create_storage()
-        storage.run_id_source = self._recorded_run_id
-        return storage
-
-    @property
-    def _leases(self):
-        """The leased storage, or None (immediate mode's memory storage)."""
-        storage = self.storage
-        return storage if getattr(storage, "leased", False) else None
-
-    def _recorded_run_id(self):
-        from hueyscope.events.recorder import recorder_for
-
-        recorder = recorder_for(self)
-        if recorder is not None and recorder.pid == os.getpid():
-            return recorder.run_id
-        return None
-
-    def dequeue(self):
-        leases = self._leases
-        if leases is None:
-            return super().dequeue()
-        if self.recover_on_dequeue:
-            self._recover_when_due(leases)
-        while True:
-            data = leases.dequeue()
-            if data is None:
-                return None
-            try:
-                task = self.deserialize_task(data)
-            except Exception as exc:
-                # Code deployed without this task, or a message it cannot
-                # read: stock huey drops it; it is parked, with the reason,
-                # and recorded as dropped; the worker takes the next one.
-                self._park_unreadable(data, exc)
-                continue
-            leases.note_task(task)
-            return task
-
-    def _recover_when_due(self, leases):
-        # One worker of the process recovers; the others go on dequeuing.
-        now = time.monotonic()
-        if now < leases._next_recovery or not leases._recover_lock.acquire(False):
-            return
-        try:
-            leases._next_recovery = now + RECOVER_EVERY
-            from hueyscope.recovery import recover
-
-            recover(self)
-            if leases.record_outcomes:
-                from hueyscope.events.reconcile import reconcile
-
-                reconcile(self)
-        except Exception:
-            logger.exception("Could not recover the leases of dead consumers.")
-        finally:
-            leases._recover_lock.release()
-
-    def _park_unreadable(self, data, exc):
-        reason = "%s: %s" % (type(exc).__name__, exc)
-        try:
-            message = self.serializer.deserialize(data)
-        except Exception:
-            message = None
-        self.storage.park_current(reason, message)
-        logger.warning("Parked a message this consumer cannot run (%s) in "
-                       "hueyscope_dead_letter.", reason)
-        if message is not None:
-            self._emit("dropped", UnknownTask(message), exc)
-
-    def execute(self, task, timestamp=None):
-        leases = self._leases
-        try:
-            return super().execute(task, timestamp)
-        except Exception:
-            # What makes the outcome durable comes after the task ran: its
-            # result, its next pipeline step's enqueue, its retry's. That
-            # write failed (for good: transient failures were retried), so
-            # the lease is kept for recovery, which enqueues a step's next
-            # step from its stored result, or runs the task again.
-            if leases is not None and leases.keep_unwritten(task.id):
-                logger.error("The outcome of task %s could not be written; its "
-                             "lease is kept for recovery.", task.id)
-            raise
-        finally:
-            if leases is not None:
-                leases.finish(task.id)
-
-    def put_result(self, key, data):
-        leases = self._leases
-        if leases is not None and not isinstance(data, Error) \
-                and leases.result_releases(key):
-            leases.release_with_next_write(key, S.SIGNAL_COMPLETE)
-        return super().put_result(key, data)
-
-    def add_schedule(self, task):
-        # Not due yet, or a retry with a delay: the message moves to the
-        # schedule in the same transaction as its lease is released.
-        if self._leases is not None:
-            self._leases.release_with_next_write(task.id, S.SIGNAL_SCHEDULED)
-        return super().add_schedule(task)
-
-    def _emit(self, signal, task, *args, **kwargs):
-        leases = self._leases
-        if leases is None:
-            pass
-        elif signal == S.SIGNAL_COMPLETE or signal == S.SIGNAL_RETRYING:
-            # Next come the continuation's enqueue or the retry's.
-            leases.release_with_next_write(task.id, signal)
-        elif (signal == S.SIGNAL_ERROR or signal == S.SIGNAL_TIMEOUT) \
-                and not task.retries:
-            # A final failure: its message joins the failed set, in a
-            # transaction of its own; its error result (or on_error task)
-            # is written next.
-            try:
-                exc = args[0] if args else kwargs.get("exc") or sys.exc_info()[1]
-                leases.fail_current(task, exc)
-            except Exception:
-                logger.exception("Could not keep failed task %s in the failed "
-                                 "set; its lease is released.", task.id)
-                leases.release_with_next_write(task.id)
-        elif signal == S.SIGNAL_INTERRUPTED:
-            leases.keep_lease(task.id)
-        elif signal in NOTED_OUTCOMES:
-            leases.note_signal(task.id, signal)
-        super()._emit(signal, task, *args, **kwargs)
-
-    def flush_locks(self, *names):
-        """Free the locks whose holder is dead; a live holder's lock stays held.
-
-        huey's flush_locks frees every lock, a live consumer's too (two
-        locked bodies then run at once). Locks taken by a process that does
-        not record its holder (huey's own storage) are freed too: they can
-        belong to no process we can check.
-        """
-        if self._leases is None:
-            return super().flush_locks(*names)
-        from hueyscope.recovery import free_dead_locks
-
-        return set(free_dead_locks(self, names=names, unowned=True))
-
-
-class SqliteHuey(OncePerTick, LeasedHuey, _HueySqliteHuey):
-    """huey's SqliteHuey with at-least-once delivery (a leased queue).
-
-    A drop-in replacement: ``SqliteHuey("app", filename="queue.db")``. A
-    consumer killed mid-task leaves its tasks leased; the next consumer (or
-    ``hueyscope recover``) puts them back on the queue and frees their locks.
-    Periodic tasks run once per tick however many consumers share the queue.
-    """
-
-    storage_class = LeasedSqliteStorage

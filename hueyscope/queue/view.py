@@ -6,22 +6,18 @@ huey queue stored in the file. huey keeps results, locks and revocations in
 one key/value table; they are told apart by their keys: ``<queue>.lock.<name>``
 is a lock held by a running task, ``r:<task id>`` a revocation, anything
 else a result waiting to be read. On a leased queue (at-least-once, see
-:mod:`hueyscope.leases`) it also lists the tasks each consumer holds, the
+:mod:`hueyscope.queue.leases`) it also lists the tasks each consumer holds, the
 consumers that died holding some (their work goes back on the queue at the
 next recovery), each lock's holder and age, and the parked tasks.
 """
-import json
 import os
 import sqlite3
 import time
 
-import click
-
-from hueyscope.options import BadInput, FloatRange, settings_options
-from hueyscope.leases import LOCK_MARK
+from hueyscope.queue.leases import LOCK_MARK
 from hueyscope.queue import check_queue_file
 from hueyscope.readonly import read_only
-from hueyscope.recovery import DEFAULT_LEASE_TIMEOUT
+from hueyscope.queue.recovery import DEFAULT_LEASE_TIMEOUT
 
 HUEY_TABLES = ("task", "schedule", "kv")
 
@@ -45,7 +41,7 @@ def _classify(queue, keys):
 
 def _lease_status(conn, entry, lease_timeout):
     """Add leases per holder, dead holders, lock holders and parked tasks."""
-    from hueyscope.recovery import dead_holders, holders
+    from hueyscope.queue.recovery import dead_holders, holders
 
     now = time.time()
     rows = holders(conn)
@@ -158,7 +154,7 @@ def huey_status(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT):
     A leased PostgreSQL queue also lists its leases, lock holders and
     parked tasks, read from the same tables of record as on SQLite.
     """
-    from hueyscope.leases import QueueCursor
+    from hueyscope.queue.leases import QueueCursor
 
     keys = list(huey.storage.result_items())
     locks, revoked, results = _classify(huey.name, keys)
@@ -182,82 +178,3 @@ def huey_status(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT):
     with huey.storage.db() as curs:
         _lease_status(QueueCursor(huey.storage, curs), entry, lease_timeout)
     return queues
-
-
-def _when(ts):
-    import datetime
-
-    if ts is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(
-        ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _holder_text(item):
-    if item["pid"] is None:
-        return "a holder gone from the queue (dead)"
-    state = "alive" if item["alive"] else "DEAD: %s" % item["dead_because"]
-    return "run %s, pid %s on %s, %s" % (item["run_id"] or "-", item["pid"],
-                                          item["host"], state)
-
-
-@click.command(short_help="Show what is queued, scheduled, leased and locked.")
-@settings_options(only=("queue", "app"))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--lease-timeout", type=FloatRange(min=1.0),
-              default=DEFAULT_LEASE_TIMEOUT, show_default=True,
-              envvar="HUEYSCOPE_LEASE_TIMEOUT", show_envvar=True,
-              help="Seconds without a heartbeat after which a consumer on "
-                   "another host counts as dead.")
-def status(settings, as_json, lease_timeout):
-    """Show queue depth, scheduled tasks, results, leases and locks with holders.
-
-    Reads a SQLite queue without writing to it, so it is safe to run at any
-    time, next to running consumers. On a leased (at-least-once) queue it
-    lists the tasks each consumer holds, consumers that died holding some
-    (hueyscope recover or the next consumer puts them back), each lock's
-    holder and age, and the tasks parked in the dead-letter table.
-
-    --app is read for a PostgreSQL or Redis queue only: a SQLite file is
-    read directly.
-    """
-    try:
-        if settings.queue_scheme == "sqlite":
-            queues = sqlite_status(settings.queue_path, lease_timeout)
-        else:
-            from hueyscope.apps import open_app
-
-            queues = huey_status(open_app(settings, events=False),
-                                 lease_timeout)
-    except ValueError as exc:
-        raise BadInput(str(exc))
-    if as_json:
-        click.echo(json.dumps({"queue": settings.queue, "queues": queues},
-                              indent=2, sort_keys=True))
-        return
-    click.echo("%s: %s" % ("queue file" if settings.queue_scheme == "sqlite"
-                          else "queue", settings.queue))
-    if not queues:
-        click.echo("  (empty: no task, schedule or result yet)")
-    for name, q in sorted(queues.items()):
-        click.echo("queue %s" % name)
-        click.echo("  pending    %6d   waiting for a worker" % q["pending"])
-        click.echo("  scheduled  %6d   delayed or retrying; next due %s" % (
-            q["scheduled"], _when(q["next_due"])))
-        click.echo("  results    %6d   stored, not read yet" % q["results"])
-        click.echo("  revoked    %6d   revocation flags" % q["revoked"])
-        click.echo("  locks      %6d   %s" % (
-            len(q["locks"]), ", ".join(q["locks"]) or "none held"))
-        if "leases" not in q:
-            continue
-        leased = sum(item["tasks"] for item in q["leases"])
-        click.echo("  leased     %6d   taken by consumers, outcome not stored yet"
-                   % leased)
-        for item in q["leases"]:
-            click.echo("    %5d  %s; oldest taken %.0f s ago" % (
-                item["tasks"], _holder_text(item), item["oldest_age"]))
-        for item in q["lock_holders"]:
-            click.echo("    lock %s held %.0f s by %s" % (
-                item["lock"], item["age"], _holder_text(item)))
-        click.echo("  failed     %6d   the failed set: failed for good, lost or "
-                   "dropped (hueyscope failed)" % q["parked"])

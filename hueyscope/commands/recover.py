@@ -1,0 +1,153 @@
+"""``hueyscope recover``: dead consumers' work back on the queue, by hand.
+
+The recovery itself is :func:`hueyscope.queue.recovery.recover`; this is
+its command line, and the lease options ``consume`` shares.
+"""
+import click
+
+from hueyscope.queue.recovery import (DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_RECOVERIES,
+                                      recover)
+
+
+def lease_options(fn):
+    """``--lease-timeout``, ``--max-recoveries`` and ``--keep-failed``,
+    shared by consume and recover."""
+    from hueyscope.events.retention import Duration
+    from hueyscope.queue.failed import DEFAULT_KEEP_FAILED
+    from hueyscope.options import FloatRange, IntRange
+
+    fn = click.option(
+        "--keep-failed", type=Duration(), default=DEFAULT_KEEP_FAILED,
+        show_default="30d", envvar="HUEYSCOPE_KEEP_FAILED", show_envvar=True,
+        help="How long the failed set keeps a task (hueyscope failed); "
+             "older entries are deleted at each recovery, e.g. 7d, 12h.")(fn)
+
+    fn = click.option(
+        "--max-recoveries", type=IntRange(min=0), default=DEFAULT_MAX_RECOVERIES,
+        show_default=True, envvar="HUEYSCOPE_MAX_RECOVERIES", show_envvar=True,
+        help="Park a task in the dead-letter table (recorded as lost) once it "
+             "was recovered more than this many times.")(fn)
+    fn = click.option(
+        "--lease-timeout", type=FloatRange(min=1.0), default=DEFAULT_LEASE_TIMEOUT,
+        show_default=True, envvar="HUEYSCOPE_LEASE_TIMEOUT", show_envvar=True,
+        help="Seconds without a heartbeat after which a holder on another "
+             "host (or container) counts as dead. On this host a dead pid "
+             "is seen at once.")(fn)
+    return fn
+
+
+def _describe(entry):
+    return "%s %s (run %s, priority %s)" % (
+        entry["task_id"] or "?", entry["task"] or "?", entry["run_id"] or "-",
+        "%g" % entry["priority"] if entry["priority"] is not None else "-")
+
+
+def echo_outcome(outcome, dry_run=False):
+    verb = "would " if dry_run else ""
+    for h, reason in outcome.dead:
+        click.echo("dead holder: pid %d on %s, run %s: %s" % (
+            h.pid, h.hostname, h.run_id or "-", reason))
+    for entry in outcome.requeued:
+        click.echo("%srequeue  %s [recovery %d]" % (verb, _describe(entry),
+                                                    entry["recoveries"]))
+    for entry in outcome.parked:
+        click.echo("%spark     %s: %s" % (verb, _describe(entry), entry["reason"]))
+    for entry in outcome.settled:
+        click.echo("%ssettle   %s: its result is stored, not run again" % (
+            verb, _describe(entry)))
+    for entry in outcome.continued:
+        click.echo("%senqueue  %s %s, the next step of %s" % (
+            verb, entry["next_id"], entry["next_task"], entry["task_id"]))
+    for entry in outcome.locks:
+        click.echo("%sfree lock %s (run %s): %s" % (
+            verb, entry["lock"], entry["run_id"] or "-", entry["reason"]))
+    click.echo("%s%d requeued, %d parked, %d settled, %d lock(s) freed%s" % (
+        "dry run: " if dry_run else "", len(outcome.requeued),
+        len(outcome.parked), len(outcome.settled), len(outcome.locks),
+        "" if outcome.dead else "; no dead holder"))
+
+
+def _settings_options(fn):
+    from hueyscope.options import settings_options
+
+    return settings_options(fn)
+
+
+@click.command(short_help="Requeue dead consumers' tasks and free their locks.")
+@_settings_options
+@lease_options
+@click.option("--dry-run", is_flag=True,
+              help="Show what would be moved and freed; change nothing.")
+def recover_command(settings, lease_timeout, max_recoveries, keep_failed,
+                    dry_run):
+    """Put the tasks of dead consumers back on the queue and free their locks.
+
+    Consumers do this on their own at start and at every health check; run
+    it by hand when none is running. Tasks of live consumers and locks of
+    live holders are never touched.
+
+    \b
+    Examples:
+        hueyscope recover --dry-run
+        hueyscope recover --queue /var/lib/app/queue.db --app app.tasks:huey
+    """
+    from hueyscope.apps import open_app
+    from hueyscope.options import BadInput
+
+    # The configured delivery says how the queue is used: an at-most-once
+    # queue has no leases, and building a leased queue on it would add them.
+    if settings.delivery != "at-least-once":
+        raise BadInput("recover needs at-least-once delivery (not %s)"
+                       % settings.delivery)
+    try:
+        # A dry run records nothing, so it does not need the event store.
+        huey = open_app(settings, events=not dry_run)
+        if not dry_run:
+            import hueyscope
+
+            hueyscope.attach(huey, events=settings.events)
+        outcome = recover(huey, dry_run=dry_run, lease_timeout=lease_timeout,
+                          max_recoveries=max_recoveries, keep_failed=keep_failed)
+        others = [(name, recover(other, dry_run=dry_run,
+                                 lease_timeout=lease_timeout,
+                                 max_recoveries=max_recoveries,
+                                 keep_failed=keep_failed))
+                  for name, other in other_queues(huey, settings, dry_run)]
+    except ValueError as exc:
+        raise BadInput(str(exc))
+    if others:
+        click.echo("queue %s:" % huey.name)
+    echo_outcome(outcome, dry_run)
+    for name, other in others:
+        click.echo("queue %s:" % name)
+        echo_outcome(other, dry_run)
+
+
+def other_queues(huey, settings, dry_run):
+    """[(name, Huey)] for the other queues of a SQLite file holding leases or locks.
+
+    One file can hold the queues of several apps; their messages are in it,
+    and recovery needs no app to put them back (a pipeline's next step is
+    built from its message), so ``recover`` without ``--app`` recovers
+    every queue of the file.
+    """
+    from hueyscope.queue.sqlite import LeasedSqliteStorage, SqliteHuey
+
+    storage = huey.storage
+    if not isinstance(storage, LeasedSqliteStorage):
+        return []
+    with storage.db() as curs:
+        names = [row[0] for row in curs.execute(
+            "select queue from hueyscope_lease union "
+            "select queue from hueyscope_lock order by 1")]
+    found = []
+    for name in names:
+        if name == huey.name:
+            continue
+        other = SqliteHuey(name, filename=storage.filename)
+        if not dry_run:
+            import hueyscope
+
+            hueyscope.attach(other, events=settings.events)
+        found.append((name, other))
+    return found
