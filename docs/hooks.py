@@ -1,10 +1,10 @@
 """MkDocs hooks of the documentation site (mkdocs.yml names this file).
 
-Two small things the configuration alone cannot say:
+What the configuration alone cannot say:
 
-- the home page includes the README's overview and tour (pymdownx.snippets),
-  found from the folder of mkdocs.yml rather than from wherever ``mkdocs``
-  was started;
+- the home page includes parts of the README (pymdownx.snippets), found from
+  the folder of mkdocs.yml rather than from wherever ``mkdocs`` was started;
+  the README links to ``docs/NAME.md``, which in the site is ``NAME.md``;
 - the command reference is the click commands' own help (mkdocs-click),
   whose examples are written for a terminal: a label line such as
   ``Examples:`` followed by indented lines. Markdown would run those lines
@@ -17,6 +17,8 @@ from pathlib import Path
 from markdown.extensions import Extension
 from markdown.preprocessors import Preprocessor
 
+# A README link into the docs folder: [text](docs/page.md#anchor).
+README_LINK = re.compile(r"\]\(docs/([^)\s]+\.md(?:#[^)\s]*)?)\)")
 # A line that introduces an indented block in click help: "Examples:".
 LABEL = re.compile(r"^[A-Z][A-Za-z ]*:$")
 FENCE = re.compile(r"^\s*(```|~~~)")
@@ -37,14 +39,23 @@ class HelpBlocks(Preprocessor):
         return out
 
 
-class HelpBlocksExtension(Extension):
+class ReadmeLinks(Preprocessor):
+    """Points the included README's links into docs/ at the site's pages."""
+
+    def run(self, lines):
+        return [README_LINK.sub(r"](\1)", line) for line in lines]
+
+
+class DocsExtension(Extension):
     def extendMarkdown(self, md):
         # mkdocs-click expands its directive at priority 141: run just after.
         md.preprocessors.register(HelpBlocks(md), "click_help_blocks", 140)
+        # pymdownx.snippets includes the README at priority 32: run after it.
+        md.preprocessors.register(ReadmeLinks(md), "readme_links", 31.5)
 
 
 def on_config(config):
     root = str(Path(config.config_file_path).resolve().parent)
     config.mdx_configs.setdefault("pymdownx.snippets", {})["base_path"] = [root]
-    config.markdown_extensions.append(HelpBlocksExtension())
+    config.markdown_extensions.append(DocsExtension())
     return config
