@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli
 from hueyscope.cli import COMMANDS, cli
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+CONFIGURATION = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
 
 def _command(name):
@@ -66,8 +66,8 @@ def test_environment_variables_are_shown_one_way(helps, name):
     assert shown == {o.envvar for o in _options(name) if o.envvar}
 
 
-def test_the_readme_lists_every_environment_variable_one_way():
-    text = README.read_text()
+def test_the_configuration_page_lists_every_environment_variable_one_way():
+    text = CONFIGURATION.read_text()
     declared = {o.envvar for name in COMMANDS for o in _options(name) if o.envvar}
     table = {m for m in re.findall(r"^\| `--[^|]*\| `(HUEYSCOPE_\w+)` \|", text, re.M)}
     assert table == declared

@@ -203,9 +203,9 @@ def test_every_documented_metric_is_served_with_its_type(recorded_metrics):
         family = metric.name[:-len("_total")] if metric.type == "counter" \
             else metric.name
         assert types.get(family, types.get(metric.name)) == metric.type, metric.name
-    readme = (DASHBOARD.parent.parent.parent / "README.md").read_text()
+    page = (DASHBOARD.parent.parent.parent / "docs" / "metrics.md").read_text()
     for metric in METRICS:
-        assert "| `%s` | %s |" % (metric.name, metric.type) in readme, metric.name
+        assert "| `%s` | %s |" % (metric.name, metric.type) in page, metric.name
 
 
 @pytest.mark.timeout(120)
