@@ -72,7 +72,7 @@ def check(settings, rules_path, notify_urls, verbose):
         hueyscope check --rules /etc/hueyscope/rules.toml
         hueyscope check --notify json://alerts.internal/hook
 
-    Rules (see README, Alerts): oldest_pending, failure_rate, lost_task,
+    Rules (see the docs' Alerts page): oldest_pending, failure_rate, lost_task,
     no_consumer, missed_tick, disk_free, store_size. Each firing rule
     prints one line on stdout, naming what fired, the value and the
     threshold; exit code 1. Nothing is printed when every rule is quiet

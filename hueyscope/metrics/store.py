@@ -11,7 +11,7 @@ Names follow the OpenTelemetry messaging semantic conventions as the
 OpenTelemetry-to-Prometheus translation spells them (``messaging.process.duration``
 in seconds becomes ``messaging_process_duration_seconds``); what the
 conventions have no name for is prefixed ``hueyscope_``. :data:`METRICS`
-lists every family; the README's table is written from it.
+lists every family; docs/metrics.md's table is written from it.
 """
 import collections
 import sqlite3
