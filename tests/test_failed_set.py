@@ -52,8 +52,10 @@ def test_a_task_retried_from_the_failed_set_completes_with_both_series_on_record
     assert again.returncode == 0, again.stderr
     wait_until(lambda: statuses(app, fixable) == ["complete"],
                message="the retried task to complete")
+    # In the order they happened (two processes record them, the consumer
+    # and the retry command, each as fast as its writer goes).
     signals = [s for s, in query(app.events, "select signal from events where "
-                                  "task_id = ? order by id", (fixable,))]
+                                  "task_id = ? order by ts, id", (fixable,))]
     first_series = signals[:signals.index("requeued")]
     second_series = signals[signals.index("requeued") + 1:]
     assert first_series.count("executing") == 2 and first_series[-1] == "error"

@@ -86,6 +86,9 @@ def retry(huey, entries):
     """
     storage = huey.storage
     again = [(e, *_again(huey, e["data"])) for e in entries]
+    # On record before the message is on the queue: a consumer may run it
+    # before this process gets to say so.
+    requeued = time.time()
     with storage.db(commit=True) as curs:
         run = QueueCursor(storage, curs)
         for entry, data, _ in again:
@@ -96,6 +99,7 @@ def retry(huey, entries):
                         (entry["id"],))
     for entry, _, task in again:
         if task is not None:
+            task.hueyscope_ts = requeued
             huey._emit("requeued", task, exc=_Requeued(
                 "retried from the failed set (%s, entry %d)" % (
                     entry["kind"], entry["id"])))
