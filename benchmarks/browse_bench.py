@@ -15,12 +15,16 @@ import statistics
 import sqlite3
 import sys
 import time
+from pathlib import Path
+
+# Synthetic stores are a test fixture: tests/synthetic.py, not the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from hueyscope.browse.app import make_datasette, store_names
 from hueyscope.browse.metadata import TABLES
 from hueyscope.events.queries import QUERIES
 from hueyscope.events.schema import open_event_store
-from hueyscope.events.synthetic import build_synthetic
+from synthetic import build_synthetic  # noqa: E402
 
 TARGET_MS = 200
 

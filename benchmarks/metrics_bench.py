@@ -1,6 +1,6 @@
 """How long a scrape of ``hueyscope metrics`` takes on a large event store.
 
-Builds (or reuses) a synthetic store (hueyscope.events.synthetic), starts
+Builds (or reuses) a synthetic store (tests/synthetic.py), starts
 ``hueyscope metrics --serve 127.0.0.1:0`` on it as a process, and times
 ``--repeat`` scrapes of /metrics over loopback, each a full computation in
 SQL (nothing is cached between scrapes). Prints the median, the fastest and
@@ -20,7 +20,9 @@ from pathlib import Path
 
 
 def build(path, events, seed):
-    from hueyscope.events.synthetic import build_synthetic
+    # Synthetic stores are a test fixture: tests/synthetic.py, not the package.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from synthetic import build_synthetic
 
     start = time.perf_counter()
     written = build_synthetic(path, events=events, seed=seed)

@@ -1,6 +1,6 @@
 """How long the static report takes, and how much memory, as the store grows.
 
-Builds synthetic event stores (hueyscope.events.synthetic) of each size, then
+Builds synthetic event stores (tests/synthetic.py) of each size, then
 builds the report of each in a fresh child process, side by side in one run,
 and reports wall time and the child's peak resident memory (ru_maxrss of
 os.wait4's resource usage of that child). Each size is built
@@ -29,9 +29,13 @@ from pathlib import Path
 TARGET_SECONDS = 10.0
 TARGET_MB = 300
 
+# Synthetic stores are a test fixture (tests/synthetic.py, not the package):
+# the child finds it on the path given as its fifth argument.
+TESTS = str(Path(__file__).resolve().parent.parent / "tests")
 BUILD = """
 import sys
-from hueyscope.events.synthetic import build_synthetic
+sys.path.insert(0, sys.argv[5])
+from synthetic import build_synthetic
 build_synthetic(sys.argv[1], events=int(sys.argv[2]), seed=int(sys.argv[3]),
                 days=int(sys.argv[4]))
 """
@@ -88,7 +92,7 @@ def main(argv=None):
             # RSS counts the parent's memory it started from.
             start = time.perf_counter()
             subprocess.run([sys.executable, "-c", BUILD, str(path), str(n),
-                            str(args.seed), str(args.days)], check=True)
+                            str(args.seed), str(args.days), TESTS], check=True)
             print("built %s (%s events) in %.1f s" % (
                 path, "{:,}".format(n), time.perf_counter() - start), file=sys.stderr)
         stores[n] = path

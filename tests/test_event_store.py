@@ -158,7 +158,7 @@ def test_a_late_enqueue_completes_an_execution_recorded_before_it(tmp_path):
 def test_a_synthetic_store_links_every_event_to_its_task(tmp_path):
     """Benchmarks read synthetic stores: their events must find their tasks
     through task_seq as a recorded store's do."""
-    from hueyscope.events.synthetic import build_synthetic
+    from synthetic import build_synthetic
 
     path = str(tmp_path / "synthetic.db")
     build_synthetic(path, events=3000)

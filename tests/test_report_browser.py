@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hueyscope.events.synthetic import build_synthetic
+from synthetic import build_synthetic
 from hueyscope.reports.builder import build_report, slug
 from report_helpers import chart_specs, trim_store
 

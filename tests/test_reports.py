@@ -2,7 +2,7 @@
 
 The main store is ``recorded_store`` (real produce + consume processes); the
 numbers on the pages are checked against SQL on that store. Synthetic stores
-(hueyscope.events.synthetic) add scale, runs that were killed and merging.
+(tests/synthetic.py) add scale, runs that were killed and merging.
 """
 import re
 import sqlite3
@@ -14,7 +14,7 @@ import sqlite_utils
 from datasette.utils import tilde_encode
 
 from conftest import assert_one_line_error, run_cli, cli_env
-from hueyscope.events.synthetic import build_synthetic
+from synthetic import build_synthetic
 from hueyscope.reports.builder import MARKER, build_report, slug
 from report_helpers import (as_int, chart_specs, copy_store, pages, parse,
                             rows, stretch_store, table_with, trim_store)

@@ -8,7 +8,7 @@ import sqlite_utils
 
 from conftest import assert_one_line_error, query, scalar
 from hueyscope.events.retention import parse_duration, prune_store
-from hueyscope.events.synthetic import build_synthetic
+from synthetic import build_synthetic
 
 DAY = 86400.0
 ACTIVE = ("waiting", "enqueued", "scheduled", "executing", "retrying")
