@@ -147,3 +147,15 @@ def test_an_outbox_row_is_written_by_the_releasing_transaction(queue, task, sign
     assert rows(queue.storage.filename, "select signal from hueyscope_settled") == [
         (signal,)]
     assert count(queue, "hueyscope_lease") == 0
+
+
+def test_a_revoked_task_is_released_by_the_next_write_and_says_why(queue):
+    queue.storage.record_outcomes = True
+    queue.tasks["add"](1, 1).revoke()
+    task = queue.dequeue()
+    assert queue.execute(task) is None  # not run
+    assert count(queue, "hueyscope_lease") == 1  # a revoked task writes nothing
+    queue.storage.release_pending()
+    assert count(queue, "hueyscope_lease") == 0
+    assert rows(queue.storage.filename, "select task_id, signal from hueyscope_settled") \
+        == [(task.id, "revoked")]
