@@ -8,7 +8,13 @@ import threading
 
 import pytest
 
-from unit_helpers import count, queue, rows  # noqa: F401 (queue: a fixture)
+from hueyscope.queue import recovery
+from unit_helpers import count, leased_queue, rows
+
+
+@pytest.fixture
+def queue(tmp_path):
+    yield from leased_queue(tmp_path)
 
 
 def test_a_dequeued_task_is_leased_not_deleted(queue):
@@ -115,8 +121,6 @@ def test_an_outcome_that_cannot_be_written_keeps_its_lease(queue):
     # At exit the holder stays with it: recovery puts it back.
     queue.storage.settle_at_exit()
     assert count(queue, "hueyscope_holder") == 1
-    from hueyscope.queue import recovery
-
     outcome = recovery.recover(queue, own_pids={os.getpid()})
     assert [e["task_id"] for e in outcome.requeued] == [task_id]
     assert (count(queue, "hueyscope_lease"), count(queue, "task")) == (0, 1)

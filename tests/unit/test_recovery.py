@@ -11,7 +11,12 @@ import time
 import pytest
 
 from hueyscope.queue import liveness, recovery
-from unit_helpers import count, queue, rows  # noqa: F401 (queue: a fixture)
+from unit_helpers import count, leased_queue, rows
+
+
+@pytest.fixture
+def queue(tmp_path):
+    yield from leased_queue(tmp_path)
 
 LEASE_TIMEOUT = 60.0
 

@@ -1,16 +1,16 @@
 """Helpers of the unit tier: real objects in this process, no subprocess, no server.
 
-(Not a conftest.py: the tier shares tests/conftest.py, and two modules named
-``conftest`` on one path would shadow each other. Test modules import the
-fixtures they use from here.)
+(Not a conftest.py: the tier shares tests/conftest.py, and pytest loads each
+conftest.py outside a package as the module ``conftest``, the later one
+replacing the earlier in ``sys.modules`` -- an ``import conftest`` inside a
+test of the other tiers would then get this one. Test modules define their
+fixtures from the helpers here.)
 
 A leased queue here is a real :class:`hueyscope.SqliteHuey` on a SQLite file
 in ``tmp_path``, driven by hand as huey's own tests drive a Huey: enqueue,
 ``dequeue()``, ``execute(task)``. Nothing waits on time.
 """
 import sqlite3
-
-import pytest
 
 from hueyscope.queue.sqlite import SqliteHuey
 
@@ -37,8 +37,8 @@ def make_queue(path, name="unit"):
     return huey
 
 
-@pytest.fixture
-def queue(tmp_path):
+def leased_queue(tmp_path):
+    """A fixture's body: :func:`make_queue` in ``tmp_path``, closed after the test."""
     huey = make_queue(tmp_path / "queue.db")
     yield huey
     huey.storage.close()  # stops the heartbeat thread
