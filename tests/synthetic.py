@@ -16,6 +16,10 @@ Rows are generated task by task in time order and written with
 ``executemany`` in large batches inside one transaction; the events and tasks
 indexes are dropped during the load and rebuilt once at the end, which is
 several times faster than maintaining them row by row.
+
+A fixture generator, not part of the package: nothing a deployment runs
+needs it. Tests import it as ``synthetic`` (pytest puts tests/ on their
+path); benchmarks run from a checkout add tests/ to ``sys.path``.
 """
 import hashlib
 import json
