@@ -11,6 +11,11 @@ import os
 import re
 import traceback
 
+# A process not heard from for this long is gone: a consumer run without a
+# heartbeat (report, canned queries, metrics, alerts), a lease holder on
+# another host (recovery's default lease timeout). One number, one place.
+STALE_SECONDS = 60.0
+
 # Signals hueyscope emits beside huey's own (huey.signals).
 RECOVERED = "recovered"  # a dead holder's lease back on the queue
 LOST = "lost"  # parked after too many recoveries

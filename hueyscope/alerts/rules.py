@@ -30,6 +30,7 @@ import dataclasses
 import re
 
 from hueyscope.events.retention import parse_duration
+from hueyscope.signals import STALE_SECONDS
 
 
 def duration(value):
@@ -135,7 +136,7 @@ RULES = {rule.name: rule for rule in (
          "more than threshold tasks were lost in the last window: executing "
          "under a run that stopped or fell silent for stale, or parked as lost",
          {"threshold": (count, 0), "window": (duration, 900.0),
-          "stale": (duration, 60.0)}),
+          "stale": (duration, STALE_SECONDS)}),
     Rule("no_consumer",
          "no consumer run has sent a heartbeat for longer than threshold",
          {"threshold": (duration, 60.0)}),

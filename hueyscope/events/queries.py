@@ -19,6 +19,8 @@ of a million events (see ``benchmarks/browse_bench.py``).
 """
 import dataclasses
 
+from hueyscope.signals import STALE_SECONDS
+
 
 @dataclasses.dataclass(frozen=True)
 class Query:
@@ -48,6 +50,7 @@ def _task_filter(column="task"):
 
 # Unix time now, in SQL: a consumer is alive if it beat recently *now*.
 _NOW = "cast(strftime('%s', 'now') as real)"
+_STALE = "%g" % STALE_SECONDS  # the default of :stale in the SQL
 
 
 PERCENTILES = ((0.50, 50), (0.95, 95), (0.99, 99))
@@ -243,14 +246,14 @@ order by minute desc""",
         "Tasks in flight or lost",
         "Tasks still executing, oldest first. 'lost' when the consumer run "
         "executing them has stopped, or has sent no heartbeat for :stale "
-        "seconds (blank: 60): a killed consumer loses its task.",
+        "seconds (blank: %d): a killed consumer loses its task." % STALE_SECONDS,
         """select t.task_id, t.task, t.started, t.run_id, r.host, r.pid,
   r.stopped, r.stop_reason, r.heartbeat,
   round(""" + _NOW + """ - coalesce(r.heartbeat, r.started), 1) as heartbeat_age,
   case when r.id is null then 'lost'
        when r.stopped is not null then 'lost'
        when coalesce(r.heartbeat, r.started)
-            < """ + _NOW + """ - coalesce(nullif(:stale, ''), 60) then 'lost'
+            < """ + _NOW + """ - coalesce(nullif(:stale, ''), """ + _STALE + """) then 'lost'
        else 'in flight' end as state
 from tasks t left join runs r on r.id = t.run_id
 where t.status = 'executing'
@@ -291,14 +294,15 @@ order by locked desc""",
         "consumer_runs",
         "Runs and heartbeats",
         "Every process that recorded, newest first, with its last heartbeat, "
-        "whether it is still beating (within :stale seconds, blank: 60), and "
+        "whether it is still beating (within :stale seconds, blank: %d), and "
+        % STALE_SECONDS +
         "how many events it wrote or could not write.",
         """select id, role, host, pid, workers, worker_type, started, stopped,
   stop_reason, heartbeat, events_written, events_dropped, queue, backend,
   case when stopped is not null then 'stopped'
        when role != 'consumer' then 'not a consumer'
        when coalesce(heartbeat, started)
-            >= """ + _NOW + """ - coalesce(nullif(:stale, ''), 60) then 'running'
+            >= """ + _NOW + """ - coalesce(nullif(:stale, ''), """ + _STALE + """) then 'running'
        else 'silent' end as state
 from runs
 order by started desc""",

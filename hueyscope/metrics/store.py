@@ -22,12 +22,10 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
 
 from hueyscope.readonly import read_only
+from hueyscope.signals import STALE_SECONDS
 
 # OpenTelemetry's messaging.system attribute of huey's messages.
 SYSTEM = "huey"
-# A consumer run whose last heartbeat is older than this is not alive; the
-# report and the consumer_runs query use the same 60 s.
-STALE_SECONDS = 60.0
 # Histogram bucket upper bounds, seconds: the report's run time edges (1 ms
 # to 5 min), then 15 min and 1 h for queue waits behind a backlog.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,

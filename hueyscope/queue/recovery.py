@@ -23,10 +23,11 @@ from huey.utils import Error
 
 from hueyscope.queue import liveness
 from hueyscope.queue.leases import LOCK_MARK, QueueCursor
+from hueyscope.signals import STALE_SECONDS
 
 logger = logging.getLogger("hueyscope.recovery")
 
-DEFAULT_LEASE_TIMEOUT = 60.0
+DEFAULT_LEASE_TIMEOUT = STALE_SECONDS
 DEFAULT_MAX_RECOVERIES = 3
 RECOVERIES_KEPT = 7 * 86400  # seconds a task's recovery count is remembered
 SETTLED_KEPT = 86400  # seconds an outcome waits in the outbox for a recorder

@@ -19,7 +19,8 @@ from hueyscope.queue import check_queue_file
 from hueyscope.readonly import read_only
 from hueyscope.queue.recovery import DEFAULT_LEASE_TIMEOUT
 
-HUEY_TABLES = ("task", "schedule", "kv")
+# The tables of huey's a queue file must have for status to read it.
+STATUS_TABLES = ("task", "schedule", "kv")
 
 
 def _classify(queue, keys):
@@ -99,7 +100,7 @@ def _read_status(conn, path, lease_timeout):
         "select name from sqlite_master where type = 'table'")}
     if not tables:
         raise ValueError("%s is an empty SQLite file, not a huey queue" % path)
-    missing = [t for t in HUEY_TABLES if t not in tables]
+    missing = [t for t in STATUS_TABLES if t not in tables]
     if missing:
         raise ValueError("%s is a SQLite database but not a huey queue "
                          "(no %s table)" % (path, missing[0]))

@@ -12,14 +12,12 @@ import sqlite3
 
 from hueyscope.reports import timeline
 from hueyscope.reports.format import edge_label
+from hueyscope.signals import STALE_SECONDS
 
 # Caps on per-page lists: the report stays small
 # and fast however long the history is.
 NEWEST = 50
 TOP = 20
-# A consumer that has not sent a heartbeat for this long is considered gone.
-STALE_SECONDS = 60
-
 FINAL = ("complete", "failed", "revoked", "expired", "canceled",
          "interrupted", "locked", "timeout", "rate-limited", "lost",
          "dropped", "not-queued")
