@@ -1,6 +1,6 @@
 """``hueyscope failed``, ``retry`` and ``discard``: the failed set from the command line.
 
-What they do is :mod:`hueyscope.queue.failed`; this is how it is asked.
+What they do is :mod:`hueyscope.queue.operations`; this is how it is asked.
 """
 import datetime
 import json
@@ -8,7 +8,8 @@ import json
 import click
 
 from hueyscope.options import BadInput
-from hueyscope.queue.failed import KINDS, discard, retry, select
+from hueyscope.queue import operations
+from hueyscope.queue.failed import KINDS
 
 
 def _options(fn):
@@ -47,17 +48,12 @@ def _open(settings, record=False):
     return huey
 
 
-def _chosen(huey, ids, task, fingerprint, since, kind):
-    if not (ids or task or fingerprint or since or kind):
-        raise BadInput("name the entries: IDs, --task, --fingerprint, "
-                       "--since or --kind (see hueyscope failed)")
-    entries = select(huey, ids, task, fingerprint, since, kind, with_data=True)
-    missing = sorted(set(ids) - {e["id"] for e in entries})
-    if missing:
-        raise BadInput("no failed-set entr%s %s in queue %s" % (
-            "y" if len(missing) == 1 else "ies",
-            ", ".join(map(str, missing)), huey.name))
-    return entries
+def _do(operation, huey, *args, **kwargs):
+    """Run an operation; its bad-input ValueError is the command's Error line."""
+    try:
+        return operation(huey, *args, **kwargs)
+    except ValueError as exc:
+        raise BadInput(str(exc))
 
 
 def _when(ts):
@@ -88,7 +84,7 @@ def failed_command(settings, task, fingerprint, since, kind, as_json):
         hueyscope retry --fingerprint 3f2a9c0d1e4b5a67
     """
     huey = _open(settings)
-    entries = select(huey, (), task, fingerprint, since, kind)
+    entries = _do(operations.failed, huey, task, fingerprint, since, kind)
     if as_json:
         click.echo(json.dumps(entries, indent=2, sort_keys=True))
         return
@@ -117,13 +113,12 @@ def retry_command(settings, ids, task, fingerprint, since, kind, dry_run):
     store; its history there shows both series.
     """
     huey = _open(settings, record=not dry_run)
-    entries = _chosen(huey, ids, task, fingerprint, since, kind)
-    for entry in entries:
+    done = _do(operations.retry, huey, ids, task, fingerprint, since, kind,
+               dry_run=dry_run)
+    for entry in done.touched:
         click.echo("%sretry %s" % ("would " if dry_run else "", _line(entry)))
-    if not dry_run:
-        retry(huey, entries)
     click.echo("%s%d task(s) back on the queue" % (
-        "dry run: " if dry_run else "", len(entries)))
+        "dry run: " if dry_run else "", done.count))
 
 
 @click.command(short_help="Delete tasks from the failed set.")
@@ -133,9 +128,10 @@ def retry_command(settings, ids, task, fingerprint, since, kind, dry_run):
 def discard_command(settings, ids, task, fingerprint, since, kind, dry_run):
     """Delete tasks from the failed set for good. Name them by IDS or filters."""
     huey = _open(settings)
-    entries = _chosen(huey, ids, task, fingerprint, since, kind)
-    for entry in entries:
+    done = _do(operations.discard, huey, ids, task, fingerprint, since, kind,
+               dry_run=dry_run)
+    for entry in done.touched:
         click.echo("%sdiscard %s" % ("would " if dry_run else "", _line(entry)))
-    n = len(entries) if dry_run else discard(huey, entries)
+    n = done.count
     click.echo("%s%d entr%s discarded" % ("dry run: " if dry_run else "", n,
                                           "y" if n == 1 else "ies"))

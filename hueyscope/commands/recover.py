@@ -1,12 +1,12 @@
 """``hueyscope recover``: dead consumers' work back on the queue, by hand.
 
-The recovery itself is :func:`hueyscope.queue.recovery.recover`; this is
+The recovery itself is :func:`hueyscope.queue.operations.recover`; this is
 its command line, and the lease options ``consume`` shares.
 """
 import click
 
-from hueyscope.queue.recovery import (DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_RECOVERIES,
-                                      recover)
+from hueyscope.queue import operations
+from hueyscope.queue.recovery import DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_RECOVERIES
 
 
 def lease_options(fn):
@@ -102,52 +102,19 @@ def recover_command(settings, lease_timeout, max_recoveries, keep_failed,
     try:
         # A dry run records nothing, so it does not need the event store.
         huey = open_app(settings, events=not dry_run)
+        others = operations.other_queues(huey)
         if not dry_run:
             import hueyscope
 
-            hueyscope.attach(huey, events=settings.events)
-        outcome = recover(huey, dry_run=dry_run, lease_timeout=lease_timeout,
-                          max_recoveries=max_recoveries, keep_failed=keep_failed)
-        others = [(name, recover(other, dry_run=dry_run,
-                                 lease_timeout=lease_timeout,
-                                 max_recoveries=max_recoveries,
-                                 keep_failed=keep_failed))
-                  for name, other in other_queues(huey, settings, dry_run)]
+            for each in [huey] + [other for _, other in others]:
+                hueyscope.attach(each, events=settings.events)
+        done = operations.recover(huey, others, dry_run=dry_run,
+                                  lease_timeout=lease_timeout,
+                                  max_recoveries=max_recoveries,
+                                  keep_failed=keep_failed)
     except ValueError as exc:
         raise BadInput(str(exc))
-    if others:
-        click.echo("queue %s:" % huey.name)
-    echo_outcome(outcome, dry_run)
-    for name, other in others:
-        click.echo("queue %s:" % name)
-        echo_outcome(other, dry_run)
-
-
-def other_queues(huey, settings, dry_run):
-    """[(name, Huey)] for the other queues of a SQLite file holding leases or locks.
-
-    One file can hold the queues of several apps; their messages are in it,
-    and recovery needs no app to put them back (a pipeline's next step is
-    built from its message), so ``recover`` without ``--app`` recovers
-    every queue of the file.
-    """
-    from hueyscope.queue.sqlite import LeasedSqliteStorage, SqliteHuey
-
-    storage = huey.storage
-    if not isinstance(storage, LeasedSqliteStorage):
-        return []
-    with storage.db() as curs:
-        names = [row[0] for row in curs.execute(
-            "select queue from hueyscope_lease union "
-            "select queue from hueyscope_lock order by 1")]
-    found = []
-    for name in names:
-        if name == huey.name:
-            continue
-        other = SqliteHuey(name, filename=storage.filename)
-        if not dry_run:
-            import hueyscope
-
-            hueyscope.attach(other, events=settings.events)
-        found.append((name, other))
-    return found
+    for name, outcome in done.queues:
+        if len(done.queues) > 1:
+            click.echo("queue %s:" % name)
+        echo_outcome(outcome, dry_run)

@@ -1,11 +1,11 @@
-"""``hueyscope status``: what is in the queue right now (see :mod:`hueyscope.queue.view`)."""
+"""``hueyscope status``: what is in the queue right now (see :func:`hueyscope.queue.operations.status`)."""
 import json
 
 import click
 
 from hueyscope.options import BadInput, FloatRange, settings_options
+from hueyscope.queue import operations
 from hueyscope.queue.recovery import DEFAULT_LEASE_TIMEOUT
-from hueyscope.queue.view import huey_status, sqlite_status
 
 
 def _when(ts):
@@ -47,12 +47,12 @@ def status(settings, as_json, lease_timeout):
     """
     try:
         if settings.queue_scheme == "sqlite":
-            queues = sqlite_status(settings.queue_path, lease_timeout)
+            queue = settings.queue_path
         else:
             from hueyscope.apps import open_app
 
-            queues = huey_status(open_app(settings, events=False),
-                                 lease_timeout)
+            queue = open_app(settings, events=False)
+        queues = operations.status(queue, lease_timeout)
     except ValueError as exc:
         raise BadInput(str(exc))
     if as_json:

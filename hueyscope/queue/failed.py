@@ -79,10 +79,11 @@ def _again(huey, data):
     return huey.serialize_task(task), task
 
 
-def retry(huey, entries):
+def retry(huey, entries, actor=None):
     """Put ``entries`` back on the queue in one transaction; returns the tasks.
 
-    Each known task is recorded as ``requeued`` (status enqueued again).
+    Each known task is recorded as ``requeued`` (status enqueued again);
+    ``actor``, who asked, goes into the event's reason.
     """
     storage = huey.storage
     again = [(e, *_again(huey, e["data"])) for e in entries]
@@ -100,10 +101,15 @@ def retry(huey, entries):
     for entry, _, task in again:
         if task is not None:
             task.hueyscope_ts = requeued
-            huey._emit("requeued", task, exc=_Requeued(
+            huey._emit("requeued", task, exc=_Requeued(by_whom(
                 "retried from the failed set (%s, entry %d)" % (
-                    entry["kind"], entry["id"])))
+                    entry["kind"], entry["id"]), actor)))
     return [task for _, _, task in again]
+
+
+def by_whom(reason, actor):
+    """``reason`` of an event, saying who asked when that is known."""
+    return reason if actor is None else "%s, asked by %s" % (reason, actor)
 
 
 def discard(huey, entries):

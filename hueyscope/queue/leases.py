@@ -56,44 +56,64 @@ NOTED_OUTCOMES = frozenset((S.SIGNAL_REVOKED, S.SIGNAL_EXPIRED, S.SIGNAL_CANCELE
                             S.SIGNAL_LOCKED, S.SIGNAL_RATE_LIMITED))
 LOCK_MARK = ".lock."  # huey's lock keys are "<queue>.lock.<name>"
 
-DDL = [
-    "create table if not exists hueyscope_meta ("
-    "key text primary key, value)",
+# The tables of record, written once: ``{id}`` is a row id (``{never_reused}``
+# one never given twice), ``{bigint}``, ``{blob}`` and ``{real}`` the
+# engine's types (see lease_tables).
+TABLES = [
     # One row per process that took work from the queue.
     "create table if not exists hueyscope_holder ("
-    "id integer primary key, host text not null, hostname text, "
-    "pid integer not null, pid_start integer, run_id text, "
-    "started real not null, heartbeat real not null)",
+    "id {id}, host text not null, hostname text, "
+    "pid integer not null, pid_start {bigint}, run_id text, "
+    "started {real} not null, heartbeat {real} not null)",
     # One row per message taken and not yet settled. Its own id, never
     # reused: huey's task ids are reused as soon as the table empties.
     "create table if not exists hueyscope_lease ("
-    "id integer primary key autoincrement, queue text not null, data blob not null, "
-    "priority real not null default 0, holder integer not null, "
-    "taken real not null)",
+    "id {never_reused}, queue text not null, data {blob} not null, "
+    "priority {real} not null default 0, holder {bigint} not null, "
+    "taken {real} not null)",
     "create index if not exists hueyscope_lease_holder on hueyscope_lease (holder)",
     # Who holds each lock_task lock (the lock itself is huey's kv row).
     "create table if not exists hueyscope_lock ("
-    "queue text not null, key text not null, holder integer not null, "
-    "worker text, taken real not null, primary key (queue, key))",
+    "queue text not null, key text not null, holder {bigint} not null, "
+    "worker text, taken {real} not null, primary key (queue, key))",
     # How often each task was recovered, so a poison task is parked.
     "create table if not exists hueyscope_recoveries ("
     "queue text not null, task_id text not null, count integer not null, "
-    "updated real not null, primary key (queue, task_id))",
+    "updated {real} not null, primary key (queue, task_id))",
     # The failed set: messages parked instead of run (kind 'lost': a poison
     # task; 'dropped': a task the consumer does not have) or failed for good
     # (kind 'failed'), each with its original message.
     "create table if not exists hueyscope_dead_letter ("
-    "id integer primary key, queue text not null, task_id text, task text, "
-    "data blob not null, priority real not null default 0, reason text, "
-    "recoveries integer not null default 0, run_id text, parked real not null, "
+    "id {id}, queue text not null, task_id text, task text, "
+    "data {blob} not null, priority {real} not null default 0, reason text, "
+    "recoveries integer not null default 0, run_id text, parked {real} not null, "
     "kind text, error_type text, fingerprint text)",
     # The outbox of outcomes: a row per lease released because its task
     # reached an outcome, written in the transaction that releases it, so
     # the record can be put right after a crash (hueyscope.events.reconcile).
     "create table if not exists hueyscope_settled ("
-    "id integer primary key, queue text not null, "
-    "task_id text not null, task text, signal text not null, priority real, "
-    "run_id text, ts real not null)",
+    "id {id}, queue text not null, "
+    "task_id text not null, task text, signal text not null, priority {real}, "
+    "run_id text, ts {real} not null)",
+]
+SQLITE_TYPES = {"id": "integer primary key",
+                "never_reused": "integer primary key autoincrement",
+                "bigint": "integer", "blob": "blob", "real": "real"}
+POSTGRES_TYPES = {"id": "bigserial primary key",
+                  "never_reused": "bigserial primary key",
+                  "bigint": "bigint", "blob": "bytea", "real": "double precision"}
+
+
+def lease_tables(types):
+    """The statements creating the lease tables, in an engine's column ``types``."""
+    return [sql.format(**types) for sql in TABLES]
+
+
+# SQLite's: its schema number is kept in a table of its own.
+DDL = [
+    "create table if not exists hueyscope_meta ("
+    "key text primary key, value)",
+] + lease_tables(SQLITE_TYPES) + [
     "insert or ignore into hueyscope_meta (key, value) "
     "values ('lease_schema', %d)" % LEASE_SCHEMA,
 ]
@@ -110,11 +130,12 @@ def _is_lock(key):
 
 
 class QueueCursor:
-    """A cursor that runs queue SQL on any leased storage.
+    """A cursor that runs queue SQL on any of hueyscope's storages.
 
-    Recovery's statements are written once, in SQLite's ``?`` style with
-    huey's tables as ``{kv}`` and ``{task}``; each storage names its tables
-    (``queue_tables``) and its parameter style (``param_style``).
+    Statements are written once, in SQLite's ``?`` style with huey's tables
+    as ``{kv}`` and ``{task}`` and the periodic claims as ``{tick}``; each
+    storage names its tables (``queue_tables``) and its parameter style
+    (``param_style``).
     """
 
     def __init__(self, storage, cursor):
@@ -409,6 +430,44 @@ class LeaseKeeping:
                           fingerprint=fingerprint(
                               error_type, message,
                               getattr(exc, "__traceback__", None)))
+
+    def _release_in(self, curs):
+        """Delete the leases due for release, inside the open transaction.
+
+        Returns ``(ids, own)``: every lease deleted, and those of the
+        calling thread's own write (see :meth:`_unrelease`).
+        """
+        own = self._own_releases()
+        ids = list(own)
+        while self._pending:
+            try:
+                ids.append(self._pending.popleft())
+            except IndexError:  # another thread's transaction took it
+                break
+        if ids:
+            self._delete_leases(curs, ids)
+        return ids, own
+
+    def _delete_leases(self, curs, ids):
+        """Delete the leases ``ids`` settled by this transaction, with their
+        outbox rows."""
+        QueueCursor(self, curs).execute(
+            "delete from hueyscope_lease where id in (%s)"
+            % ",".join("?" * len(ids)), ids)
+        self._write_outcomes(curs, ids)
+
+    def _unrelease(self, released):
+        """The transaction of :meth:`_release_in` rolled back: the leases are
+        still held, and due for the next write again."""
+        if not released:
+            return
+        ids, own = released
+        self._pending.extend(lease for lease in ids if lease not in own)
+        self._unrelease_own(own)
+
+    def taken_seq(self):
+        """The order in which this process took the calling thread's task."""
+        return self._thread().seq
 
     def _own_releases(self):
         """Take the leases the calling thread's write is to release."""

@@ -24,6 +24,8 @@ import time
 from huey import signals as S
 from huey.api import ResultGroup
 
+from hueyscope.queue.leases import QueueCursor
+
 logger = logging.getLogger("hueyscope.periodic")
 
 KEEP_SECONDS = 2 * 86400
@@ -31,9 +33,12 @@ TICK_DDL = (
     "create table if not exists hueyscope_periodic_tick ("
     "queue text not null, task text not null, tick text not null, "
     "claimed real not null, primary key (queue, task, tick))")
-FORGET_OLD = "delete from hueyscope_periodic_tick where queue = ? and claimed < ?"
-CLAIM = ("insert or ignore into hueyscope_periodic_tick (queue, task, tick, "
-         "claimed) values (?, ?, ?, ?)")
+# Written once for every engine (see leases.QueueCursor): {tick} and {task}
+# are the storage's tables, ? its parameter marks.
+FORGET_OLD = "delete from {tick} where queue = ? and claimed < ?"
+CLAIM = ("insert into {tick} (queue, task, tick, claimed) values (?, ?, ?, ?) "
+         "on conflict do nothing")
+ENQUEUE = "insert into {task} (queue, data, priority) values (?, ?, ?)"
 
 
 def tick_of(timestamp):
@@ -41,23 +46,28 @@ def tick_of(timestamp):
     return timestamp.strftime("%Y-%m-%dT%H:%M")
 
 
-def enqueue_unclaimed(storage, tick, messages):
+def enqueue_unclaimed(storage, tick, messages, then=None):
     """Enqueue each ``(task key, data, priority)`` of ``tick`` no one claimed.
 
-    For huey's SQLite storages (with TICK_DDL): one exclusive transaction
-    claims and enqueues. Returns the indices of the messages enqueued.
+    One transaction claims and enqueues: on SQLite it is exclusive; on
+    PostgreSQL a second consumer's claim of the same row waits for the
+    first one's transaction, then finds the row and inserts nothing.
+    ``then(cursor)`` runs in the transaction if anything was enqueued.
+    Returns the indices of the messages enqueued.
     """
     enqueued = []
     now = time.time()
-    with storage.db(commit=True) as curs:
+    with storage.db(commit=True) as raw:
+        curs = QueueCursor(storage, raw)
         curs.execute(FORGET_OLD, (storage.name, now - KEEP_SECONDS))
         for i, (key, data, priority) in enumerate(messages):
             curs.execute(CLAIM, (storage.name, key, tick, now))
-            if curs.rowcount == 1:
-                curs.execute("insert into task (queue, data, priority) "
-                             "values (?, ?, ?)",
-                             (storage.name, storage.to_blob(data), priority or 0))
+            if raw.rowcount == 1:
+                curs.execute(ENQUEUE, (storage.name, storage.to_blob(data),
+                                       priority or 0))
                 enqueued.append(i)
+        if enqueued and then is not None:
+            then(raw)
     return enqueued
 
 

@@ -41,8 +41,10 @@ from huey.exceptions import ConfigurationError
 from huey.storage import PostgresStorage
 
 from hueyscope.queue.leased_huey import LeasedHuey
-from hueyscope.queue.leases import DEAD_LETTER_COLUMNS, LeaseKeeping
-from hueyscope.queue.periodic import KEEP_SECONDS, OncePerTick
+from hueyscope.queue.contract import LeasedStorage
+from hueyscope.queue.leases import (DEAD_LETTER_COLUMNS, POSTGRES_TYPES,
+                                    LeaseKeeping, lease_tables)
+from hueyscope.queue.periodic import OncePerTick, enqueue_unclaimed
 
 try:
     import psycopg
@@ -52,35 +54,10 @@ except ImportError:  # the postgres extra is not installed: make_postgres_huey s
 
 logger = logging.getLogger("hueyscope.postgres")
 
-# The tables of record, as on SQLite (psycopg's parameter style).
-LEASE_DDL = [
-    "create table if not exists hueyscope_holder ("
-    "id bigserial primary key, host text not null, hostname text, "
-    "pid integer not null, pid_start bigint, run_id text, "
-    "started double precision not null, heartbeat double precision not null)",
-    "create table if not exists hueyscope_lease ("
-    "id bigserial primary key, queue text not null, data bytea not null, "
-    "priority double precision not null default 0, holder bigint not null, "
-    "taken double precision not null)",
-    "create index if not exists hueyscope_lease_holder on hueyscope_lease (holder)",
-    "create table if not exists hueyscope_lock ("
-    "queue text not null, key text not null, holder bigint not null, "
-    "worker text, taken double precision not null, primary key (queue, key))",
-    "create table if not exists hueyscope_recoveries ("
-    "queue text not null, task_id text not null, count integer not null, "
-    "updated double precision not null, primary key (queue, task_id))",
-    "create table if not exists hueyscope_settled ("
-    "id bigserial primary key, queue text not null, task_id text not null, "
-    "task text, signal text not null, priority double precision, "
-    "run_id text, ts double precision not null)",
-    "create table if not exists hueyscope_dead_letter ("
-    "id bigserial primary key, queue text not null, task_id text, task text, "
-    "data bytea not null, priority double precision not null default 0, "
-    "reason text, recoveries integer not null default 0, run_id text, "
-    "parked double precision not null, kind text, error_type text, "
-    "fingerprint text)",
-] + ["alter table hueyscope_dead_letter add column if not exists %s text" % c
-     for c in DEAD_LETTER_COLUMNS]
+# The tables of record, as on SQLite, in PostgreSQL's types.
+LEASE_DDL = lease_tables(POSTGRES_TYPES) + [
+    "alter table hueyscope_dead_letter add column if not exists %s text" % c
+    for c in DEAD_LETTER_COLUMNS]
 # One builder creates what is missing at a time; held by the session, so
 # each statement commits on its own (and a dead builder holds nothing).
 SCHEMA_LOCK = "select pg_advisory_lock(hashtext('hueyscope_schema'))"
@@ -241,12 +218,14 @@ class ClaimingPostgresStorage(RetryingCalls, PostgresStorage):
     """
 
     param_style = "pyformat"  # for queue SQL written once (leases.QueueCursor)
+    to_blob = staticmethod(bytes)
 
     def __init__(self, name="huey", create_tables=True, **kwargs):
         super().__init__(name, create_tables=False, **kwargs)
-        self.queue_tables = {"kv": self.table_kv, "task": self.table_task}
         prefix = self.table_kv[:-len("_kv")]
         self.table_tick = prefix + "_periodic_tick"
+        self.queue_tables = {"kv": self.table_kv, "task": self.table_task,
+                             "tick": self.table_tick}
         self.ddl = self.ddl + [
             "create table if not exists %s (queue text not null, "
             "task text not null, tick text not null, "
@@ -284,28 +263,13 @@ class ClaimingPostgresStorage(RetryingCalls, PostgresStorage):
         self.sql("delete from %s where queue = %%s" % self.table_tick, (self.name,))
 
     def enqueue_unclaimed(self, tick, messages):
-        """Enqueue each ``(task key, data, priority)`` of ``tick`` no one claimed.
+        """Enqueue each ``(task key, data, priority)`` of ``tick`` no one
+        claimed (see :func:`hueyscope.queue.periodic.enqueue_unclaimed`),
+        waking the consumers that listen."""
+        return enqueue_unclaimed(self, tick, messages, then=self._notify)
 
-        A second consumer's claim of the same row waits for the first one's
-        transaction, then finds the row and inserts nothing.
-        """
-        enqueued = []
-        now = time.time()
-        with self.db(commit=True) as curs:
-            curs.execute("delete from %s where queue = %%s and claimed < %%s"
-                         % self.table_tick, (self.name, now - KEEP_SECONDS))
-            for i, (key, data, priority) in enumerate(messages):
-                curs.execute("insert into %s (queue, task, tick, claimed) "
-                             "values (%%s, %%s, %%s, %%s) on conflict do nothing"
-                             % self.table_tick, (self.name, key, tick, now))
-                if curs.rowcount == 1:
-                    curs.execute("insert into %s (queue, data, priority) "
-                                 "values (%%s, %%s, %%s)" % self.table_task,
-                                 (self.name, data, priority or 0))
-                    enqueued.append(i)
-            if enqueued:
-                curs.execute("select pg_notify(%s, %s)", (self.channel, ""))
-        return enqueued
+    def _notify(self, curs):
+        curs.execute("select pg_notify(%s, %s)", (self.channel, ""))
 
 
 class PostgresHuey(OncePerTick, _HueyPostgresHuey):
@@ -315,8 +279,10 @@ class PostgresHuey(OncePerTick, _HueyPostgresHuey):
 
 
 @with_retries
-class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
+class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage, LeasedStorage):
     """ClaimingPostgresStorage with leased dequeue (see the module docstring).
+
+    A :class:`~hueyscope.queue.contract.LeasedStorage`.
 
     Each thread holds at most one lease, the task it runs. A lease is
     deleted in the transaction of the write that makes its outcome durable
@@ -331,7 +297,6 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
 
     leased = True
     prefetch = False  # leases are taken one at a time
-    to_blob = staticmethod(bytes)
 
     def __init__(self, name="huey", create_tables=True, **kwargs):
         super().__init__(name, create_tables=False, **kwargs)
@@ -479,24 +444,6 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
         self._ensure_holder()
         return super().put_if_empty(key, value, ttl)
 
-    def _release_in(self, curs):
-        own = self._own_releases()
-        ids = list(own)
-        while self._pending:
-            try:
-                ids.append(self._pending.popleft())
-            except IndexError:  # another thread's transaction took it
-                break
-        if ids:
-            curs.execute("delete from hueyscope_lease where id = any(%s)", (ids,))
-            self._write_outcomes(curs, ids)
-        return ids, own
-
-    def _unrelease(self, released):
-        ids, own = released
-        self._pending.extend(i for i in ids if i not in own)
-        self._unrelease_own(own)
-
     # -- writes that make an outcome durable ------------------------------
 
     def put_data(self, key, value, is_result=False):
@@ -547,12 +494,9 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage):
                          % self.table_task, (self.name,))
             return curs.fetchone() is not None
 
-    def taken_seq(self):
-        """The order in which this process took the calling thread's task."""
-        return self._thread().seq
-
     def put_back_unstarted(self):
-        return 0  # nothing is taken ahead
+        """Nothing to put back: nothing is taken ahead here."""
+        return 0
 
     def flush_all(self):
         super().flush_all()

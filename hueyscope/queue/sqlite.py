@@ -22,6 +22,7 @@ import weakref
 from huey.api import SqliteHuey as _HueySqliteHuey
 from huey.storage import SqliteStorage
 
+from hueyscope.queue.contract import LeasedStorage
 from hueyscope.queue.files import check_queue_file
 from hueyscope.queue.leased_huey import LeasedHuey
 from hueyscope.queue.leases import DDL, DEAD_LETTER_COLUMNS, LEASE_SCHEMA, \
@@ -39,6 +40,9 @@ class DurableSqliteStorage(SqliteStorage):
 
     ddl = SqliteStorage.ddl + [TICK_DDL]
     enqueue_unclaimed = enqueue_unclaimed
+    # For queue SQL written once (leases.QueueCursor).
+    queue_tables = {"kv": "kv", "task": "task", "tick": "hueyscope_periodic_tick"}
+    param_style = "qmark"
 
     def __init__(self, *args, synchronous="FULL", **kwargs):
         self.synchronous = synchronous
@@ -58,8 +62,10 @@ class DurableSqliteHuey(OncePerTick, _HueySqliteHuey):
     storage_class = DurableSqliteStorage
 
 
-class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
+class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage, LeasedStorage):
     """huey's SQLite storage with leased dequeue (see the module docstring).
+
+    A :class:`~hueyscope.queue.contract.LeasedStorage`.
 
     Takes SqliteStorage's options plus ``synchronous`` (FULL or NORMAL).
     Tables of huey's stay as huey makes them; ours are named ``hueyscope_*``.
@@ -67,8 +73,6 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
 
     ddl = DurableSqliteStorage.ddl + DDL
     leased = True
-    queue_tables = {"kv": "kv", "task": "task"}
-    param_style = "qmark"
     # Lease a worker's next message in the transaction that stores its
     # result: one transaction per task instead of two. Only for consumers
     # that put back what they leased and never started when they stop
@@ -157,38 +161,17 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
         finally:
             cursor.close()
 
-    def _release_in(self, curs):
-        """Delete the leases due for release, inside the open transaction."""
-        own = self._own_releases()
-        ids = list(own)
-        while self._pending:
-            try:
-                ids.append(self._pending.popleft())
-            except IndexError:
-                break
-        if ids:
-            curs.execute("delete from hueyscope_lease where id in (%s)"
-                         % ",".join("?" * len(ids)), ids)
-            self._write_outcomes(curs, ids)
-        # No message is leased ahead here: this transaction may be about to
-        # enqueue a retry or a continuation of higher priority than what is
-        # queued now (only a result's group commit, which enqueues nothing,
-        # leases the worker's next message).
-        return ids, own, None
+    # No message is leased ahead by _release_in: its transaction may be
+    # about to enqueue a retry or a continuation of higher priority than
+    # what is queued now (only a result's group commit, which enqueues
+    # nothing, leases the worker's next message).
 
     def _unrelease(self, released):
-        # The transaction rolled back: the leases are still held.
+        # The transaction rolled back: a holder registered in it is not one.
         if self._holder_new:
             self._holder = None
             self._holder_new = False
-        if not released:
-            return
-        ids, own, prefetched = released
-        if prefetched is not None:
-            self._local.next = None
-            self._unstarted.discard(prefetched[0])
-        self._pending.extend(lease for lease in ids if lease not in own)
-        self._unrelease_own(own)
+        super()._unrelease(released)
 
     # -- results: group commit ----------------------------------------------
 
@@ -228,10 +211,7 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
                 curs.executemany(
                     "insert or replace into kv (queue, key, value) values (?, ?, ?)",
                     [(self.name, r.key, r.value) for r in batch])
-                ids = [r.lease for r in batch]
-                curs.execute("delete from hueyscope_lease where id in (%s)"
-                             % ",".join("?" * len(ids)), ids)
-                self._write_outcomes(curs, ids)
+                self._delete_leases(curs, [r.lease for r in batch])
                 taken = self._take(curs, len(batch))
         except Exception as exc:
             for r in batch:
@@ -312,10 +292,6 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage):
         curs.execute("delete from task where id in (%s)" % ",".join("?" * len(ids)),
                      ids)
         return taken
-
-    def taken_seq(self):
-        """The order in which this process took the calling thread's task."""
-        return self._thread().seq
 
     def put_back_unstarted(self):
         """Return the leases taken ahead for workers that never started them.
