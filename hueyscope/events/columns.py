@@ -45,7 +45,10 @@ CAPTURED = Columns("ts signal task retries priority eta duration exc worker "
 
 # A signal as the writer takes it: plain values only. ``args`` and
 # ``kwargs`` are JSON text (or None); ``chain`` lists the later steps of a
-# pipeline (CHAIN_STEP), or is None.
+# pipeline (CHAIN_STEP), or is None; ``run_id`` (normally None: the batch's
+# run) names another run: the dead one whose task recovery put back
+# (``recovered``) or parked (``lost``), or the one a reconciled ``complete``
+# belongs to.
 SIGNAL = Columns("ts signal task_id task retries_left priority eta duration "
                  "error_type error traceback fingerprint args kwargs worker "
                  "chain run_id")
