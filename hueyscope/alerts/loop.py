@@ -1,15 +1,16 @@
 """Alert checks inside a consumer: ``hueyscope consume --check-every 60``.
 
-:class:`AlertLoop` is a daemon thread that evaluates the rules every so many
+:class:`AlertLoop` is a chore (:mod:`hueyscope.consumer.chores`), a daemon
+thread that evaluates the rules every so many
 seconds and records each firing alert in the ``alerts`` table of the event
 store, under the consumer's run. It never raises into the consumer: a check
 that fails is logged and tried again at the next interval.
 """
 import logging
-import threading
 import time
 
 from hueyscope.alerts.checks import Sources, evaluate, firing
+from hueyscope.consumer.chores import Chore
 
 logger = logging.getLogger("hueyscope.alerts")
 
@@ -50,22 +51,14 @@ class AlertLoop:
         self.queue = queue
         self.run_id = run_id or (lambda: None)
         self.checks = self.failures = self.recorded = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="hueyscope-alerts", daemon=True)
+        self._chore = Chore("alerts", self.every, self.check)
 
     def start(self):
-        self._thread.start()
+        self._chore.start()
 
     def stop(self, timeout=10.0):
         """Stop the thread (a check under way finishes); True if it stopped."""
-        self._stop.set()
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def _run(self):
-        while not self._stop.wait(self.every):
-            self.check()
+        return self._chore.stop(timeout)
 
     def check(self):
         """Evaluate once, record and log what fires; never raises."""

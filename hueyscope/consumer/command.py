@@ -20,6 +20,7 @@ from huey.exceptions import ConfigurationError
 import hueyscope
 from hueyscope.alerts.command import rules_from, rules_option
 from hueyscope.apps import check_has_tasks, open_app
+from hueyscope.consumer.chores import Chore
 from hueyscope.consumer.retention import RetentionLoop
 from hueyscope.consumer.runner import Consumer
 from hueyscope.events.recorder import recorder_for
@@ -35,7 +36,8 @@ LOG_FORMAT = "[%(asctime)s] %(levelname)s %(processName)s %(threadName)s: %(mess
 
 
 class ReportLoop:
-    """Rebuild the static report every ``every`` seconds, in a thread.
+    """Rebuild the static report every ``every`` seconds, in a thread (a
+    :class:`~hueyscope.consumer.chores.Chore`).
 
     A failed build is logged and retried at the next interval: the report is
     a view of the event store and must never take the consumer down.
@@ -46,21 +48,14 @@ class ReportLoop:
         self.site = site
         self.every = every
         self.builds = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="hueyscope-report", daemon=True)
+        self._chore = Chore("report", every, self.build)
 
     def start(self):
-        self._thread.start()
+        self._chore.start()
 
     def stop(self, final_build=True, timeout=60.0):
-        self._stop.set()
-        self._thread.join(timeout)
+        self._chore.stop(timeout)
         if final_build:
-            self.build()
-
-    def _run(self):
-        while not self._stop.wait(self.every):
             self.build()
 
     def build(self):

@@ -1,7 +1,7 @@
 """Automatic retention: a consumer that prunes its own event store.
 
-``hueyscope consume --retention 30d`` runs :class:`RetentionLoop`, a daemon
-thread that deletes what is older than 30 days (14 days when the option is
+``hueyscope consume --retention 30d`` runs :class:`RetentionLoop`, a chore
+(:mod:`hueyscope.consumer.chores`) that deletes what is older than 30 days (14 days when the option is
 not given; ``--retention none`` runs no loop) -- once when the consumer
 starts, then every tenth of the retention period, but no more often than
 once a minute and no less often than once an hour. It is
@@ -24,8 +24,9 @@ import subprocess
 import sys
 import logging
 import os
-import threading
 import time
+
+from hueyscope.consumer.chores import Chore
 
 logger = logging.getLogger("hueyscope.consumer")
 
@@ -74,25 +75,15 @@ class RetentionLoop:
         self.runs = 0
         self.failures = 0
         self.last = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="hueyscope-retention", daemon=True)
+        self._chore = Chore("retention", self.interval, self.prune, first_at=0)
 
     def start(self):
-        self._thread.start()
+        self._chore.start()
 
     def stop(self, timeout=10.0):
         """Ask the thread to stop and wait for it (a prune under way
         finishes its current chunk first). True if it stopped."""
-        self._stop.set()
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.prune()
-            if self._stop.wait(self.interval):
-                break
+        return self._chore.stop(timeout)
 
     def prune(self):
         """Prune once; log the outcome. Never raises."""

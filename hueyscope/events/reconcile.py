@@ -30,7 +30,7 @@ import os
 import time
 from types import SimpleNamespace
 
-from hueyscope.events.writer import FINAL_STATUS
+from hueyscope.events.rows import FINAL_STATUS
 
 logger = logging.getLogger("hueyscope.reconcile")
 

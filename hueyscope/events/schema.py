@@ -19,6 +19,9 @@ import sqlite3
 import sqlite_utils
 from sqlite_utils import Migrations
 
+# The rows the writer builds for these tables, column by column: kept in a
+# module of their own so the writer process need not import sqlite-utils.
+from hueyscope.events.columns import EVENT, TASK  # noqa: F401
 from hueyscope.events.sqlite_file import connect  # noqa: F401 (schema.connect)
 from hueyscope.readonly import read_only
 

@@ -1,16 +1,13 @@
 """The writer: turns plain signals into event-store rows, one transaction a batch.
 
 The recorder (hueyscope/events/recorder.py) buffers huey's signals; its
-writer thread hands them to a :class:`Store` in batches of plain tuples (see
-``recorder.plain``): ``(ts, signal, task_id, task, retries_left, priority,
-eta, duration, error_type, error, traceback, fingerprint, args, kwargs,
-worker, chain, run_id)``, where args and kwargs are JSON text (or None),
-chain lists the later steps of a pipeline as ``(task_id, task, priority,
-parent_id)``, and run_id (normally None: the batch's run) names another
-run: the dead one whose task recovery put back (``recovered``) or parked
-(``lost``), or the one a reconciled ``complete`` belongs to.
+writer thread hands them to a :class:`Store` in batches of plain tuples
+(:data:`hueyscope.events.columns.SIGNAL`, made by
+:func:`hueyscope.events.capture.plain`). The store builds their rows
+(:mod:`hueyscope.events.rows`) and runs the SQL
+(:mod:`hueyscope.events.statements`) in one transaction a batch, and keeps
+writing through what befalls a store: a lock, a full disk, a file deleted.
 """
-import itertools
 import logging
 import os
 import sqlite3
@@ -18,32 +15,15 @@ import time
 
 from hueyscope import storable
 from hueyscope.events import sqlite_file
+from hueyscope.events.columns import EVENT, SIGNAL, TASK
+from hueyscope.events.rows import batch_rows, finish_events, storable_batch
+from hueyscope.events.rows import FINAL_STATUS  # noqa: F401 (named here before)
+from hueyscope.events.statements import (
+    COUNT_RUN_EVENTS, EXECUTIONS_BEFORE, FILL_LATE_WAIT, INSERT_EVENTS,
+    INSERT_SAMPLE, RUN_DEFAULTS, UPSERT_ROLLUP, UPSERT_RUN, insert_many,
+    upsert_tasks)
 
 logger = logging.getLogger("hueyscope.recorder")
-
-# Signals after which a task will not run again unless huey retries it.
-FINAL_STATUS = {
-    "complete": "complete",
-    "error": "failed",
-    "locked": "locked",
-    "revoked": "revoked",
-    "expired": "expired",
-    "canceled": "canceled",
-    "interrupted": "interrupted",
-    "timeout": "timeout",
-    "rate-limited": "rate-limited",
-    "lost": "lost",  # parked by recovery after too many deaths
-    "dropped": "dropped",  # the consumer does not have the task
-    "not-queued": "not-queued",  # the enqueue raised: never in the queue
-}
-# Signals that make a task ready to run (again).
-READY_SIGNALS = ("enqueued", "scheduled", "recovered", "requeued")
-# Signals that say something of a task and leave its status as it is.
-NOTE_SIGNALS = ("revoke", "restore")
-STATUS = dict(FINAL_STATUS, enqueued="enqueued", scheduled="scheduled",
-              executing="executing", retrying="retrying", recovered="enqueued",
-              requeued="enqueued", **{s: "waiting" for s in NOTE_SIGNALS})
-
 
 class Store:
     """One connection to the event store, and the batch writes through it.
@@ -285,9 +265,9 @@ class Store:
                 "hueyscope recorder: %d event(s) not recorded (the event "
                 "store refuses a value of the %s event of task %s: %s: %s); "
                 "%d dropped in this process so far (logged at most every "
-                "%d s)", len(plains), ascii(plains[0][1]),
-                ascii(plains[0][2]), type(exc).__name__, exc, self.dropped,
-                DROP_LOG_INTERVAL)
+                "%d s)", len(plains), ascii(plains[0][SIGNAL.signal]),
+                ascii(plains[0][SIGNAL.task_id]), type(exc).__name__, exc,
+                self.dropped, DROP_LOG_INTERVAL)
             return
         logger.error(
             "hueyscope recorder: %d event(s) not recorded (event store "
@@ -378,16 +358,17 @@ class Store:
                     "select coalesce(max(seq), 0) from tasks").fetchone()[0]
                 for row in tasks:
                     seq += 1
-                    row[19] = seq
-                current = _upsert_tasks(conn, tasks)
+                    row[TASK.seq] = seq
+                current = upsert_tasks(conn, tasks)
                 updates, recount = finish_events(events, current, rollup, late)
                 for event in recount:
-                    event[6] = 1 + conn.execute(
-                        EXECUTIONS_BEFORE, (event[21], event[0])).fetchone()[0]
-                _insert_many(conn, INSERT_EVENTS, events)
-                _insert_many(conn, UPSERT_ROLLUP, [
-                    (h, t, s, a[0], a[1], a[2], a[3])
-                    for (h, t, s), a in rollup.items()])
+                    event[EVENT.attempt] = 1 + conn.execute(
+                        EXECUTIONS_BEFORE,
+                        (event[EVENT.task_seq], event[EVENT.ts])).fetchone()[0]
+                insert_many(conn, INSERT_EVENTS, events)
+                insert_many(conn, UPSERT_ROLLUP, [
+                    (h, t, s, *sums)
+                    for (h, t, s), sums in rollup.items()])
                 if updates:
                     conn.executemany(FILL_LATE_WAIT, updates)
             if samples:
@@ -468,22 +449,6 @@ VALUE_ERRORS = (UnicodeError, OverflowError, TypeError, KeyError, IndexError,
                 sqlite3.IntegrityError, sqlite3.DataError)
 
 
-def storable_batch(plains):
-    """``plains`` with every value in a form the store takes (see storable).
-
-    Deterministic, so a value stored this way in one batch is stored the
-    same way in every other: a run id or a task name with a lone surrogate
-    still joins its rows.
-    """
-    out = []
-    for p in plains:
-        chain = p[15]
-        if chain:
-            chain = [storable.row(step) for step in chain]
-        out.append(storable.row(p[:15]) + (chain,) + storable.row(p[16:]))
-    return out
-
-
 def _identity(path):
     """(st_dev, st_ino) of the file at ``path``, or None if there is none."""
     try:
@@ -508,312 +473,3 @@ def _run_identity(run_id):
         return host, int(pid), float(started.split(".")[0])
     except ValueError:  # an id made elsewhere (a test, an import)
         return run_id, 0, 0.0
-
-
-def batch_rows(plains, run_id, host, pid, queue):
-    """(events rows, tasks rows, rollup, late task ids) for one batch.
-
-    All of a batch's signals for one task fold into a single ``tasks`` row
-    (see :func:`_fold`), so the table and its indexes are touched once per
-    task per batch, not once per signal. Event rows are finished by
-    :func:`finish_events` once the tasks rows are written.
-    """
-    events, late = [], []
-    tasks = {}
-    rollup = {}
-    named = []  # events about every task of a name: no task row, no seq
-    for (ts, signal, task_id, name, retries, priority, eta_ts, duration,
-         error_type, error, tb_text, fp, args, kwargs, worker, chain,
-         own_run) in plains:
-        if task_id is None:
-            named.append([ts, own_run or run_id, queue, None, name, signal,
-                          None, retries, priority, eta_ts, duration, None,
-                          error_type, error, tb_text, fp, args, kwargs, host,
-                          pid, worker, None])
-            continue
-        executing = signal == "executing"
-        ready = max(ts, eta_ts or 0) if signal in READY_SIGNALS else None
-        finished = ts if signal in FINAL_STATUS else None
-        event_run = own_run or run_id
-        row = [task_id, name, queue, STATUS[signal],
-               ts if signal == "enqueued" else None, ready,
-               ts if executing else None, finished, 1 if executing else 0,
-               duration, error_type, error, fp, priority, eta_ts, None,
-               event_run if (executing or finished) else None, ts, None, None]
-        current = tasks.get(task_id)
-        if current is None:
-            tasks[task_id] = row
-        else:
-            _fold(current, row)
-            row = current
-        wait = row[18] if executing else None
-        # Executions of this task so far in this batch (plus one for the
-        # execution an enqueue or schedule leads to); made absolute by
-        # finish_events once the batch's total is known.
-        executions = row[8] + (signal in READY_SIGNALS)
-        events.append([ts, event_run, queue, task_id, name, signal, executions,
-                       retries, priority, eta_ts, duration, wait, error_type,
-                       error, tb_text, fp, args, kwargs, host, pid, worker,
-                       None])
-        if signal == "enqueued":
-            late.append(task_id)
-        if chain:
-            # A pipeline: its later steps exist now, waiting on this one --
-            # or, when the enqueue raised, will never run.
-            status = "waiting" if signal == "enqueued" else "not-queued"
-            for child_id, child_name, child_priority, parent_id in chain:
-                waiting = [child_id, child_name, queue, status, None, None,
-                           None, None, 0, None, None, None, None,
-                           child_priority, None, parent_id, None, ts, None,
-                           None]
-                if child_id in tasks:
-                    _fold(tasks[child_id], waiting)
-                else:
-                    tasks[child_id] = waiting
-        key = (_hour(ts), name, signal)
-        agg = rollup.get(key)
-        if agg is None:
-            agg = rollup[key] = [0, 0.0, 0.0, 0.0]
-        agg[0] += 1
-        if duration is not None:
-            agg[1] += duration
-            if duration > agg[2]:
-                agg[2] = duration
-    for event in events:
-        event[6] -= tasks[event[3]][8]
-    return events + named, list(tasks.values()), rollup, late
-
-
-def _hour(ts):
-    """The start of the roll-up hour ``ts`` falls in (rollup_hourly.hour)."""
-    return (ts // 3600) * 3600
-
-
-def finish_events(events, current, rollup, late):
-    """Complete a batch's event rows from the tasks rows as now stored.
-
-    ``current`` maps task id to ``(seq, attempts, wait, started)`` after the
-    batch's upsert. Each event gets its task's sequence number, its attempt
-    made absolute (executions before this batch, from any process, plus its
-    own), and each execution whose wait this batch could not compute gets
-    the task's. Waits go into the hourly roll-up. Returns the
-    ``(wait, task_seq)`` updates for executions recorded earlier than their
-    task's enqueue (a producer that flushed late), and the enqueue events
-    whose attempt :data:`EXECUTIONS_BEFORE` must count.
-    """
-    executed = {event[3] for event in events if event[5] == "executing"}
-    recount = []
-    for event in events:
-        if event[3] is None:
-            continue  # about a task name, not a task
-        seq, attempts, wait, started = current[event[3]]
-        event[21] = seq
-        event[6] += attempts
-        if event[5] == "executing":
-            if event[11] is None:
-                event[11] = wait
-            if event[11] is not None:
-                rollup[(_hour(event[0]), event[4], "executing")][3] += event[11]
-        elif (event[5] in ("enqueued", "scheduled") and started is not None
-              and started > event[0] and event[3] not in executed):
-            # Executions recorded before this enqueue happened after it: the
-            # attempt it leads to counts only the executions that preceded it.
-            recount.append(event)
-    updates = []
-    for task_id in late:
-        seq, _, wait, started = current[task_id]
-        if started is not None and wait is not None and task_id not in executed:
-            updates.append((wait, seq))
-    return updates, recount
-
-
-def _upsert_tasks(conn, rows):
-    """Apply UPSERT_TASK to ``rows``; returns task id -> (seq, attempts, wait, started)."""
-    prefix, values, suffix = UPSERT_TASK
-    current = {}
-    for i in range(0, len(rows), ROWS_PER_STATEMENT):
-        chunk = rows[i:i + ROWS_PER_STATEMENT]
-        sql = _multi_row_sql(prefix, values, suffix, len(chunk))
-        for task_id, *stored in conn.execute(sql, _flat(chunk)):
-            current[task_id] = stored
-    return current
-
-
-ROWS_PER_STATEMENT = 64
-
-
-def _insert_many(conn, statement, rows):
-    """Insert ``rows`` with multi-row VALUES statements, 64 rows a step.
-
-    sqlite3's executemany releases and re-takes the GIL around every row's
-    step; in a consumer that is a GIL handoff per event, each forcing a
-    worker thread to switch. One step per 64 rows keeps the writer out of
-    the workers' way (measured with ``hueyscope bench``: the drain rate with
-    the recorder went from 0.86x to 0.89-0.93x of bare SqliteHuey).
-    """
-    if not rows:
-        return
-    prefix, values, suffix = statement
-    full = len(rows) - len(rows) % ROWS_PER_STATEMENT
-    if full:
-        sql = _multi_row_sql(prefix, values, suffix, ROWS_PER_STATEMENT)
-        conn.executemany(sql, (
-            _flat(rows[i:i + ROWS_PER_STATEMENT])
-            for i in range(0, full, ROWS_PER_STATEMENT)))
-    rest = rows[full:]
-    if rest:
-        conn.execute(_multi_row_sql(prefix, values, suffix, len(rest)),
-                     _flat(rest))
-
-
-_SQL_CACHE = {}
-
-
-def _flat(rows):
-    """One statement's parameters: the rows' values, one after the other."""
-    return list(itertools.chain.from_iterable(rows))
-
-
-def _multi_row_sql(prefix, values, suffix, n):
-    key = (prefix, n)
-    sql = _SQL_CACHE.get(key)
-    if sql is None:
-        sql = _SQL_CACHE[key] = "%s values %s %s" % (
-            prefix, ", ".join([values] * n), suffix)
-    return sql
-
-
-def _fold(row, new):
-    """Fold a later signal's tasks row into an earlier one of the same batch.
-
-    Applying the folded row with UPSERT_TASK gives what applying both rows
-    in order would: first non-null for names and parent, earliest enqueue,
-    latest for times, status and errors, attempts summed, ``finished``
-    cleared by a later start, and the wait of an execution whose ready time
-    is in this batch computed here.
-    """
-    for i in (1, 2):
-        if row[i] is None:
-            row[i] = new[i]
-    if new[15] is not None:
-        row[15] = new[15]  # a rescheduled step is its next step's parent
-    if new[3] != "waiting":
-        row[3] = new[3]
-    if new[4] is not None and (row[4] is None or new[4] < row[4]):
-        row[4] = new[4]
-    if new[6] is not None:
-        row[18] = max(new[6] - row[5], 0.0) if row[5] is not None else None
-        row[6] = new[6]
-        row[7] = None
-    if new[5] is not None:
-        row[5] = new[5]
-    if new[7] is not None:
-        row[7] = new[7]
-    row[8] += new[8]
-    for i in (9, 10, 11, 12, 13, 14, 16):
-        if new[i] is not None:
-            row[i] = new[i]
-    if new[17] > row[17]:
-        row[17] = new[17]
-
-
-INSERT_EVENTS = ("""insert into events (ts, run_id, queue, task_id, task, signal,
-  attempt, retries_left, priority, eta, duration, wait, error_type, error,
-  traceback, fingerprint, args, kwargs, host, pid, worker, task_seq)""",
-                 "(" + ", ".join(["?"] * 22) + ")", "")
-
-# One statement for every signal, applied in order. Signals from different
-# processes can arrive out of order (a producer flushes its 'enqueued' after
-# the consumer already finished the task), so status only moves forward in
-# time, and a late 'ready' still yields the wait of an execution already seen.
-UPSERT_TASK = ("""insert into tasks (task_id, task, queue, status, enqueued, ready,
-  started, finished, attempts, duration, error_type, error, fingerprint,
-  priority, eta, parent_id, run_id, updated, wait, seq)""",
-               "(" + ", ".join(["?"] * 20) + ")", """
-on conflict (task_id) do update set
-  task = coalesce(tasks.task, excluded.task),
-  queue = coalesce(tasks.queue, excluded.queue),
-  status = case when excluded.status = 'waiting'
-                  or excluded.updated < coalesce(tasks.updated, 0)
-                then tasks.status else excluded.status end,
-  enqueued = case when tasks.enqueued is null then excluded.enqueued
-                  when excluded.enqueued is null then tasks.enqueued
-                  else min(tasks.enqueued, excluded.enqueued) end,
-  ready = case when excluded.ready is not null
-                and excluded.updated >= coalesce(tasks.updated, 0)
-               then excluded.ready else coalesce(tasks.ready, excluded.ready) end,
-  wait = case when excluded.wait is not null then excluded.wait
-              when excluded.started is not null
-              then max(excluded.started - tasks.ready, 0.0)
-              when tasks.wait is null and tasks.started is not null
-                   and excluded.ready is not null
-                   and tasks.started >= excluded.ready
-              then tasks.started - excluded.ready
-              else tasks.wait end,
-  started = coalesce(excluded.started, tasks.started),
-  finished = case when excluded.finished is not null then excluded.finished
-                  when excluded.started is not null then null
-                  else tasks.finished end,
-  attempts = tasks.attempts + excluded.attempts,
-  duration = coalesce(excluded.duration, tasks.duration),
-  error_type = coalesce(excluded.error_type, tasks.error_type),
-  error = coalesce(excluded.error, tasks.error),
-  fingerprint = coalesce(excluded.fingerprint, tasks.fingerprint),
-  priority = coalesce(excluded.priority, tasks.priority),
-  eta = coalesce(excluded.eta, tasks.eta),
-  parent_id = case when excluded.parent_id is not null
-                    and excluded.updated >= coalesce(tasks.updated, 0)
-                   then excluded.parent_id
-                   else coalesce(tasks.parent_id, excluded.parent_id) end,
-  run_id = coalesce(excluded.run_id, tasks.run_id),
-  updated = max(coalesce(tasks.updated, 0), excluded.updated)
-returning task_id, seq, attempts, wait, started""")
-
-# Executions of a task that began before a given time.
-EXECUTIONS_BEFORE = """select count(*) from events
-where task_seq = ? and +signal = 'executing' and ts < ?"""
-
-# Executions recorded before their task's 'ready' time (a producer that
-# flushed late) get their wait when it arrives.
-FILL_LATE_WAIT = """update events set wait = ?
-where task_seq = ? and +signal = 'executing' and wait is null"""
-
-UPSERT_ROLLUP = ("""insert into rollup_hourly (hour, task, signal, count,
-  duration_sum, duration_max, wait_sum)""", "(?, ?, ?, ?, ?, ?, ?)", """
-on conflict (hour, task, signal) do update set
-  count = count + excluded.count,
-  duration_sum = duration_sum + excluded.duration_sum,
-  duration_max = max(duration_max, excluded.duration_max),
-  wait_sum = wait_sum + excluded.wait_sum""")
-
-INSERT_SAMPLE = """insert into queue_samples (ts, queue, pending, scheduled,
-  in_flight, run_id) values (?, ?, ?, ?, ?, ?)"""
-
-# Columns a runs row written by an older recorder (or a test) may lack.
-RUN_DEFAULTS = {"periodic": None}
-
-# The run's own process states every column but the counters, which a
-# worker process may have started (COUNT_RUN_EVENTS) before it wrote them.
-UPSERT_RUN = """insert into runs (id, role, host, pid, started, workers,
-  worker_type, queue, backend, versions, app, heartbeat, stopped, stop_reason,
-  periodic)
-values (:id, :role, :host, :pid, :started, :workers, :worker_type, :queue,
-  :backend, :versions, :app, :heartbeat, :stopped, :stop_reason, :periodic)
-on conflict (id) do update set
-  role = excluded.role, host = excluded.host, pid = excluded.pid,
-  started = excluded.started, workers = excluded.workers,
-  worker_type = excluded.worker_type, queue = excluded.queue,
-  backend = excluded.backend, versions = excluded.versions,
-  app = excluded.app, heartbeat = excluded.heartbeat,
-  stopped = excluded.stopped, stop_reason = excluded.stop_reason,
-  periodic = excluded.periodic"""
-
-# A worker process counts its events into its consumer's run, whose row the
-# consumer may not have written yet: then the count starts the row, with
-# what the run id says (host:pid:started), and UPSERT_RUN completes it.
-COUNT_RUN_EVENTS = """insert into runs (id, role, host, pid, started,
-  events_written, events_dropped) values (?, 'consumer', ?, ?, ?, ?, ?)
-on conflict (id) do update set
-  events_written = events_written + excluded.events_written,
-  events_dropped = events_dropped + excluded.events_dropped"""
-

@@ -88,7 +88,7 @@ class _Unpicklable(Exception):
 
 def _storable(plains, samples, ident):
     """A batch's events, samples and identity with only plain values."""
-    from hueyscope.events.writer import storable_batch
+    from hueyscope.events.rows import storable_batch
 
     return (storable_batch(plains), [storable.row(s) for s in samples],
             storable.row(ident))
