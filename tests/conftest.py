@@ -12,6 +12,7 @@ Fixtures: ``cli`` (a :class:`CLI` bound to ``tmp_path``), ``recorded_store``
 (session-scoped events.db filled by real produce + consume processes) and
 ``recorded_expected`` (what is known to be in it).
 """
+import contextlib
 import os
 import signal
 import sqlite3
@@ -218,6 +219,33 @@ def require_server(name, url, exc):
     if os.environ.get(REQUIRE_SERVERS) == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+POSTGRES = os.environ.get("HUEYSCOPE_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
+
+
+@contextlib.contextmanager
+def postgres_schema(prefix="hs_"):
+    """A PostgreSQL schema of its own on the test server, dropped afterwards.
+
+    Yields ``(admin, schema, url)``: an autocommit connection, the schema's
+    name, and the queue URL whose search_path is that schema. Skips (fails
+    in CI) when the server cannot be reached.
+    """
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        require_server("PostgreSQL", POSTGRES, exc)
+    schema = prefix + uuid.uuid4().hex[:12]
+    admin.execute("create schema %s" % schema)
+    try:
+        yield admin, schema, "%s?options=-csearch_path%%3D%s" % (POSTGRES, schema)
+    finally:
+        admin.execute("drop schema %s cascade" % schema)
+        admin.close()
 
 
 def assert_one_line_error(result):

@@ -35,12 +35,11 @@ import sys
 import threading
 import time
 import types
-import uuid
 
 import pytest
 
 import chaos_app
-from conftest import query, require_server, wait_until
+from conftest import postgres_schema, query, wait_until
 from test_delivery import TESTS, group, integrity
 
 SEED = int(os.environ.get("CHAOS_SEED", "20240611"))
@@ -50,8 +49,6 @@ PER_PRODUCER = 400  # tasks (a pipeline counts once) each producer enqueues
 CONSUMERS = {"a": ["-w", "3"], "b": ["-w", "2"], "c": ["-w", "2", "-k", "process"]}
 COMMON = ["--max-delay", "0.1", "--health-check-interval", "0.5",
           "--heartbeat-every", "0.5", "--max-recoveries", "50"]
-PG_SERVER = os.environ.get("HUEYSCOPE_TEST_POSTGRES",
-                           "postgresql://127.0.0.1:5432/test")
 
 
 class Queue:
@@ -104,22 +101,14 @@ def engine(request, cli):
         cli.queue_view = Queue(path=cli.queue)
         yield cli
         return
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        require_server("PostgreSQL", PG_SERVER, exc)
-    schema = "hs_chaos_" + uuid.uuid4().hex[:10]
-    admin.execute("create schema %s" % schema)
-    cli.env["HUEYSCOPE_QUEUE"] = "%s?options=-csearch_path%%3D%s" % (PG_SERVER, schema)
-    cli.engine = "postgresql"
-    cli.queue_view = Queue(admin=admin, schema=schema)
-    try:
-        yield cli
-    finally:
-        cli.close()
-        admin.execute("drop schema %s cascade" % schema)
-        admin.close()
+    with postgres_schema("hs_chaos_") as (admin, schema, url):
+        cli.env["HUEYSCOPE_QUEUE"] = url
+        cli.engine = "postgresql"
+        cli.queue_view = Queue(admin=admin, schema=schema)
+        try:
+            yield cli
+        finally:
+            cli.close()
 
 
 # -- the run ------------------------------------------------------------------

@@ -300,25 +300,16 @@ def engine_app(request, app):
         app.count = lambda table: scalar(app.queue, "select count(*) from %s" % table)
         yield app
         return
-    import uuid
+    from conftest import postgres_schema
 
-    psycopg = pytest.importorskip("psycopg")
-    from conftest import require_server
-    from test_postgres import SERVER
-
-    try:
-        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        require_server("PostgreSQL", SERVER, exc)
-    schema = "hs_" + uuid.uuid4().hex[:12]
-    admin.execute("create schema %s" % schema)
-    app.env["HUEYSCOPE_QUEUE"] = "%s?options=-csearch_path%%3D%s" % (SERVER, schema)
-    app.count = lambda table: admin.execute(
-        "select count(*) from %s.%s" % (schema, table)).fetchone()[0]
-    yield app
-    app.close()
-    admin.execute("drop schema %s cascade" % schema)
-    admin.close()
+    with postgres_schema() as (admin, schema, url):
+        app.env["HUEYSCOPE_QUEUE"] = url
+        app.count = lambda table: admin.execute(
+            "select count(*) from %s.%s" % (schema, table)).fetchone()[0]
+        try:
+            yield app
+        finally:
+            app.close()
 
 
 @pytest.mark.timeout(120)

@@ -9,16 +9,14 @@ dies is a real process that exits holding a lease and a lock.
 import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 
-from conftest import require_server
+from conftest import postgres_schema
 from hueyscope.queue import operations, recovery
 from hueyscope.queue.contract import LeasedStorage
 from hueyscope.queue.leases import QueueCursor
 
-SERVER = os.environ.get("HUEYSCOPE_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
 NAME = "contract"
 
 # A holder that takes a message and a lock, then dies holding both: os._exit
@@ -47,22 +45,11 @@ def _sqlite(tmp_path):
 
 
 def _postgres(tmp_path):
-    psycopg = pytest.importorskip("psycopg")
     from hueyscope.queue.postgres import LeasedPostgresHuey
 
-    try:
-        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        require_server("PostgreSQL", SERVER, exc)
-    schema = "hs_" + uuid.uuid4().hex[:12]
-    admin.execute("create schema %s" % schema)
-    where = "%s?options=-csearch_path%%3D%s" % (SERVER, schema)
-    try:
+    with postgres_schema() as (admin, schema, where):
         yield where, lambda: LeasedPostgresHuey(NAME, dsn=where, blocking=False,
                                                 utc=True)
-    finally:
-        admin.execute("drop schema %s cascade" % schema)
-        admin.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
