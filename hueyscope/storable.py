@@ -36,22 +36,20 @@ def text(value):
 
 def repr_of(value):
     """``repr(value)``, or a placeholder saying why there is none; never raises."""
-    try:
-        out = repr(value)
-        if isinstance(out, str):
-            return out
-        raise TypeError("__repr__ returned %s" % type(out).__name__)
-    except Exception as exc:
-        return _unrepresentable(value, exc)
+    return _text_by(repr, "__repr__", value)
 
 
 def str_of(value):
     """``str(value)`` (of an exception, say), or a placeholder; never raises."""
+    return _text_by(str, "__str__", value)
+
+
+def _text_by(convert, method, value):
     try:
-        out = str(value)
+        out = convert(value)
         if isinstance(out, str):
             return out
-        raise TypeError("__str__ returned %s" % type(out).__name__)
+        raise TypeError("%s returned %s" % (method, type(out).__name__))
     except Exception as exc:
         return _unrepresentable(value, exc)
 

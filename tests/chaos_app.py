@@ -20,6 +20,7 @@ from huey import crontab
 from huey import signals
 
 import hueyscope
+import ledger_lines
 from hueyscope.queue import make_huey
 from hueyscope.settings import Settings
 
@@ -32,12 +33,8 @@ FLAKY_RETRIES = 2
 
 
 def note(kind, task_id, label):
-    line = "%s %s %s %d %.6f\n" % (kind, task_id, label, os.getpid(), time.time())
-    fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    ledger_lines.append(LEDGER, "%s %s %s %d %.6f" % (kind, task_id, label,
+                                                       os.getpid(), time.time()))
 
 
 @huey.task(context=True)

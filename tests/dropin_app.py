@@ -13,6 +13,7 @@ import time
 from huey import crontab
 
 import hueyscope
+import ledger_lines
 from hueyscope import SqliteHuey
 
 huey = SqliteHuey("dropin", filename=os.environ["QUEUE"])
@@ -22,11 +23,7 @@ LEDGER = os.environ.get("LEDGER", "ledger.txt")
 
 
 def note(*words):
-    fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (" ".join(str(w) for w in words) + "\n").encode())
-    finally:
-        os.close(fd)
+    ledger_lines.append(LEDGER, " ".join(str(w) for w in words))
 
 
 def lines(path=None):

@@ -10,6 +10,7 @@ import signal
 import time
 
 import hueyscope
+import ledger_lines
 from hueyscope.queue import make_huey
 from hueyscope.settings import Settings
 
@@ -19,12 +20,7 @@ LEDGER = os.environ.get("LEDGER", "ledger.txt")
 
 
 def note(*words):
-    line = " ".join(str(w) for w in words) + "\n"
-    fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    ledger_lines.append(LEDGER, " ".join(str(w) for w in words))
 
 
 @huey.task(context=True)

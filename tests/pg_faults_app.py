@@ -10,6 +10,7 @@ the kill tests).
 import os
 
 import hueyscope
+import ledger_lines
 from hueyscope.queue import make_huey
 from hueyscope.settings import Settings
 
@@ -20,12 +21,7 @@ FAILED_ONCE = os.environ.get("PG_FAILED_ONCE", "failed-once.txt")
 
 
 def note(*words):
-    line = " ".join(str(w) for w in words) + "\n"
-    fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    ledger_lines.append(LEDGER, " ".join(str(w) for w in words))
 
 
 @huey.task(context=True)

@@ -155,3 +155,13 @@ def __getattr__(name):
                                    counts=os.environ.get(COUNTS_ENV))
             _app = (huey, tasks)
     return _app[0] if name == "huey" else _app[1]
+
+
+def run_queue(huey):
+    """Execute queued tasks in this process until the queue is empty (huey's
+    own way of testing: dequeue and execute, no consumer)."""
+    while True:
+        task = huey.dequeue()
+        if task is None:
+            return
+        huey.execute(task)

@@ -523,16 +523,6 @@ def test_unwritable_store_tasks_complete_and_drops_are_counted(tmp_path, caplog)
     assert logged
 
 
-def run_queue(huey):
-    """Execute queued tasks in this process until the queue is empty (huey's
-    own way of testing: dequeue and execute, no consumer)."""
-    while True:
-        task = huey.dequeue()
-        if task is None:
-            return
-        huey.execute(task)
-
-
 def attempts_of(events, task_id, signal="executing"):
     return [r[0] for r in query(events, "select attempt from events where "
                                 "task_id = ? and signal = ? order by id",
@@ -543,7 +533,7 @@ def test_attempt_counts_executions_of_a_retried_task(tmp_path):
     events = tmp_path / "events.db"
     huey, recorder, tasks = rh.build(tmp_path / "queue.db", events)
     failing = tasks.always_fail(1)
-    run_queue(huey)
+    rh.run_queue(huey)
     assert recorder.flush(timeout=10)
     assert attempts_of(events, failing.id) == [1, 2, 3]
     assert attempts_of(events, failing.id, "error") == [1, 2, 3]
@@ -562,7 +552,7 @@ def test_attempt_counts_executions_whatever_set_the_retries(tmp_path, how):
     else:
         result = tasks.retry_until(str(tmp_path / "runs.txt"), 3)
         expected = [1, 2, 3]
-    run_queue(huey)
+    rh.run_queue(huey)
     assert recorder.flush(timeout=10)
     assert len(attempts_of(events, result.id)) == len(expected)
     assert attempts_of(events, result.id) == expected

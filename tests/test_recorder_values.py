@@ -80,23 +80,13 @@ def test_an_error_whose_str_raises_is_recorded_with_a_placeholder(tmp_path):
 
     call = unprintable()
     tasks.ok(1)
-    run_queue(huey)
+    rh.run_queue(huey)
     assert recorder.end_run(timeout=10)
     assert query(events, "select error_type, error from tasks where task_id = ?",
                  (call.id,)) == [("Unprintable", "<unrepresentable Unprintable: "
                                   "RuntimeError: no str for this one>")]
     assert scalar(events, "select count(*) from events") == 6
     assert run_row(events, recorder.run_id) == (6, 0)
-
-
-def run_queue(huey):
-    """Execute queued tasks in this process until the queue is empty (huey's
-    own way of testing: dequeue and execute, no consumer)."""
-    while True:
-        task = huey.dequeue()
-        if task is None:
-            return
-        huey.execute(task)
 
 
 @pytest.mark.timeout(60)
@@ -119,7 +109,7 @@ def test_lone_surrogates_are_stored_escaped_in_every_column(tmp_path,
     for i in range(126):
         tasks.ok(i)
     bad = open_file(FILE_NAME, mode=LONE)
-    run_queue(huey)
+    rh.run_queue(huey)
     assert recorder.end_run(timeout=10)
 
     signals = dict(query(events, "select signal, count(*) from events "
