@@ -65,7 +65,11 @@ def run_cli(args, cwd, env=None, timeout=60, input=None):
 
 class Started:
     """A running ``hueyscope`` process whose output goes to files (no pipe
-    can fill up and block it)."""
+    can fill up and block it). Subclasses run another program by naming its
+    command line in :meth:`command`."""
+
+    def command(self, args):
+        return _command(args)
 
     def __init__(self, args, cwd, env, name):
         self.cwd = Path(cwd)
@@ -75,7 +79,7 @@ class Started:
         self._err = open(self.stderr_path, "w")
         # Its own session: signals sent to it never reach pytest.
         self.proc = subprocess.Popen(
-            _command(args), cwd=str(cwd), env=env, stdout=self._out,
+            self.command(args), cwd=str(cwd), env=env, stdout=self._out,
             stderr=self._err, start_new_session=True)
         self.pid = self.proc.pid
 

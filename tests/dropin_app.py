@@ -27,11 +27,7 @@ def note(*words):
 
 
 def lines(path=None):
-    try:
-        with open(path or LEDGER) as f:
-            return [line.split() for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
+    return ledger_lines.read(path or LEDGER)
 
 
 @huey.signal()

@@ -69,11 +69,7 @@ if os.environ.get("LEDGER_EXTRA_TASK"):
 
 def ledger(path=LEDGER):
     """[(kind, task id, n, pid)] in the order written."""
-    try:
-        with open(path) as f:
-            return [tuple(line.split()) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
+    return ledger_lines.read(path)
 
 
 def starts(path=LEDGER):

@@ -29,16 +29,8 @@ APP = "djsite.settings:HUEY"
 class ManagePy(Started):
     """``python manage.py ARGS`` running in the background (see Started)."""
 
-    def __init__(self, args, cwd, env, name):
-        self.cwd = Path(cwd)
-        self.stdout_path = self.cwd / ("%s.out" % name)
-        self.stderr_path = self.cwd / ("%s.err" % name)
-        self._out = open(self.stdout_path, "w")
-        self._err = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", *map(str, args)], cwd=str(cwd),
-            env=env, stdout=self._out, stderr=self._err, start_new_session=True)
-        self.pid = self.proc.pid
+    def command(self, args):
+        return [sys.executable, "manage.py", *map(str, args)]
 
 
 class Project:
