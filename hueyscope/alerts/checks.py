@@ -7,8 +7,10 @@ was measured and both numbers. Quiet findings are kept too, so ``hueyscope
 check -v`` can say what every rule saw.
 
 The event store is read read-only (no ``-wal`` or ``-shm`` left beside a
-store nobody has open); times are compared with ``now`` (unix seconds), not
-with SQLite's clock, so a check is repeatable.
+store nobody has open), after its schema is found to be ours
+(:func:`hueyscope.events.schema.check_store`), each query within :data:`QUERY_SECONDS`;
+times are compared with ``now`` (unix seconds), not with SQLite's clock, so
+a check is repeatable.
 """
 import dataclasses
 import datetime
@@ -17,7 +19,12 @@ import os
 import sqlite3
 import time
 
+from hueyscope.events.schema import check_store
 from hueyscope.readonly import read_only
+
+# Seconds one query of a check may run; each takes milliseconds on a
+# million events.
+QUERY_SECONDS = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +55,17 @@ class Sources:
 
 
 def evaluate(rules, sources):
-    """A :class:`Finding` per configured rule, in the order of ``rules``."""
+    """A :class:`Finding` per configured rule, in the order of ``rules``.
+
+    Raises sqlite3.Error for a store that cannot be read, ValueError (one
+    line) for one whose schema is not ours.
+    """
     def read(conn):
+        check_store(conn, sources.events)
         return [CHECKS[name](conn, params, sources)
                 for name, params in rules.items()]
 
-    return read_only(sources.events, read)
+    return read_only(sources.events, read, seconds=QUERY_SECONDS)
 
 
 def firing(findings):

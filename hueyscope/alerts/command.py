@@ -4,6 +4,8 @@
 2: bad input (a bad rules file, a missing store, --notify without apprise),
 one ``Error: ...`` line on stderr. Made for cron, systemd's OnFailure= and CI.
 """
+import sqlite3
+
 import click
 
 from hueyscope.alerts.checks import Sources, evaluate, firing
@@ -94,8 +96,13 @@ def check(settings, rules_path, notify_urls, verbose):
     except ValueError as exc:
         raise BadInput(str(exc))
     queue = settings.queue_path if settings.queue_scheme == "sqlite" else None
-    findings = evaluate(rules, Sources(settings.events, queue=queue,
-                                       app=app_loader(settings)))
+    try:
+        findings = evaluate(rules, Sources(settings.events, queue=queue,
+                                           app=app_loader(settings)))
+    except ValueError as exc:
+        raise BadInput(str(exc))
+    except sqlite3.Error as exc:
+        raise BadInput("cannot read event store %s: %s" % (settings.events, exc))
     alerts = firing(findings)
     for finding in findings:
         if finding.fired:

@@ -17,6 +17,12 @@ transaction, so a consumer recording into the same store waits at most one
 chunk, never the whole prune. ``--vacuum`` then gives the freed pages back
 to the file system; VACUUM needs the store to itself for a moment.
 
+A store whose schema is not ours (:func:`hueyscope.events.schema.check_store`: a trigger
+that came with the file, a view where a table belongs) is refused before
+anything is deleted, and checked again inside each chunk's transaction;
+no trigger may write anyway (:func:`hueyscope.readonly.authorizer`), and
+each chunk's delete may run :data:`CHUNK_SECONDS`.
+
 :func:`prune_store` is the same operation as a function, for automatic
 retention from a long-running process (the command is ``prune``, the name
 the command line looks up, hence the different name).
@@ -29,6 +35,7 @@ import time
 import click
 import sqlite_utils
 
+from hueyscope import readonly
 from hueyscope.events import schema
 from hueyscope.options import BadInput, _OneLineParamType, events_option
 from hueyscope.settings import NO_RETENTION, Settings
@@ -40,6 +47,8 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 ACTIVE_STATUSES = ("waiting", "enqueued", "scheduled", "executing", "retrying")
 # Rows deleted per transaction.
 CHUNK = 5000
+# Seconds one chunk's delete may run (milliseconds on a healthy store).
+CHUNK_SECONDS = 60.0
 # Tables prune reads or writes; anything lacking one is not an event store.
 REQUIRED_TABLES = ("events", "tasks", "queue_samples", "rollup_hourly", "runs")
 
@@ -116,7 +125,8 @@ def _open(db_or_path):
     return conn, True
 
 
-def _check_tables(conn):
+def _check_tables(conn, what):
+    schema.check_store(conn, what)
     names = {row[0] for row in conn.execute(
         "select name from sqlite_master where type = 'table'")}
     missing = [t for t in REQUIRED_TABLES if t not in names]
@@ -125,13 +135,20 @@ def _check_tables(conn):
                          % ", ".join(missing))
 
 
-def _delete_in_chunks(conn, sql, params, chunk):
+def _delete_in_chunks(conn, sql, params, chunk, what, limit=None):
     """Run a ``delete ... where rowid in (select ... limit ?)`` until it
-    deletes nothing; one short transaction per chunk. Returns the count."""
+    deletes nothing; one short transaction per chunk. Returns the count.
+
+    The schema is checked inside each transaction, whose write lock keeps
+    it from changing until the delete is done.
+    """
     total = 0
     while True:
+        if limit is not None:
+            limit.arm()
         conn.execute("begin immediate")
         try:
+            schema.check_store(conn, what)
             deleted = conn.execute(sql, (*params, chunk)).rowcount
             conn.execute("commit")
         except BaseException:
@@ -171,21 +188,34 @@ def prune_store(db_or_path, older_than_seconds, vacuum=False, chunk=CHUNK, now=N
                          % older_than_seconds)
     cutoff = (time.time() if now is None else now) - older_than_seconds
     conn, owned = _open(db_or_path)
+    what = "the event store" if not owned else os.fspath(db_or_path)
+    # Its own connection only: a caller's keeps the settings it has.
+    limit = readonly.guard(conn, CHUNK_SECONDS) if owned else None
     try:
         if conn.in_transaction:
             raise ValueError("prune needs a connection outside any transaction")
         try:
-            _check_tables(conn)
+            _check_tables(conn, what)
         except sqlite3.DatabaseError as exc:
             raise ValueError("cannot read the event store: %s" % exc)
         outcome = {"cutoff": cutoff, "vacuumed": False}
         # Tasks first: a task row is the summary pages read, and it should
         # not outlive nothing but its events.
-        outcome["tasks"] = _delete_in_chunks(conn, DELETE_TASKS, (cutoff,), chunk)
-        outcome["events"] = _delete_in_chunks(conn, DELETE_EVENTS, (cutoff,), chunk)
-        outcome["queue_samples"] = _delete_in_chunks(
-            conn, DELETE_SAMPLES, (cutoff,), chunk)
+        for table, sql in (("tasks", DELETE_TASKS), ("events", DELETE_EVENTS),
+                           ("queue_samples", DELETE_SAMPLES)):
+            try:
+                outcome[table] = _delete_in_chunks(
+                    conn, sql, (cutoff,), chunk, what, limit)
+            except sqlite3.Error as exc:
+                better = readonly.explain(exc, limit)
+                if better is exc:
+                    raise
+                raise better from None
         if vacuum:
+            if limit is not None:
+                # VACUUM copies the whole store: minutes for a large one.
+                limit.seconds = None
+                limit.arm()
             outcome["size_before"] = _size(conn)
             conn.execute("vacuum")
             # In WAL mode VACUUM writes the compacted pages to the WAL;

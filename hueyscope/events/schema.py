@@ -14,7 +14,9 @@ Tables:
   writer in the same transaction, so totals survive retention pruning.
 - ``alerts``: alert rules a consumer found firing (m007).
 """
+import functools
 import sqlite3
+from urllib.parse import quote
 
 import sqlite_utils
 from sqlite_utils import Migrations
@@ -23,7 +25,8 @@ from sqlite_utils import Migrations
 # module of their own so the writer process need not import sqlite-utils.
 from hueyscope.events.columns import EVENT, TASK  # noqa: F401
 from hueyscope.events.sqlite_file import connect  # noqa: F401 (schema.connect)
-from hueyscope.readonly import read_only
+from hueyscope import readonly
+from hueyscope.readonly import check_schema, read_only
 
 migrations = Migrations("hueyscope")
 
@@ -215,10 +218,11 @@ def check_event_store(path, must_exist=True, file_only=False):
     if header != b"SQLite format 3\x00":
         raise ValueError("%s is not a SQLite database" % path)
     try:
+        read = functools.partial(_tables_and_migrations, path=path)
         if file_only:
-            names, applied = _file_only(path, _tables_and_migrations)
+            names, applied = _file_only(path, read)
         else:
-            names, applied = read_only(path, _tables_and_migrations)
+            names, applied = read_only(path, read)
     except sqlite3.Error as exc:
         if file_only:
             return
@@ -242,17 +246,52 @@ def check_event_store(path, must_exist=True, file_only=False):
             % (path, newer[0]))
 
 
+@functools.lru_cache(maxsize=None)
+def expected_objects():
+    """{name: type} of every table and index the migrations create."""
+    db = sqlite_utils.Database(memory=True)
+    try:
+        migrations.apply(db)
+        return {name: kind for kind, name in db.execute(
+            "select type, name from sqlite_master")}
+    finally:
+        db.close()
+
+
+def check_store(conn, path, schema="main"):
+    """Raise :class:`hueyscope.readonly.ForeignSchema` (a ValueError, one
+    line) unless the event store open as ``schema`` on ``conn`` is ours.
+
+    A store copied from another host may have been crafted: ``tasks`` a
+    view that never ends, ``_sqlite_migrations`` a recursive view, a
+    trigger that writes when ``prune`` deletes. Its sqlite_master is
+    compared with what the migrations create (:func:`expected_objects`;
+    see :func:`hueyscope.readonly.check_schema`) before anything else is
+    read. Every reader calls it on the connection it reads with.
+    """
+    names = expected_objects()
+    check_schema(conn, "event store %s" % path, names, schema,
+                 no_generated=sorted(n for n, kind in names.items()
+                                     if kind == "table"))
+
+
 def _file_only(path, read):
     """``read(conn)`` on the database file alone (immutable: no WAL, no -shm)."""
-    conn = sqlite3.connect("file:%s?mode=ro&immutable=1" % path, uri=True)
+    conn = readonly.connect("file:%s?mode=ro&immutable=1" % quote(path),
+                            uri=True)
     try:
         return read(conn)
     finally:
         conn.close()
 
 
-def _tables_and_migrations(conn):
-    """(table names, names of our migrations applied) of an open store."""
+def _tables_and_migrations(conn, path):
+    """(table names, names of our migrations applied) of an open store.
+
+    Raises ValueError first if its schema is not ours (:func:`check_store`):
+    the migrations table itself may be a view that never ends.
+    """
+    check_store(conn, path)
     names = {row[0] for row in conn.execute(
         "select name from sqlite_master where type = 'table'")}
     applied = []

@@ -82,11 +82,20 @@ def serve(registry, host, port):
 
 
 def write_textfile(registry, path):
-    """Write the metrics to ``path`` through a temporary file and a rename."""
+    """Write the metrics to ``path`` through a temporary file and a rename.
+
+    Stopped by a signal while reading, it writes nothing: the last complete
+    file stays.
+    """
     from prometheus_client import write_to_textfile
+
+    from hueyscope.readonly import QueryStopped, stopping
 
     try:
         write_to_textfile(path, registry)
+    except QueryStopped:
+        if not stopping():
+            raise
     except OSError as exc:
         raise BadInput("cannot write --textfile %s: %s" % (
             path, exc.strerror or exc))
@@ -102,13 +111,20 @@ def _rewrite(registry, path):
 
 
 def _stop_event():
-    """An Event set by SIGINT or SIGTERM: a requested stop, exit 0."""
+    """An Event set by SIGINT or SIGTERM: a requested stop, exit 0.
+
+    The signal also stops a query under way (it is checked between steps
+    of SQLite's work), so a stop never waits for the store.
+    """
+    from hueyscope.readonly import stop_queries
+
     stop = threading.Event()
     stop.signum = None
 
     def handler(signum, frame):
         stop.signum = signum
         stop.set()
+        stop_queries()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)

@@ -3,9 +3,11 @@
 :class:`StoreCollector` is a prometheus-client custom collector: nothing is
 observed or kept in memory between scrapes. Each scrape opens the store
 read-only (:func:`hueyscope.readonly.read_only`: no ``-wal`` or ``-shm`` is
-left beside a store nobody has open), reads everything in one read
+left beside a store nobody has open), checks that its schema is ours
+(:func:`hueyscope.events.schema.check_store`), reads everything in one read
 transaction, so the numbers of one scrape agree with each other, and
-closes it.
+closes it. Each query may run :data:`QUERY_SECONDS`; a signal to stop
+(:func:`hueyscope.readonly.stop_queries`) stops one under way at once.
 
 Names follow the OpenTelemetry messaging semantic conventions as the
 OpenTelemetry-to-Prometheus translation spells them (``messaging.process.duration``
@@ -21,7 +23,8 @@ import time
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
 
-from hueyscope.readonly import read_only
+from hueyscope.events.schema import check_store
+from hueyscope.readonly import read_only, stopping
 from hueyscope.signals import STALE_SECONDS
 
 # OpenTelemetry's messaging.system attribute of huey's messages.
@@ -44,6 +47,10 @@ STATUSES = ("waiting", "enqueued", "scheduled", "executing", "retrying",
 # Statuses of a task that is on the queue or in its schedule.
 QUEUED = ("enqueued", "scheduled", "retrying")
 UNNAMED = "(unnamed)"
+# Seconds one query of a scrape may run: a scrape must answer within
+# Prometheus' own timeout (10 s by default); on a million events the
+# slowest takes well under one.
+QUERY_SECONDS = 10.0
 
 Metric = collections.namedtuple("Metric", "name type labels help source")
 
@@ -197,8 +204,10 @@ def _statuses(conn):
 class StoreReading:
     """Everything one scrape reads from the event store, in one snapshot."""
 
-    def __init__(self, conn, now):
+    def __init__(self, conn, now, path):
         conn.execute("begin")
+        # In the snapshot read: the file may have changed since the start.
+        check_store(conn, path)
         self.signals = conn.execute(
             "select task, signal, sum(count) from rollup_hourly "
             "group by task, signal").fetchall()
@@ -224,9 +233,10 @@ class StoreReading:
 
 def read_store(path, now=None):
     """A :class:`StoreReading` of the event store at ``path``; raises
-    sqlite3.Error as sqlite3 does."""
+    sqlite3.Error as sqlite3 does, ValueError for a schema not ours."""
     now = time.time() if now is None else now
-    return read_only(path, lambda conn: StoreReading(conn, now))
+    return read_only(path, lambda conn: StoreReading(conn, now, path),
+                     seconds=QUERY_SECONDS)
 
 
 def store_families(reading, now):
@@ -347,7 +357,9 @@ class StoreCollector:
         now = time.time()
         try:
             reading = read_store(self.events_path, now)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:
+            if stopping():
+                raise  # asked to stop: no half-read scrape is written
             self.warn("cannot read event store %s: %s" % (self.events_path, exc))
             yield _gauge("hueyscope_event_store_up", 0)
         else:
