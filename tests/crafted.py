@@ -45,9 +45,10 @@ def foreign_trigger(conn):
 
 
 def big_value(conn):
-    """One task's name and one error :data:`BIG` bytes long."""
-    conn.execute("update tasks set task = printf('%%.*c', %d, 'x') where "
-                 "rowid = (select min(rowid) from tasks)" % BIG)
+    """One run's host and one error :data:`BIG` bytes long (columns no
+    index repeats, so the file grows by twice that only)."""
+    conn.execute("update runs set host = printf('%%.*c', %d, 'x') where "
+                 "rowid = (select min(rowid) from runs)" % BIG)
     conn.execute("update events set error = printf('%%.*c', %d, 'x') where "
                  "id = (select min(id) from events where signal = 'error')"
                  % BIG)

@@ -63,7 +63,12 @@ class SqliteQueueTables:
         if not os.path.exists(self.path):
             raise OSError("no queue at %s" % self.path)
 
+        from hueyscope.metrics.store import QUERY_SECONDS
+        from hueyscope.queue.files import check_queue_schema
+
         def counts(conn):
+            # At each scrape: the file may have been replaced since the start.
+            check_queue_schema(conn, self.path)
             tables = {row[0] for row in conn.execute(
                 "select name from sqlite_master where type = 'table'")}
             if not set(TABLES) <= tables:
@@ -73,7 +78,7 @@ class SqliteQueueTables:
             return _counts(lambda sql: conn.execute(sql).fetchall(),
                            "kind" in columns)
 
-        return read_only(self.path, counts)
+        return read_only(self.path, counts, seconds=QUERY_SECONDS)
 
 
 class PostgresQueueTables:
