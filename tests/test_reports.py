@@ -585,3 +585,32 @@ def test_busy_stores_draw_task_pages_from_the_roll_ups(tmp_path, monkeypatch):
     (completed,), = rows(store, "select count(*) from events where "
                          "task = 'slow_io' and signal = 'complete'")
     assert sum(c for c, _, _ in throughput_of(task).values()) == completed
+
+
+@pytest.mark.timeout(300)
+def test_report_reads_more_stores_than_sqlite_attaches(tmp_path):
+    """Twelve hosts' stores, more than this SQLite's attach limit of ten:
+    every host's tasks and runs are in the one report."""
+    stores, tasks = [], 0
+    for i in range(12):
+        path = tmp_path / ("host%02d.db" % i)
+        build_synthetic(path, events=1500, seed=100 + i, days=1)
+        with sqlite3.connect(str(path)) as conn:
+            conn.execute("update runs set host = ?", ("host-%02d" % i,))
+            conn.execute("update tasks set task = ? where rowid = "
+                         "(select min(rowid) from tasks)", ("only_on_%02d" % i,))
+        conn.close()
+        tasks += rows(path, "select count(*) from tasks")[0][0]
+        stores.append(path)
+    site = tmp_path / "site"
+    result = run_cli(["report", *stores, "--out", site], tmp_path,
+                     env=cli_env(tmp_path), timeout=240)
+    assert result.returncode == 0, result.stderr
+    stats = {k: as_int(v) for k, v in parse(site / "index.html").stats.items()}
+    assert stats["Tasks"] == tasks
+    index = (site / "index.html").read_text()
+    runs = (site / "runs.html").read_text()
+    for i in range(12):
+        assert "only_on_%02d" % i in index
+        assert "host-%02d" % i in runs
+        assert "host%02d" % i in index  # each file named among the sources
