@@ -313,8 +313,8 @@ def check_schema(conn, what, expected, schema="main", no_generated=()):
             continue
         if kind != want:
             raise ForeignSchema(
-                "%s: %s is a %s where a %s belongs: not read, left "
-                "unchanged" % (what, name, kind, want))
+                "%s: %s is %s where %s belongs: not read, left "
+                "unchanged" % (what, name, _a(kind), _a(want)))
         if kind == "table" and (sql or "").lstrip()[:13].upper() != "CREATE TABLE ":
             raise ForeignSchema(
                 "%s: %s is not a plain table (%s...): not read, left "
@@ -329,6 +329,10 @@ def check_schema(conn, what, expected, schema="main", no_generated=()):
                     "%s: column %s.%s is computed by the file (a generated "
                     "column hueyscope does not create): not read, left "
                     "unchanged" % (what, table, row[1]))
+
+
+def _a(kind):
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
 
 
 def _quoted(name):
