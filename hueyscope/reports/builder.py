@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from hueyscope.events.schema import check_event_store
+from hueyscope.readonly import QUERY_SECONDS
 from hueyscope.reports.data import collect
 from hueyscope.reports.format import slug
 from hueyscope.reports.site import MARKER, Links, check_out, render, swap_in
@@ -68,13 +69,15 @@ def validate_datasette_url(url):
     return url
 
 
-def build_report(sources, out, datasette_url=None, progress=False):
+def build_report(sources, out, datasette_url=None, progress=False,
+                 query_seconds=QUERY_SECONDS):
     """Render the report of the event stores ``sources`` into folder ``out``.
 
     Returns the path of index.html. Raises ValueError (one line) for a
     missing or foreign event store, a bad Datasette URL, or an ``out`` folder
     that is not a previous report. ``progress`` is True for a terminal
-    progress bar, or a callable ``progress(done, total)``.
+    progress bar, or a callable ``progress(done, total)``. A query running
+    longer than ``query_seconds`` is stopped (a ValueError saying so).
     """
     sources = list(dict.fromkeys(str(s) for s in sources))
     if not sources:
@@ -87,7 +90,7 @@ def build_report(sources, out, datasette_url=None, progress=False):
     out.parent.mkdir(parents=True, exist_ok=True)
 
     try:
-        store = Store(sources)
+        store = Store(sources, query_seconds)
     except sqlite3.Error as exc:
         raise ValueError("cannot read the event store: %s" % exc)
     tmp = Path(tempfile.mkdtemp(prefix=".%s.new-" % out.name, dir=out.parent))

@@ -3,7 +3,9 @@ import sys
 
 import click
 
-from hueyscope.options import BadInput, HttpURL, events_option, site_option
+from hueyscope.options import (BadInput, FloatRange, HttpURL, events_option,
+                               site_option)
+from hueyscope.readonly import QUERY_SECONDS
 from hueyscope.settings import Settings
 
 
@@ -16,9 +18,14 @@ from hueyscope.settings import Settings
     envvar="HUEYSCOPE_DATASETTE_URL", show_envvar=True,
     help="Base URL of a Datasette serving the event stores (e.g. "
          "http://localhost:8001): numbers also link to its rows and queries.")
+@click.option("--query-timeout", type=FloatRange(min=0.1),
+              default=QUERY_SECONDS, show_default=True, metavar="SECONDS",
+              help="Stop with an error if one query runs longer than this "
+                   "(each takes well under a second on a million events; a "
+                   "crafted store could make one run for ever).")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar, print only the path of index.html.")
-def report(event_stores, events, site, datasette_url, quiet):
+def report(event_stores, events, site, datasette_url, query_timeout, quiet):
     """Render a static HTML report of EVENTS_DB (default: the --events store).
 
     Give several event stores (one per host) to merge them into one report.
@@ -41,7 +48,8 @@ def report(event_stores, events, site, datasette_url, quiet):
 
     try:
         index = build_report(sources, settings.site, datasette_url=datasette_url,
-                             progress=not quiet and sys.stderr.isatty())
+                             progress=not quiet and sys.stderr.isatty(),
+                             query_seconds=query_timeout)
     except ValueError as exc:
         raise BadInput(str(exc))
     except OSError as exc:
