@@ -12,9 +12,9 @@ Files come from elsewhere too (stores copied from other hosts), and a SQLite
 file carries code: views, triggers, generated columns. Every connection a
 reader opens is :func:`guard`-ed: each query has a time limit, each value a
 size limit, undecodable text is shown replaced, ``fts3_tokenizer()`` is
-refused, and no trigger of the file may write. :func:`check_schema` refuses, before
-anything is read, a file whose tables are not tables or that holds views or
-triggers hueyscope did not create.
+refused, and no trigger of the file may write. :func:`check_schema`
+refuses, before anything is read, a file whose tables are not tables or
+that holds views or triggers hueyscope did not create.
 """
 import os
 import sqlite3
