@@ -414,25 +414,20 @@ def demo(folder, queue, **capture):
     if "hueyscope.demo_tasks" in sys.modules:
         raise BadInput("the demo catalogue is already imported in this "
                        "process; run the demo in a process of its own")
-    try:  # settings first: a bad value must not cost the last demo's folder
-        if queue is not None and not queue.startswith(("postgresql://",
-                                                        "postgres://")):
-            # Redis' blocking pop cannot tell the order tasks were taken in,
-            # which the first step checks.
-            raise ValueError("--queue takes a postgresql:// URL; on SQLite "
-                             "the demo keeps its queue in --dir")
-        run = Demo(Path(folder).absolute(), queue=queue, **capture)
-    except ValueError as exc:
-        raise BadInput(str(exc))
+    # Settings first: a bad value must not cost the last demo's folder.
+    if queue is not None and not queue.startswith(("postgresql://",
+                                                    "postgres://")):
+        # Redis' blocking pop cannot tell the order tasks were taken in,
+        # which the first step checks.
+        raise BadInput("--queue takes a postgresql:// URL; on SQLite the "
+                       "demo keeps its queue in --dir")
+    run = Demo(Path(folder).absolute(), queue=queue, **capture)
     folder = prepare_folder(folder)
     _log_to(folder / "consumer.log")
     click.echo("hueyscope demo in %s" % folder)
     click.echo("  producer: this process; consumer: %d thread workers in a "
                "thread of it; log in %s" % (WORKERS, folder / "consumer.log"))
-    try:
-        run.setup()
-    except ValueError as exc:
-        raise BadInput(str(exc))
+    run.setup()
     try:
         for step in (run.priorities, run.flaky, run.pi, run.locks, run.pipeline,
                      run.schedule, run.blocking, run.heartbeats, run.stop):

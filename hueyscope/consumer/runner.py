@@ -41,6 +41,8 @@ import time
 from huey import consumer as huey_consumer
 from huey.constants import WORKER_PROCESS
 
+from hueyscope.settings import DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_RECOVERIES
+
 logger = logging.getLogger("hueyscope.consumer")
 
 GRACEFUL_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -265,12 +267,10 @@ class Consumer(huey_consumer.Consumer):
     def __init__(self, huey, recorder=None, app=None, sample_interval=2.0,
                  on_tick=None, lease_timeout=None, max_recoveries=None,
                  keep_failed=None, **options):
-        from hueyscope.queue import recovery
-
         self.leased = getattr(huey.storage, "leased", False)
-        self.lease_timeout = lease_timeout or recovery.DEFAULT_LEASE_TIMEOUT
+        self.lease_timeout = lease_timeout or DEFAULT_LEASE_TIMEOUT
         self.keep_failed = keep_failed
-        self.max_recoveries = recovery.DEFAULT_MAX_RECOVERIES \
+        self.max_recoveries = DEFAULT_MAX_RECOVERIES \
             if max_recoveries is None else max_recoveries
         self._flush_lock_names = None  # set by huey's __init__ via flush_locks()
         self._reconcile_seen = {}  # task id -> first seen open with a result

@@ -151,14 +151,11 @@ def metrics(settings, listen, textfile, every):
                        "(see hueyscope metrics --help)")
     if every is not None and not textfile:
         raise BadInput("--every rewrites the --textfile: give one")
-    try:
-        address = parse_listen(listen) if listen else None
-        if textfile:
-            check_textfile(textfile)
-        check_event_store(settings.events, must_exist=True)
-        registry = make_registry(settings)
-    except ValueError as exc:
-        raise BadInput(str(exc))
+    address = parse_listen(listen) if listen else None
+    if textfile:
+        check_textfile(textfile)
+    check_event_store(settings.events, must_exist=True)
+    registry = make_registry(settings)
     stop = _stop_event()
     server = None
     if address:

@@ -18,8 +18,6 @@ delete entries older than ``--keep-failed`` (30 days) at every health check.
 import time
 
 from hueyscope.queue.leases import QueueCursor
-
-DEFAULT_KEEP_FAILED = 30 * 86400
 KINDS = ("failed", "lost", "dropped")
 COLUMNS = ("id", "queue", "task_id", "task", "kind", "error_type",
            "fingerprint", "reason", "recoveries", "run_id", "parked")

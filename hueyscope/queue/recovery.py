@@ -23,12 +23,11 @@ from huey.utils import Error
 
 from hueyscope.queue import liveness
 from hueyscope.queue.leases import LOCK_MARK, QueueCursor
-from hueyscope.signals import STALE_SECONDS
+from hueyscope.settings import (DEFAULT_KEEP_FAILED, DEFAULT_LEASE_TIMEOUT,
+                                DEFAULT_MAX_RECOVERIES)
 
 logger = logging.getLogger("hueyscope.recovery")
 
-DEFAULT_LEASE_TIMEOUT = STALE_SECONDS
-DEFAULT_MAX_RECOVERIES = 3
 RECOVERIES_KEPT = 7 * 86400  # seconds a task's recovery count is remembered
 SETTLED_KEPT = 86400  # seconds an outcome waits in the outbox for a recorder
 
@@ -168,7 +167,7 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
         dead.update(_orphans(curs))
         outcome.dead = [(h, reason) for h, reason in dead.values()]
         if not dry_run:
-            from hueyscope.queue.failed import DEFAULT_KEEP_FAILED, forget_old
+            from hueyscope.queue.failed import forget_old
 
             forget_old(curs, storage, keep_failed or DEFAULT_KEEP_FAILED)
             # Outcomes no recorder reconciled within a day (none attached).

@@ -17,7 +17,7 @@ import time
 from hueyscope.queue.leases import LOCK_MARK
 from hueyscope.queue import check_queue_file
 from hueyscope.readonly import read_only
-from hueyscope.queue.recovery import DEFAULT_LEASE_TIMEOUT
+from hueyscope.settings import DEFAULT_LEASE_TIMEOUT
 
 # The tables of huey's a queue file must have for status to read it.
 STATUS_TABLES = ("task", "schedule", "kv")
