@@ -41,6 +41,7 @@ import time
 from huey import consumer as huey_consumer
 from huey.constants import WORKER_PROCESS
 
+from hueyscope.consumer.chores import Chore
 from hueyscope.settings import DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_RECOVERIES
 
 logger = logging.getLogger("hueyscope.consumer")
@@ -249,10 +250,9 @@ class Consumer(huey_consumer.Consumer):
     ``app``
         the ``module:attribute`` path recorded in the ``runs`` row.
     ``sample_interval``
-        seconds between heartbeats (each with a queue sample).
-    ``on_tick``
-        a callable run from the main loop every ``sample_interval`` seconds;
-        its exceptions are logged, never raised.
+        seconds between heartbeats (each with a queue sample), recorded by a
+        :class:`~hueyscope.consumer.chores.Chore` of their own, so that a
+        slow recovery never makes the run look silent.
     ``lease_timeout``, ``max_recoveries``, ``keep_failed``
         recovery of a leased queue (see :func:`hueyscope.queue.recovery.recover`).
 
@@ -265,7 +265,7 @@ class Consumer(huey_consumer.Consumer):
     scheduler_class = Scheduler
 
     def __init__(self, huey, recorder=None, app=None, sample_interval=2.0,
-                 on_tick=None, lease_timeout=None, max_recoveries=None,
+                 lease_timeout=None, max_recoveries=None,
                  keep_failed=None, **options):
         self.leased = getattr(huey.storage, "leased", False)
         self.lease_timeout = lease_timeout or DEFAULT_LEASE_TIMEOUT
@@ -298,7 +298,8 @@ class Consumer(huey_consumer.Consumer):
         self.recorder = recorder
         self.app = app
         self.sample_interval = float(sample_interval)
-        self.on_tick = on_tick
+        self._heartbeats = Chore("heartbeat", self.sample_interval,
+                                 self._heartbeat, first_at=0)
         self.run_id = None
         self.stop_reason = None
         self.health_checks = 0
@@ -440,12 +441,14 @@ class Consumer(huey_consumer.Consumer):
         reason = "error"
         try:
             self.start()
+            self._heartbeats.start()
             self.started.set()
             reason = self._supervise()
         finally:
             if reason == "error":
                 # Something raised in the loop: stop without waiting.
                 self.stop(graceful=False)
+            self._heartbeats.stop()
             self._restore_signal_handlers()
             self.huey.notify_interrupted_tasks()
             self._put_back_own_work()
@@ -459,9 +462,7 @@ class Consumer(huey_consumer.Consumer):
         return reason
 
     def _supervise(self):
-        now = time.monotonic()
-        next_health = now + self._health_check_interval
-        next_sample = now
+        next_health = time.monotonic() + self._health_check_interval
         while True:
             self._wake.wait(self._stop_flag_timeout)
             self._wake.clear()
@@ -477,17 +478,6 @@ class Consumer(huey_consumer.Consumer):
                 self.recover()
                 self._reconcile()
                 self.health_checks += 1
-            if now >= next_sample:
-                next_sample = now + self.sample_interval
-                self._tick()
-
-    def _tick(self):
-        self._heartbeat()
-        if self.on_tick is not None:
-            try:
-                self.on_tick()
-            except Exception:
-                logger.exception("Periodic callback failed.")
 
     # -- recovery -------------------------------------------------------------
 
