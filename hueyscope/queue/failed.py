@@ -17,7 +17,7 @@ delete entries older than ``--keep-failed`` (30 days) at every health check.
 """
 import time
 
-from hueyscope.queue.leases import QueueCursor
+from hueyscope.queue.tables import QueueCursor
 KINDS = ("failed", "lost", "dropped")
 COLUMNS = ("id", "queue", "task_id", "task", "kind", "error_type",
            "fingerprint", "reason", "recoveries", "run_id", "parked")

@@ -42,9 +42,9 @@ from huey.storage import PostgresStorage
 
 from hueyscope.queue.leased_huey import LeasedHuey
 from hueyscope.queue.contract import LeasedStorage
-from hueyscope.queue.leases import (DEAD_LETTER_COLUMNS, POSTGRES_TYPES,
-                                    LeaseKeeping, lease_tables)
+from hueyscope.queue.leases import LeaseKeeping
 from hueyscope.queue.periodic import OncePerTick, enqueue_unclaimed
+from hueyscope.queue.tables import DEAD_LETTER_COLUMNS, POSTGRES_TYPES, lease_tables
 
 try:
     import psycopg
@@ -217,7 +217,7 @@ class ClaimingPostgresStorage(RetryingCalls, PostgresStorage):
     Its calls are retried on transient failures (:class:`RetryingCalls`).
     """
 
-    param_style = "pyformat"  # for queue SQL written once (leases.QueueCursor)
+    param_style = "pyformat"  # for queue SQL written once (tables.QueueCursor)
     to_blob = staticmethod(bytes)
 
     def __init__(self, name="huey", create_tables=True, **kwargs):

@@ -22,7 +22,7 @@ import time
 from huey.utils import Error
 
 from hueyscope.queue import liveness
-from hueyscope.queue.leases import LOCK_MARK, QueueCursor
+from hueyscope.queue.tables import LOCK_MARK, QueueCursor
 from hueyscope.settings import (DEFAULT_KEEP_FAILED, DEFAULT_LEASE_TIMEOUT,
                                 DEFAULT_MAX_RECOVERIES)
 

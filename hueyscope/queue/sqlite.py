@@ -25,9 +25,9 @@ from huey.storage import SqliteStorage
 from hueyscope.queue.contract import LeasedStorage
 from hueyscope.queue.files import check_queue_file
 from hueyscope.queue.leased_huey import LeasedHuey
-from hueyscope.queue.leases import DDL, DEAD_LETTER_COLUMNS, LEASE_SCHEMA, \
-    LeaseKeeping, QueueCursor, _Held
+from hueyscope.queue.leases import LeaseKeeping, _Held
 from hueyscope.queue.periodic import TICK_DDL, OncePerTick, enqueue_unclaimed
+from hueyscope.queue.tables import DDL, DEAD_LETTER_COLUMNS, LEASE_SCHEMA, QueueCursor
 
 
 class DurableSqliteStorage(SqliteStorage):
@@ -40,7 +40,7 @@ class DurableSqliteStorage(SqliteStorage):
 
     ddl = SqliteStorage.ddl + [TICK_DDL]
     enqueue_unclaimed = enqueue_unclaimed
-    # For queue SQL written once (leases.QueueCursor).
+    # For queue SQL written once (tables.QueueCursor).
     queue_tables = {"kv": "kv", "task": "task", "tick": "hueyscope_periodic_tick"}
     param_style = "qmark"
 

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import time
 
-from hueyscope.queue.leases import LOCK_MARK
+from hueyscope.queue.tables import LOCK_MARK
 from hueyscope.queue import check_queue_file
 from hueyscope.readonly import read_only
 from hueyscope.settings import DEFAULT_LEASE_TIMEOUT
@@ -155,7 +155,7 @@ def huey_status(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT):
     A leased PostgreSQL queue also lists its leases, lock holders and
     parked tasks, read from the same tables of record as on SQLite.
     """
-    from hueyscope.queue.leases import QueueCursor
+    from hueyscope.queue.tables import QueueCursor
 
     keys = list(huey.storage.result_items())
     locks, revoked, results = _classify(huey.name, keys)
