@@ -221,20 +221,9 @@ def consume(settings, workers, worker_type, periodic, initial_delay,
         raise BadInput("%s has immediate mode on; a consumer cannot run it"
                        % settings.app)
 
-    reports = pruning = alerts = None
-    if report_every:
-        reports = ReportLoop(settings.events, settings.site, report_every)
-        reports.start()
-    if settings.retention is not None:
-        pruning = RetentionLoop(settings.events, settings.retention)
-        pruning.start()
-    else:
-        logger.info("Retention: none; the event store at %s keeps every "
-                    "event and grows by about 1.2 kB per task.",
-                    settings.events)
-    if check_every:
-        alerts = _alert_loop(settings, rules, check_every, huey, consumer)
-        alerts.start()
+    chores = _chores(settings, report_every, rules, check_every, huey, consumer)
+    for chore in chores:
+        chore.start()
     logger.info("hueyscope consumer: %d %s worker(s) on %s, events in %s, "
                 "pid %d. Ctrl-C or SIGTERM stops gracefully.", workers,
                 worker_type, getattr(huey.storage, "filename", settings.queue),
@@ -243,15 +232,28 @@ def consume(settings, workers, worker_type, periodic, initial_delay,
     try:
         reason = consumer.run()
     finally:
-        if alerts is not None:
-            alerts.stop()
-        if pruning is not None:
-            pruning.stop()
-        if reports is not None:
-            reports.stop()
+        for chore in reversed(chores):
+            chore.stop()
     if reason == "restart":
         _restart()
     sys.exit(0 if reason == "graceful" else 1)
+
+
+def _chores(settings, report_every, rules, check_every, huey, consumer):
+    """What the consumer does on timers besides its tasks, not started yet:
+    the report (``--report-every``), retention, alert checks (``--check-every``)."""
+    chores = []
+    if report_every:
+        chores.append(ReportLoop(settings.events, settings.site, report_every))
+    if settings.retention is not None:
+        chores.append(RetentionLoop(settings.events, settings.retention))
+    else:
+        logger.info("Retention: none; the event store at %s keeps every "
+                    "event and grows by about 1.2 kB per task.",
+                    settings.events)
+    if check_every:
+        chores.append(_alert_loop(settings, rules, check_every, huey, consumer))
+    return chores
 
 
 def _restart():
