@@ -82,11 +82,17 @@ def serve(registry, host, port):
 
 
 def write_textfile(registry, path):
-    """Write the metrics to ``path`` through a temporary file and a rename."""
-    from prometheus_client import write_to_textfile
+    """Write the metrics to ``path`` through a temporary file and a rename.
+
+    A new file follows the umask; a rewritten one keeps the mode of the
+    file it replaces (see :func:`hueyscope.filemodes.replace_file`).
+    """
+    from prometheus_client import generate_latest
+
+    from hueyscope.filemodes import replace_file
 
     try:
-        write_to_textfile(path, registry)
+        replace_file(path, generate_latest(registry))
     except OSError as exc:
         raise BadInput("cannot write --textfile %s: %s" % (
             path, exc.strerror or exc))

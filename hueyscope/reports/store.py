@@ -4,12 +4,11 @@ Several event stores (one per host) merge into one report: they are attached
 to one connection and read through temporary views; task rows seen by more
 than one host (enqueued on one, executed on another) are merged into one row.
 """
-import os
 import sqlite3
-from urllib.parse import quote
 
 from hueyscope.events import queries
 from hueyscope.events.schema import database_names
+from hueyscope.readonly import sqlite_uri
 
 TASK_COLUMNS = ("task_id", "task", "queue", "status", "enqueued", "ready",
                 "started", "finished", "attempts", "wait", "duration",
@@ -31,7 +30,7 @@ class Store:
         self.merged = len(self.sources) > 1
         if not self.merged:
             self.conn = sqlite3.connect(
-                "file:%s?mode=ro" % quote(os.path.abspath(self.sources[0])),
+                sqlite_uri(self.sources[0], "mode=ro"),
                 uri=True, isolation_level=None)
         else:
             self.conn = sqlite3.connect("file::memory:", uri=True,
@@ -49,7 +48,7 @@ class Store:
         for i, path in enumerate(self.sources):
             schema = "s%d" % i
             conn.execute("attach database ? as %s" % schema,
-                         ("file:%s?mode=ro" % quote(os.path.abspath(path)),))
+                         (sqlite_uri(path, "mode=ro"),))
             schemas.append(schema)
 
         def union(table, extra=""):
