@@ -100,23 +100,8 @@ def run_variant(variant, tasks, workers, worker_type, durability, folder,
                         else "at-most-once")
     huey = make_huey(settings, name="bench")
     noop = _workload(huey)
-    recorder = None
-    if variant in ("hueyscope", "leased"):
-        from hueyscope.events.recorder import attach
-
-        # Writing as a consumer does (its run's role is "bench").
-        recorder = attach(huey, events=settings.events, writer_process=True)
-        recorder.begin_run(role="bench", workers=workers, worker_type=worker_type)
-    elif variant == "contrib.stats":
-        import peewee
-        from huey.contrib.stats import HueyStats
-
-        HueyStats(huey, peewee.SqliteDatabase(
-            os.path.join(folder, "stats.db"),
-            pragmas={"journal_mode": "wal"})).connect()
-    elif variant == "naive":
-        _naive_recorder(huey, os.path.join(folder, "naive.db"))
-
+    recorder = _attach_variant(variant, huey, settings, folder, workers,
+                               worker_type)
     for i in range(tasks):
         noop(i)
     if recorder is not None:
@@ -156,12 +141,37 @@ def run_variant(variant, tasks, workers, worker_type, durability, folder,
     if recorder is not None:
         if variant != "leased":  # the consumer ended its run
             recorder.end_run("bench")
-        stats = recorder.stats()
-        expected = 3 * tasks  # enqueued, executing, complete
-        if stats["written"] != expected or stats["dropped"]:
-            raise RuntimeError("recorder wrote %(written)s events, dropped "
-                               "%(dropped)s" % stats + ", expected %d" % expected)
+        _check_recorded(recorder, 3 * tasks)  # enqueued, executing, complete
     return elapsed
+
+
+def _attach_variant(variant, huey, settings, folder, workers, worker_type):
+    """What records ``variant``'s events; the recorder for hueyscope's own."""
+    if variant in ("hueyscope", "leased"):
+        from hueyscope.events.recorder import attach
+
+        # Writing as a consumer does (its run's role is "bench").
+        recorder = attach(huey, events=settings.events, writer_process=True)
+        recorder.begin_run(role="bench", workers=workers, worker_type=worker_type)
+        return recorder
+    if variant == "contrib.stats":
+        import peewee
+        from huey.contrib.stats import HueyStats
+
+        HueyStats(huey, peewee.SqliteDatabase(
+            os.path.join(folder, "stats.db"),
+            pragmas={"journal_mode": "wal"})).connect()
+    elif variant == "naive":
+        _naive_recorder(huey, os.path.join(folder, "naive.db"))
+    return None
+
+
+def _check_recorded(recorder, expected):
+    """A benchmark whose recorder lost an event measured nothing: raise."""
+    stats = recorder.stats()
+    if stats["written"] != expected or stats["dropped"]:
+        raise RuntimeError("recorder wrote %(written)s events, dropped "
+                           "%(dropped)s" % stats + ", expected %d" % expected)
 
 
 def finished_task(task, now):

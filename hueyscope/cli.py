@@ -28,22 +28,29 @@ COMMANDS = {
 
 
 class LazyGroup(click.Group):
-    """Imports a command when it runs, and reports usage errors on one line.
+    """Imports a command when it runs, and reports bad input on one line.
 
     A mistyped option or command is bad input like any other: one
     ``Error: ...`` line with where to look, exit code 2, rather than the
-    usage text around it.
+    usage text around it. So is a ValueError out of a command: commands do
+    not convert them one by one.
     """
 
     def invoke(self, ctx):
+        from hueyscope.options import BadInput
+
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
-            from hueyscope.options import BadInput
-
             where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
             message = " ".join(exc.format_message().split()).rstrip(".")
             raise BadInput("%s (see %s --help)" % (message, where)) from None
+        except ValueError as exc:
+            # The one place a ValueError becomes bad input. hueyscope's
+            # checks (settings, durations, rules, queue and store files,
+            # an app that does not import) raise ValueError with a message
+            # made for the user; it is printed as one Error line, exit 2.
+            raise BadInput(str(exc)) from None
 
     def list_commands(self, ctx):
         return list(COMMANDS)

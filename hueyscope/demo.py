@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from hueyscope.options import CAPTURE_FIELDS, BadInput, Path as PathType, capture_options
+from hueyscope.readonly import sqlite_uri
 from hueyscope.settings import Settings
 
 MARKER = ".hueyscope-demo"
@@ -73,7 +74,7 @@ class Demo:
     def events(self, sql, params=()):
         """Rows from events.db, after flushing what this process buffered."""
         self.recorder.flush()
-        conn = sqlite3.connect("file:%s?mode=ro" % self.settings.events,
+        conn = sqlite3.connect(sqlite_uri(self.settings.events, "mode=ro"),
                                uri=True, timeout=10)
         try:
             return conn.execute(sql, params).fetchall()
@@ -414,25 +415,20 @@ def demo(folder, queue, **capture):
     if "hueyscope.demo_tasks" in sys.modules:
         raise BadInput("the demo catalogue is already imported in this "
                        "process; run the demo in a process of its own")
-    try:  # settings first: a bad value must not cost the last demo's folder
-        if queue is not None and not queue.startswith(("postgresql://",
-                                                        "postgres://")):
-            # Redis' blocking pop cannot tell the order tasks were taken in,
-            # which the first step checks.
-            raise ValueError("--queue takes a postgresql:// URL; on SQLite "
-                             "the demo keeps its queue in --dir")
-        run = Demo(Path(folder).absolute(), queue=queue, **capture)
-    except ValueError as exc:
-        raise BadInput(str(exc))
+    # Settings first: a bad value must not cost the last demo's folder.
+    if queue is not None and not queue.startswith(("postgresql://",
+                                                    "postgres://")):
+        # Redis' blocking pop cannot tell the order tasks were taken in,
+        # which the first step checks.
+        raise BadInput("--queue takes a postgresql:// URL; on SQLite the "
+                       "demo keeps its queue in --dir")
+    run = Demo(Path(folder).absolute(), queue=queue, **capture)
     folder = prepare_folder(folder)
     _log_to(folder / "consumer.log")
     click.echo("hueyscope demo in %s" % folder)
     click.echo("  producer: this process; consumer: %d thread workers in a "
                "thread of it; log in %s" % (WORKERS, folder / "consumer.log"))
-    try:
-        run.setup()
-    except ValueError as exc:
-        raise BadInput(str(exc))
+    run.setup()
     try:
         for step in (run.priorities, run.flaky, run.pi, run.locks, run.pipeline,
                      run.schedule, run.blocking, run.heartbeats, run.stop):

@@ -41,8 +41,16 @@ class QueryStopped(sqlite3.OperationalError):
     """A query stopped by its time limit or by :func:`stop_queries`."""
 
 
-def _uri(path, mode):
-    return "file:%s?%s" % (quote(os.path.abspath(path)), mode)
+def sqlite_uri(path, query):
+    """The SQLite ``file:`` URI of ``path`` with ``query`` (``mode=ro``...).
+
+    Every path that goes into a URI goes through here. The absolute path is
+    percent-encoded, so that a ``#`` or ``?`` in a name is part of the name
+    rather than the end of it (``dir/a#b.db`` would otherwise open
+    ``dir/a``), a ``%`` stands for itself, and any name the filesystem
+    holds (bytes that are not UTF-8 too) reaches SQLite as it is.
+    """
+    return "file:%s?%s" % (quote(os.fsencode(os.path.abspath(path))), query)
 
 
 def read_only(path, read, timeout=10, seconds=QUERY_SECONDS):
@@ -59,7 +67,8 @@ def read_only(path, read, timeout=10, seconds=QUERY_SECONDS):
     if not os.path.exists(path + "-wal"):
         modes.insert(0, "immutable=1")
     for i, mode in enumerate(modes):
-        conn = connect(_uri(path, mode), seconds, uri=True, timeout=timeout)
+        conn = connect(sqlite_uri(path, mode), seconds, uri=True,
+                       timeout=timeout)
         try:
             return read(conn)
         except QueryStopped:

@@ -1,15 +1,24 @@
 """The one place configuration enters hueyscope.
 
 A :class:`Settings` value is built from command-line flags, falling back to
-``HUEYSCOPE_*`` environment variables, falling back to defaults in the
-current folder. Commands export it back to the environment before they import
-a user's app, so an app that builds its Huey instance at import time (the
-huey way: ``hueyscope.demo_tasks:huey``) sees the same queue and event store
-as the command, and so do child processes.
+``HUEYSCOPE_*`` environment variables, falling back to the defaults here.
+Every ``HUEYSCOPE_*`` variable is a field of it (see :data:`ENV`), and its
+option is declared once, in :mod:`hueyscope.options`. Commands export it
+back to the environment before they import a user's app, so an app that
+builds its Huey instance at import time (the huey way:
+``hueyscope.demo_tasks:huey``) sees the same queue and event store as the
+command, and so do child processes.
+
+Bad values raise ValueError with a one-line message; the command line
+prints it as one ``Error:`` line, exit code 2 (see :mod:`hueyscope.cli`).
 """
 import dataclasses
 import os
+import re
+from typing import Optional
 from urllib.parse import urlparse
+
+from hueyscope.signals import STALE_SECONDS
 
 DEFAULT_QUEUE = "queue.db"
 DEFAULT_EVENTS = "events.db"
@@ -28,6 +37,74 @@ DEFAULT_REDACT = "password,token,secret,api_key,authorization"
 DEFAULT_RETENTION = "14d"
 # The --retention value that keeps everything.
 NO_RETENTION = "none"
+# Seconds without a heartbeat after which a holder on another host counts
+# as dead: a dead run, wherever the two databases say so.
+DEFAULT_LEASE_TIMEOUT = STALE_SECONDS
+# Recoveries of one task before it is parked in the failed set as lost.
+DEFAULT_MAX_RECOVERIES = 3
+# Seconds the failed set keeps an entry (``--keep-failed``).
+DEFAULT_KEEP_FAILED = 30 * 86400
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+
+
+def parse_duration(text):
+    """Seconds in a duration like ``90s``, ``15m``, ``12h``, ``30d``, ``2w``.
+
+    Raises ValueError (one line) for anything else, and for zero.
+    """
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError(
+            "%r is not a duration: use a number and a unit, one of s, m, h, "
+            "d, w (e.g. 90s, 15m, 12h, 30d, 2w)" % text)
+    seconds = float(match.group(1)) * UNITS[match.group(2).lower()]
+    if seconds <= 0:
+        raise ValueError("duration must be more than zero, not %r" % text)
+    return seconds
+
+
+def parse_retention(text):
+    """Seconds of a retention period such as ``14d``; None for ``none``.
+
+    ``none`` (any case) keeps everything. Raises ValueError (one line) for
+    anything else that is not a duration of more than zero.
+    """
+    if str(text).strip().lower() == NO_RETENTION:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ValueError("%s; or %s to keep everything" % (exc, NO_RETENTION)) \
+            from None
+
+
+def _number(kind, what):
+    def parse(text):
+        try:
+            return kind(str(text).strip())
+        except ValueError:
+            raise ValueError("%s must be %s, not %r" % (
+                what[0], what[1], text)) from None
+    return parse
+
+
+def _setting(default, parse=None, show=None):
+    """A Settings field: ``parse`` turns its variable's text into the value
+    (default: by the field's type); ``show`` writes the value back as text
+    for :meth:`Settings.export_env` (default: str)."""
+    return dataclasses.field(default=default,
+                             metadata={"parse": parse, "show": show})
+
+
+def _show_seconds(value):
+    return ("%f" % value).rstrip("0").rstrip(".") + "s"  # never 2.592e+06s
+
+
+def _show_retention(value):
+    return NO_RETENTION if value is None else _show_seconds(value)
+
 
 ENV = {
     "queue": "HUEYSCOPE_QUEUE",
@@ -39,6 +116,12 @@ ENV = {
     "max_arg_chars": "HUEYSCOPE_MAX_ARG_CHARS",
     "redact": "HUEYSCOPE_REDACT",
     "delivery": "HUEYSCOPE_DELIVERY",
+    "lease_timeout": "HUEYSCOPE_LEASE_TIMEOUT",
+    "max_recoveries": "HUEYSCOPE_MAX_RECOVERIES",
+    "keep_failed": "HUEYSCOPE_KEEP_FAILED",
+    "retention": "HUEYSCOPE_RETENTION",
+    "rules": "HUEYSCOPE_RULES",
+    "datasette_url": "HUEYSCOPE_DATASETTE_URL",
 }
 TRUE = ("1", "true", "yes", "on")
 
@@ -54,6 +137,17 @@ class Settings:
     max_arg_chars: int = 2000  # longest args/kwargs JSON kept (0: no limit)
     redact: str = DEFAULT_REDACT  # comma-separated key names ("": none)
     delivery: str = "at-least-once"  # SQLite queues: leased, or huey's delete
+    # Recovery of leased queues (consume, recover, status).
+    lease_timeout: float = _setting(DEFAULT_LEASE_TIMEOUT, _number(
+        float, ("lease-timeout", "a number of seconds")))
+    max_recoveries: int = _setting(DEFAULT_MAX_RECOVERIES)
+    keep_failed: float = _setting(DEFAULT_KEEP_FAILED, parse_duration,
+                                  _show_seconds)
+    # Seconds of history a consumer keeps in the event store; None: all.
+    retention: Optional[float] = _setting(
+        parse_duration(DEFAULT_RETENTION), parse_retention, _show_retention)
+    rules: str = ""  # a rules.toml over the default alert rules ("": none)
+    datasette_url: str = ""  # a Datasette the report links to ("": none)
 
     @classmethod
     def build(cls, only=None, **flags):
@@ -76,18 +170,7 @@ class Settings:
                     value = None
             if value is None:
                 continue
-            if field.type is bool:
-                value = value if isinstance(value, bool) else (
-                    str(value).strip().lower() in TRUE)
-            elif field.type is int:
-                try:
-                    value = int(str(value).strip())
-                except ValueError:
-                    raise ValueError("%s must be a whole number, not %r" % (
-                        field.name.replace("_", "-"), value)) from None
-            else:
-                value = str(value)
-            values[field.name] = value
+            values[field.name] = _parsed(field, value)
         settings = cls(**values)
         settings.validate()
         return settings
@@ -107,6 +190,15 @@ class Settings:
         if self.max_arg_chars < 0:
             raise ValueError("max-arg-chars must be 0 (no limit) or more, "
                              "not %d" % self.max_arg_chars)
+        if self.lease_timeout < 1:
+            raise ValueError("lease-timeout must be 1 second or more, not %g"
+                             % self.lease_timeout)
+        if self.max_recoveries < 0:
+            raise ValueError("max-recoveries must be 0 or more, not %d"
+                             % self.max_recoveries)
+        if self.datasette_url and not re.match(r"^https?://[^/]", self.datasette_url):
+            raise ValueError("datasette-url must be an http:// or https:// "
+                             "URL, not %r" % self.datasette_url)
         if ":" not in self.app:
             raise ValueError(
                 "--app must look like module:attribute or "
@@ -134,7 +226,28 @@ class Settings:
 
     def export_env(self):
         """Write these settings to os.environ for imported apps and children."""
-        for name, var in ENV.items():
-            value = getattr(self, name)
-            os.environ[var] = ("1" if value else "0") if isinstance(value, bool) \
-                else str(value)
+        for field in dataclasses.fields(self):
+            os.environ[ENV[field.name]] = _shown(field, getattr(self, field.name))
+
+
+def _parsed(field, value):
+    """A field's value from a flag (already typed by click) or a variable."""
+    if not isinstance(value, str):
+        return value
+    parse = field.metadata.get("parse")
+    if parse is not None:
+        return parse(value)
+    if field.type is bool:
+        return value.strip().lower() in TRUE
+    if field.type is int:
+        return _number(int, (field.name.replace("_", "-"), "a whole number"))(value)
+    return value
+
+
+def _shown(field, value):
+    show = field.metadata.get("show")
+    if show is not None:
+        return show(value)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)

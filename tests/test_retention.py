@@ -7,7 +7,8 @@ import pytest
 import sqlite_utils
 
 from conftest import assert_one_line_error, query, scalar
-from hueyscope.events.retention import parse_duration, prune_store
+from hueyscope.events.retention import prune_store
+from hueyscope.settings import parse_duration
 from synthetic import build_synthetic
 
 DAY = 86400.0

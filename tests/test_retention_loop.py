@@ -9,7 +9,7 @@ import sqlite_utils
 
 from conftest import assert_one_line_error, query, scalar, wait_until
 from hueyscope.consumer.retention import RetentionLoop, prune_interval
-from hueyscope.events.retention import parse_duration
+from hueyscope.settings import parse_duration
 from hueyscope.settings import DEFAULT_RETENTION
 
 DAY = 86400.0

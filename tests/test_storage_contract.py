@@ -15,7 +15,7 @@ import pytest
 from conftest import postgres_schema
 from hueyscope.queue import operations, recovery
 from hueyscope.queue.contract import LeasedStorage
-from hueyscope.queue.leases import QueueCursor
+from hueyscope.queue.tables import QueueCursor
 
 NAME = "contract"
 

@@ -19,6 +19,7 @@ import os
 import sqlite3
 import time
 
+from hueyscope.events.queries import FAILED_OUTCOMES, OUTCOMES, last_beat, sql_list, task_lost
 from hueyscope.events.schema import check_store
 from hueyscope.readonly import read_only
 
@@ -141,9 +142,9 @@ def failure_rate(conn, params, sources):
     """
     threshold, window = params["threshold"], params["window"]
     failed, finished = conn.execute(
-        "select coalesce(sum(status in ('failed', 'timeout')), 0), count(*) "
-        "from tasks where finished >= ? and finished <= ? and status in "
-        "('complete', 'failed', 'timeout')",
+        "select coalesce(sum(status in %s), 0), count(*) from tasks where "
+        "finished >= ? and finished <= ? and status in %s"
+        % (sql_list(FAILED_OUTCOMES), sql_list(OUTCOMES)),
         (sources.now - window, sources.now)).fetchone()
     rate = failed / finished if finished else 0.0
     fired = finished >= params["min_finished"] and rate > threshold
@@ -169,8 +170,7 @@ def lost_task(conn, params, sources):
     orphans = conn.execute(
         "select t.task, t.task_id, t.run_id from tasks t "
         "left join runs r on r.id = t.run_id "
-        "where t.status = 'executing' and (r.id is null or r.stopped is not null "
-        "  or coalesce(r.heartbeat, r.started) < :now - :stale) "
+        "where " + task_lost(":now", ":stale") + " "
         "and coalesce(r.stopped, r.heartbeat, r.started, t.started) >= :since "
         "order by t.started",
         {"now": sources.now, "stale": stale, "since": since}).fetchall()
@@ -200,7 +200,7 @@ def no_consumer(conn, params, sources):
     """
     threshold = params["threshold"]
     live = conn.execute(
-        "select id, coalesce(heartbeat, started) as beat from runs "
+        "select id, " + last_beat() + " as beat from runs "
         "where role = 'consumer' and stopped is null "
         "order by beat desc limit 1").fetchone()
     if live is not None and sources.now - live[1] <= threshold:

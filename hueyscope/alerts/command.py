@@ -10,27 +10,12 @@ import click
 
 from hueyscope.alerts.checks import Sources, evaluate, firing
 from hueyscope.alerts.rules import load_rules
-from hueyscope.options import BadInput, Path, settings_options
-
-
-def rules_option(fn):
-    """``--rules PATH``: a rules.toml overriding the default rules."""
-    return click.option(
-        "--rules", "rules_path", type=Path(exists=True, dir_okay=False),
-        default=None, envvar="HUEYSCOPE_RULES", show_envvar=True,
-        metavar="PATH",
-        help="TOML file overriding the default alert rules' thresholds and "
-             "windows, or disabling rules (default: every rule at its "
-             "defaults).",
-    )(fn)
+from hueyscope.options import settings_options
 
 
 def rules_from(path):
-    """The enabled rules of ``path`` (or the defaults); BadInput if it is bad."""
-    try:
-        return load_rules(path)
-    except ValueError as exc:
-        raise BadInput(str(exc))
+    """The enabled rules of ``path`` ("": the defaults); ValueError if it is bad."""
+    return load_rules(path or None)
 
 
 def app_loader(settings):
@@ -47,25 +32,21 @@ def app_loader(settings):
             from hueyscope.apps import load_app
 
             settings.export_env()
-            try:
-                loaded.append(load_app(settings.app))
-            except ValueError as exc:
-                raise BadInput(str(exc))
+            loaded.append(load_app(settings.app))
         return loaded[0]
 
     return load
 
 
 @click.command()
-@settings_options(only=("queue", "events", "app"))
-@rules_option
+@settings_options(only=("queue", "events", "app", "rules"))
 @click.option("--notify", "notify_urls", multiple=True, metavar="URL",
               help="Also send each firing alert to this apprise URL "
                    "(json://host/path, mailto://..., slack://...); repeat "
                    "for several. Needs pip install 'hueyscope[alerts]'.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Also print what each quiet rule measured, on stderr.")
-def check(settings, rules_path, notify_urls, verbose):
+def check(settings, notify_urls, verbose):
     """Check the alert rules: exit 1 if one fires, 0 if none.
 
     \b
@@ -82,19 +63,13 @@ def check(settings, rules_path, notify_urls, verbose):
     """
     from hueyscope.events.schema import check_event_store
 
-    rules = rules_from(rules_path)
+    rules = rules_from(settings.rules)
     targets = None
     if notify_urls:
         from hueyscope.alerts.notify import notifier
 
-        try:
-            targets = notifier(notify_urls)
-        except ValueError as exc:
-            raise BadInput(str(exc))
-    try:
-        check_event_store(settings.events, must_exist=True)
-    except ValueError as exc:
-        raise BadInput(str(exc))
+        targets = notifier(notify_urls)
+    check_event_store(settings.events, must_exist=True)
     queue = settings.queue_path if settings.queue_scheme == "sqlite" else None
     try:
         findings = evaluate(rules, Sources(settings.events, queue=queue,

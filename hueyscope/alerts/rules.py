@@ -29,7 +29,7 @@ with a one-line message, which commands turn into exit code 2.
 import dataclasses
 import re
 
-from hueyscope.events.retention import parse_duration
+from hueyscope.settings import parse_duration
 from hueyscope.signals import STALE_SECONDS
 
 

@@ -23,6 +23,7 @@ from markupsafe import Markup, escape
 
 from hueyscope.browse.metadata import TIME_COLUMNS, build_metadata
 from hueyscope.events.schema import check_event_store, database_names
+from hueyscope.readonly import sqlite_uri
 
 # Tuned for stores of millions of events on a small machine.
 SETTINGS = {
@@ -47,7 +48,8 @@ _EPOCH_2000 = 946684800
 
 def internal_tables(path):
     """Tables of ``path`` nobody needs to browse: ours (``_...``) and FTS."""
-    conn = sqlite3.connect("file:%s?mode=ro" % pathlib.Path(path).resolve(), uri=True)
+    conn = sqlite3.connect(sqlite_uri(pathlib.Path(path).resolve(), "mode=ro"),
+                           uri=True)
     try:
         rows = conn.execute(
             "select name, coalesce(sql, '') from sqlite_master where type = 'table'"
@@ -89,8 +91,25 @@ def make_datasette(paths, settings=None, metadata=None):
     if "_memory" in ds.databases:
         ds.remove_database("_memory")
     for name, path in zip(names, paths):
-        ds.add_database(Database(ds, path=path, is_mutable=True), name=name)
+        ds.add_database(StoreDatabase(ds, path=path, is_mutable=True), name=name)
     return ds
+
+
+class StoreDatabase(Database):
+    """A Datasette database whose connections are read-only, by quoted URI.
+
+    Datasette puts the path into a ``file:`` URI as it is: a ``#`` or ``?``
+    in a file name would cut the name short (and open, even create, another
+    file). Browsing never writes, so every connection, a "write" one
+    included, is ``mode=ro``.
+    """
+
+    def connect(self, write=False):
+        query = "mode=ro&nolock=1" if self.ds.nolock else "mode=ro"
+        conn = sqlite3.connect(sqlite_uri(self.path, query), uri=True,
+                               check_same_thread=False)
+        self._all_file_connections.append(conn)
+        return conn
 
 
 def store_names(ds):

@@ -39,20 +39,14 @@ def browse(events_db, events, host, port, open_browser):
     from hueyscope.browse.app import is_local, make_datasette, store_names
 
     if not events_db:
-        try:
-            events_db = (Settings.build(only=("events",), events=events).events,)
-        except ValueError as exc:
-            raise BadInput(str(exc))
+        events_db = (Settings.build(only=("events",), events=events).events,)
     # The same file given twice (a.db, ./a.db) is served once.
     paths, seen = [], set()
     for path in events_db:
         if os.path.realpath(path) not in seen:
             seen.add(os.path.realpath(path))
             paths.append(path)
-    try:
-        ds = make_datasette(paths)
-    except ValueError as exc:
-        raise BadInput(str(exc))
+    ds = make_datasette(paths)
     if not is_local(host):
         click.secho(
             "Warning: listening on %s: anyone who can reach this machine can "

@@ -34,10 +34,7 @@ def _options(fn):
 def _open(settings, record=False):
     from hueyscope.apps import open_app
 
-    try:
-        huey = open_app(settings, events=record)
-    except ValueError as exc:
-        raise BadInput(str(exc))
+    huey = open_app(settings, events=record)
     if not getattr(huey.storage, "leased", False):
         raise BadInput("queue %s keeps no failed set: it is not leased "
                        "(Redis, or at-most-once delivery)" % settings.queue)
@@ -46,14 +43,6 @@ def _open(settings, record=False):
 
         hueyscope.attach(huey, events=settings.events)
     return huey
-
-
-def _do(operation, huey, *args, **kwargs):
-    """Run an operation; its bad-input ValueError is the command's Error line."""
-    try:
-        return operation(huey, *args, **kwargs)
-    except ValueError as exc:
-        raise BadInput(str(exc))
 
 
 def _when(ts):
@@ -84,7 +73,7 @@ def failed_command(settings, task, fingerprint, since, kind, as_json):
         hueyscope retry --fingerprint 3f2a9c0d1e4b5a67
     """
     huey = _open(settings)
-    entries = _do(operations.failed, huey, task, fingerprint, since, kind)
+    entries = operations.failed(huey, task, fingerprint, since, kind)
     if as_json:
         click.echo(json.dumps(entries, indent=2, sort_keys=True))
         return
@@ -113,8 +102,8 @@ def retry_command(settings, ids, task, fingerprint, since, kind, dry_run):
     store; its history there shows both series.
     """
     huey = _open(settings, record=not dry_run)
-    done = _do(operations.retry, huey, ids, task, fingerprint, since, kind,
-               dry_run=dry_run)
+    done = operations.retry(huey, ids, task, fingerprint, since, kind,
+                            dry_run=dry_run)
     for entry in done.touched:
         click.echo("%sretry %s" % ("would " if dry_run else "", _line(entry)))
     click.echo("%s%d task(s) back on the queue" % (
@@ -128,8 +117,8 @@ def retry_command(settings, ids, task, fingerprint, since, kind, dry_run):
 def discard_command(settings, ids, task, fingerprint, since, kind, dry_run):
     """Delete tasks from the failed set for good. Name them by IDS or filters."""
     huey = _open(settings)
-    done = _do(operations.discard, huey, ids, task, fingerprint, since, kind,
-               dry_run=dry_run)
+    done = operations.discard(huey, ids, task, fingerprint, since, kind,
+                            dry_run=dry_run)
     for entry in done.touched:
         click.echo("%sdiscard %s" % ("would " if dry_run else "", _line(entry)))
     n = done.count

@@ -5,35 +5,8 @@ its command line, and the lease options ``consume`` shares.
 """
 import click
 
+from hueyscope.options import LEASE_SETTINGS, QUEUE_SETTINGS, BadInput, settings_options
 from hueyscope.queue import operations
-from hueyscope.queue.recovery import DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_RECOVERIES
-
-
-def lease_options(fn):
-    """``--lease-timeout``, ``--max-recoveries`` and ``--keep-failed``,
-    shared by consume and recover."""
-    from hueyscope.events.retention import Duration
-    from hueyscope.queue.failed import DEFAULT_KEEP_FAILED
-    from hueyscope.options import FloatRange, IntRange
-
-    fn = click.option(
-        "--keep-failed", type=Duration(), default=DEFAULT_KEEP_FAILED,
-        show_default="30d", envvar="HUEYSCOPE_KEEP_FAILED", show_envvar=True,
-        help="How long the failed set keeps a task (hueyscope failed); "
-             "older entries are deleted at each recovery, e.g. 7d, 12h.")(fn)
-
-    fn = click.option(
-        "--max-recoveries", type=IntRange(min=0), default=DEFAULT_MAX_RECOVERIES,
-        show_default=True, envvar="HUEYSCOPE_MAX_RECOVERIES", show_envvar=True,
-        help="Park a task in the dead-letter table (recorded as lost) once it "
-             "was recovered more than this many times.")(fn)
-    fn = click.option(
-        "--lease-timeout", type=FloatRange(min=1.0), default=DEFAULT_LEASE_TIMEOUT,
-        show_default=True, envvar="HUEYSCOPE_LEASE_TIMEOUT", show_envvar=True,
-        help="Seconds without a heartbeat after which a holder on another "
-             "host (or container) counts as dead. On this host a dead pid "
-             "is seen at once.")(fn)
-    return fn
 
 
 def _describe(entry):
@@ -67,19 +40,11 @@ def echo_outcome(outcome, dry_run=False):
         "" if outcome.dead else "; no dead holder"))
 
 
-def _settings_options(fn):
-    from hueyscope.options import settings_options
-
-    return settings_options(fn)
-
-
 @click.command(short_help="Requeue dead consumers' tasks and free their locks.")
-@_settings_options
-@lease_options
+@settings_options(only=QUEUE_SETTINGS + LEASE_SETTINGS)
 @click.option("--dry-run", is_flag=True,
               help="Show what would be moved and freed; change nothing.")
-def recover_command(settings, lease_timeout, max_recoveries, keep_failed,
-                    dry_run):
+def recover_command(settings, dry_run):
     """Put the tasks of dead consumers back on the queue and free their locks.
 
     Consumers do this on their own at start and at every health check; run
@@ -92,28 +57,24 @@ def recover_command(settings, lease_timeout, max_recoveries, keep_failed,
         hueyscope recover --queue /var/lib/app/queue.db --app app.tasks:huey
     """
     from hueyscope.apps import open_app
-    from hueyscope.options import BadInput
 
     # The configured delivery says how the queue is used: an at-most-once
     # queue has no leases, and building a leased queue on it would add them.
     if settings.delivery != "at-least-once":
         raise BadInput("recover needs at-least-once delivery (not %s)"
                        % settings.delivery)
-    try:
-        # A dry run records nothing, so it does not need the event store.
-        huey = open_app(settings, events=not dry_run)
-        others = operations.other_queues(huey)
-        if not dry_run:
-            import hueyscope
+    # A dry run records nothing, so it does not need the event store.
+    huey = open_app(settings, events=not dry_run)
+    others = operations.other_queues(huey)
+    if not dry_run:
+        import hueyscope
 
-            for each in [huey] + [other for _, other in others]:
-                hueyscope.attach(each, events=settings.events)
-        done = operations.recover(huey, others, dry_run=dry_run,
-                                  lease_timeout=lease_timeout,
-                                  max_recoveries=max_recoveries,
-                                  keep_failed=keep_failed)
-    except ValueError as exc:
-        raise BadInput(str(exc))
+        for each in [huey] + [other for _, other in others]:
+            hueyscope.attach(each, events=settings.events)
+    done = operations.recover(huey, others, dry_run=dry_run,
+                              lease_timeout=settings.lease_timeout,
+                              max_recoveries=settings.max_recoveries,
+                              keep_failed=settings.keep_failed)
     for name, outcome in done.queues:
         if len(done.queues) > 1:
             click.echo("queue %s:" % name)

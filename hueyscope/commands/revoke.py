@@ -10,7 +10,6 @@ recorded under the name, with no task id. What they do is
 """
 import click
 
-from hueyscope.options import BadInput
 from hueyscope.queue import operations
 
 
@@ -18,10 +17,7 @@ def _open(settings):
     import hueyscope
     from hueyscope.apps import open_app
 
-    try:
-        huey = open_app(settings)
-    except ValueError as exc:
-        raise BadInput(str(exc))
+    huey = open_app(settings)
     hueyscope.attach(huey, events=settings.events)
     return huey
 
@@ -38,11 +34,8 @@ def _options(fn):
 
 
 def _apply(settings, ids, task, operation):
-    try:
-        operations.check_named(ids, task)  # before the queue is opened
-        return operation(_open(settings), ids, task)
-    except ValueError as exc:
-        raise BadInput(str(exc))
+    operations.check_named(ids, task)  # before the queue is opened
+    return operation(_open(settings), ids, task)
 
 
 def _subject(item):

@@ -3,9 +3,8 @@ import json
 
 import click
 
-from hueyscope.options import BadInput, FloatRange, settings_options
+from hueyscope.options import settings_options
 from hueyscope.queue import operations
-from hueyscope.queue.recovery import DEFAULT_LEASE_TIMEOUT
 
 
 def _when(ts):
@@ -26,14 +25,9 @@ def _holder_text(item):
 
 
 @click.command(short_help="Show what is queued, scheduled, leased and locked.")
-@settings_options(only=("queue", "app"))
+@settings_options(only=("queue", "app", "lease_timeout"))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--lease-timeout", type=FloatRange(min=1.0),
-              default=DEFAULT_LEASE_TIMEOUT, show_default=True,
-              envvar="HUEYSCOPE_LEASE_TIMEOUT", show_envvar=True,
-              help="Seconds without a heartbeat after which a consumer on "
-                   "another host counts as dead.")
-def status(settings, as_json, lease_timeout):
+def status(settings, as_json):
     """Show queue depth, scheduled tasks, results, leases and locks with holders.
 
     Reads a SQLite queue without writing to it, so it is safe to run at any
@@ -45,16 +39,13 @@ def status(settings, as_json, lease_timeout):
     --app is read for a PostgreSQL or Redis queue only: a SQLite file is
     read directly.
     """
-    try:
-        if settings.queue_scheme == "sqlite":
-            queue = settings.queue_path
-        else:
-            from hueyscope.apps import open_app
+    if settings.queue_scheme == "sqlite":
+        queue = settings.queue_path
+    else:
+        from hueyscope.apps import open_app
 
-            queue = open_app(settings, events=False)
-        queues = operations.status(queue, lease_timeout)
-    except ValueError as exc:
-        raise BadInput(str(exc))
+        queue = open_app(settings, events=False)
+    queues = operations.status(queue, settings.lease_timeout)
     if as_json:
         click.echo(json.dumps({"queue": settings.queue, "queues": queues},
                               indent=2, sort_keys=True))

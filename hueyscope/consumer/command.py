@@ -18,17 +18,15 @@ from huey.constants import WORKER_PROCESS, WORKER_THREAD
 from huey.exceptions import ConfigurationError
 
 import hueyscope
-from hueyscope.alerts.command import rules_from, rules_option
+from hueyscope.alerts.command import rules_from
 from hueyscope.apps import check_has_tasks, open_app
 from hueyscope.consumer.chores import Chore
 from hueyscope.consumer.retention import RetentionLoop
 from hueyscope.consumer.runner import Consumer
 from hueyscope.events.recorder import recorder_for
-from hueyscope.events.retention import Retention
-from hueyscope.options import BadInput, Choice, FloatRange, IntRange, settings_options
-from hueyscope.options import capture_options, site_option
-from hueyscope.commands.recover import lease_options
-from hueyscope.settings import DEFAULT_RETENTION
+from hueyscope.options import (LEASE_SETTINGS, QUEUE_SETTINGS, BadInput, Choice,
+                               FloatRange, IntRange, capture_options,
+                               settings_options)
 
 logger = logging.getLogger("hueyscope.consumer")
 
@@ -108,8 +106,8 @@ def configure_logging(level):
 
 
 @click.command()
-@settings_options
-@site_option
+@settings_options(only=QUEUE_SETTINGS + ("site",) + LEASE_SETTINGS
+                  + ("retention", "rules"))
 @capture_options
 @click.option("-w", "--workers", type=IntRange(min=1), default=4, show_default=True,
               help="Number of workers.")
@@ -139,14 +137,6 @@ def configure_logging(level):
 @click.option("--report-every", type=FloatRange(min=1), default=None,
               metavar="SECONDS",
               help="Rebuild the static report into --site every SECONDS.")
-@click.option("--retention", type=Retention(), default=DEFAULT_RETENTION,
-              show_default=True, metavar="DURATION|none",
-              envvar="HUEYSCOPE_RETENTION", show_envvar=True,
-              help="Prune the event store of events and finished tasks older "
-                   "than this (90s, 15m, 12h, 30d, 2w): at start, then every "
-                   "tenth of it (1 min to 1 h). Hourly roll-ups and runs are "
-                   "kept; never vacuums. 'none' keeps everything, and the "
-                   "store grows by about 1.2 kB per task.")
 @click.option("--flush-locks", is_flag=True,
               help="Also free locks with no holder on record before starting "
                    "(taken through huey's own storage). Locks of dead "
@@ -157,18 +147,15 @@ def configure_logging(level):
               help="Check the alert rules every SECONDS and record each "
                    "firing alert in the event store's alerts table (see "
                    "hueyscope check).")
-@rules_option
-@lease_options
 @click.option("--heartbeat-every", type=FloatRange(min=0.1), default=2.0,
               show_default=True,
               help="Seconds between heartbeats and queue samples in the event store.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
-def consume(settings, site, workers, worker_type, periodic, initial_delay,
+def consume(settings, workers, worker_type, periodic, initial_delay,
             max_delay, backoff, scheduler_interval, health_check_interval,
-            health_check, shutdown_timeout, report_every, retention,
-            flush_locks, check_every, rules_path, lease_timeout,
-            max_recoveries, keep_failed, heartbeat_every, quiet, verbose):
+            health_check, shutdown_timeout, report_every, flush_locks,
+            check_every, heartbeat_every, quiet, verbose):
     """Run the consumer: execute the tasks of the configured queue.
 
     \b
@@ -197,14 +184,12 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
     # A stop signal while the app loads is a stop request like any other:
     # kept until the consumer exists, then handed to it (see _EarlyStop).
     early = _EarlyStop()
-    if site is not None:
-        settings = dataclasses.replace(settings, site=site)
     configure_logging(logging.WARNING if quiet else
                       logging.DEBUG if verbose else logging.INFO)
     if 60 % scheduler_interval:
         raise BadInput("--scheduler-interval must be a factor of 60, not %d"
                        % scheduler_interval)
-    rules = rules_from(rules_path)
+    rules = rules_from(settings.rules)
     events_given = click.get_current_context().get_parameter_source(
         "events") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     chosen = {}
@@ -213,12 +198,9 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
         check_has_tasks(huey, settings.app)
         chosen["events"] = _event_store(huey, settings, events_given)
 
-    try:
-        huey = open_app(settings, check=check)
-        settings = dataclasses.replace(settings, events=chosen["events"])
-        recorder = hueyscope.attach(huey, events=settings.events)
-    except ValueError as exc:
-        raise BadInput(str(exc))
+    huey = open_app(settings, check=check)
+    settings = dataclasses.replace(settings, events=chosen["events"])
+    recorder = hueyscope.attach(huey, events=settings.events)
     try:
         consumer = Consumer(
             huey, recorder=recorder, app=settings.app,
@@ -229,8 +211,9 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
             check_worker_health=health_check,
             health_check_interval=health_check_interval,
             shutdown_timeout=shutdown_timeout, flush_locks=flush_locks,
-            lease_timeout=lease_timeout, max_recoveries=max_recoveries,
-            keep_failed=keep_failed)
+            lease_timeout=settings.lease_timeout,
+            max_recoveries=settings.max_recoveries,
+            keep_failed=settings.keep_failed)
     except ConfigurationError as exc:
         raise BadInput(str(exc))
     early.hand_to(consumer)
@@ -238,20 +221,9 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
         raise BadInput("%s has immediate mode on; a consumer cannot run it"
                        % settings.app)
 
-    reports = pruning = alerts = None
-    if report_every:
-        reports = ReportLoop(settings.events, settings.site, report_every)
-        reports.start()
-    if retention is not None:
-        pruning = RetentionLoop(settings.events, retention)
-        pruning.start()
-    else:
-        logger.info("Retention: none; the event store at %s keeps every "
-                    "event and grows by about 1.2 kB per task.",
-                    settings.events)
-    if check_every:
-        alerts = _alert_loop(settings, rules, check_every, huey, consumer)
-        alerts.start()
+    chores = _chores(settings, report_every, rules, check_every, huey, consumer)
+    for chore in chores:
+        chore.start()
     logger.info("hueyscope consumer: %d %s worker(s) on %s, events in %s, "
                 "pid %d. Ctrl-C or SIGTERM stops gracefully.", workers,
                 worker_type, getattr(huey.storage, "filename", settings.queue),
@@ -260,15 +232,28 @@ def consume(settings, site, workers, worker_type, periodic, initial_delay,
     try:
         reason = consumer.run()
     finally:
-        if alerts is not None:
-            alerts.stop()
-        if pruning is not None:
-            pruning.stop()
-        if reports is not None:
-            reports.stop()
+        for chore in reversed(chores):
+            chore.stop()
     if reason == "restart":
         _restart()
     sys.exit(0 if reason == "graceful" else 1)
+
+
+def _chores(settings, report_every, rules, check_every, huey, consumer):
+    """What the consumer does on timers besides its tasks, not started yet:
+    the report (``--report-every``), retention, alert checks (``--check-every``)."""
+    chores = []
+    if report_every:
+        chores.append(ReportLoop(settings.events, settings.site, report_every))
+    if settings.retention is not None:
+        chores.append(RetentionLoop(settings.events, settings.retention))
+    else:
+        logger.info("Retention: none; the event store at %s keeps every "
+                    "event and grows by about 1.2 kB per task.",
+                    settings.events)
+    if check_every:
+        chores.append(_alert_loop(settings, rules, check_every, huey, consumer))
+    return chores
 
 
 def _restart():

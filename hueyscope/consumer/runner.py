@@ -28,9 +28,6 @@ in three ways:
    it: a child whose parent is gone is killed by the kernel
    (PR_SET_PDEATHSIG), so none goes on taking tasks unsupervised.
 """
-import collections
-import ctypes
-import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -41,200 +38,13 @@ import time
 from huey import consumer as huey_consumer
 from huey.constants import WORKER_PROCESS
 
+from hueyscope.consumer.chores import Chore
+from hueyscope.consumer.workers import (GRACEFUL_SIGNALS, RESTART_SIGNAL,
+                                        GracefulProcessEnvironment, Scheduler,
+                                        TakenLog, Worker, _Counter)
+from hueyscope.settings import DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_RECOVERIES
+
 logger = logging.getLogger("hueyscope.consumer")
-
-GRACEFUL_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-# huey's graceful restart (``systemctl reload``): stop gracefully, then the
-# command starts the consumer again in the same process (see consume).
-RESTART_SIGNAL = getattr(signal, "SIGHUP", None)
-# What the parent sends a worker process to interrupt its task.
-INTERRUPT_SIGNAL = signal.SIGUSR1
-# Seconds to wait for interrupted worker processes before killing them.
-INTERRUPT_GRACE = 3.0
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent_pid):
-    """Have the kernel SIGKILL this process when its parent dies (Linux).
-
-    A worker process outliving its consumer would go on taking tasks with
-    no one to stop it (it ignores SIGINT and SIGTERM, see below). Killed,
-    its lease goes back on the queue at the next recovery. Where prctl is
-    missing, only the check below (a parent already gone) applies.
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
-                           use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    # The parent may have died before the request took effect.
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-class _Counter:
-    """The part of multiprocessing.Value that Worker uses, for threads."""
-
-    def __init__(self):
-        self.value = 0
-        self._lock = threading.Lock()
-
-    def get_lock(self):
-        return self._lock
-
-
-class TakenLog:
-    """The tasks thread workers took off the queue, in the exact order taken.
-
-    Which worker's 'executing' signal comes first says little when several
-    workers dequeue within milliseconds: one may wait on SQLite for its
-    revocation check while the next runs ahead. Dequeues are serialised by
-    the queue anyway (SQLite takes an exclusive lock for each), so holding a
-    Python lock across dequeue-and-note costs nothing and gives the true
-    order: what a priority queue promises. Keeps the last ``size`` entries.
-    """
-
-    def __init__(self, size=1000):
-        self.lock = threading.Lock()
-        self.entries = collections.deque(maxlen=size)
-        self.count = 0
-
-    def note(self, task, seq=None):
-        self.count += 1
-        self.entries.append((seq or self.count, time.time(), task.id, task.name,
-                             task.priority))
-
-    def in_order(self):
-        """The entries by the order they were taken."""
-        return sorted(list(self.entries))
-
-
-class Worker(huey_consumer.Worker):
-    """huey's worker, counting the task it is running in a shared counter."""
-
-    def __init__(self, huey, stop_flag, default_delay, max_delay, backoff,
-                 max_tasks=None, in_flight=None, taken=None):
-        super().__init__(huey, stop_flag, default_delay, max_delay, backoff,
-                         max_tasks=max_tasks)
-        self.in_flight = in_flight
-        # A blocking storage waits inside dequeue(): never under a lock. A
-        # leased one numbers what it hands out itself, under its own lock.
-        self.taken = taken if getattr(huey.storage, "leased", False) or \
-            not huey.storage.blocking else None
-
-    def dequeue(self):
-        if self.taken is None:
-            return self.huey.dequeue()
-        if getattr(self.huey.storage, "leased", False):
-            # A leased storage numbers what it hands out under its own lock,
-            # and serves waiting workers in one transaction: a lock here
-            # would leave it one worker to serve.
-            task = self.huey.dequeue()
-            if task is not None:
-                self.taken.note(task, self.huey.storage.taken_seq())
-            return task
-        with self.taken.lock:
-            task = self.huey.dequeue()
-            if task is not None:
-                self.taken.note(task)
-            return task
-
-    def loop(self, now=None):
-        # huey's Worker.loop, with the in-flight count around execute().
-        try:
-            task = self.dequeue()
-        except Exception:
-            self._logger.exception("Error reading from queue")
-            self.sleep()
-            return
-        if task is None:
-            if not self.huey.storage.blocking:
-                self.sleep()
-            return
-        self.delay = self.default_delay
-        self.task_count += 1
-        self._add_in_flight(1)
-        try:
-            self.huey.execute(task, now)
-        except Exception:
-            self._logger.exception("Unhandled error during execution of "
-                                   "task %s.", task.id)
-        finally:
-            self._add_in_flight(-1)
-        if self.max_tasks and self.task_count >= self.max_tasks:
-            self._logger.info("Worker reached max tasks (%d), exiting.",
-                              self.max_tasks)
-            raise huey_consumer.WorkerRecycle()
-
-    def _add_in_flight(self, n):
-        if self.in_flight is not None:
-            with self.in_flight.get_lock():
-                self.in_flight.value += n
-
-
-class Scheduler(huey_consumer.Scheduler):
-    """huey's scheduler; flushes the recorder when its process ends.
-
-    The scheduler enqueues delayed and periodic tasks, so it records
-    'enqueued' events; as a worker process of its own it must flush them
-    before exiting, as huey's shutdown hooks only run in workers.
-    """
-
-    def shutdown(self):
-        from hueyscope.events.recorder import recorder_for
-
-        recorder = recorder_for(self.huey)
-        if recorder is not None:
-            recorder.flush(timeout=10.0)
-
-
-class GracefulProcessEnvironment(huey_consumer.ProcessEnvironment):
-    """Worker processes that leave every stop decision to their parent.
-
-    huey's ProcessEnvironment ignores the graceful signal in children and
-    interrupts them with the other one, so with both SIGINT and SIGTERM
-    graceful there is no signal left to interrupt with: children ignore both
-    (and SIGHUP) and are interrupted with SIGUSR1. If a child is busy with
-    no task (so it ignores SIGUSR1) and does not exit, it is killed after a
-    grace period, since multiprocessing's exit handler would otherwise wait
-    for it forever (its SIGTERM is ignored).
-    """
-
-    def init_child(self, process):
-        die_with_parent(self.parent_pid)
-
-        def interrupt(signum, frame):
-            if process.huey._tasks_in_flight:
-                raise KeyboardInterrupt
-
-        for signum in GRACEFUL_SIGNALS:
-            signal.signal(signum, signal.SIG_IGN)
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        signal.signal(INTERRUPT_SIGNAL, interrupt)
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.parent_pid = os.getpid()
-
-    def interrupt_workers(self, procs):
-        for proc in procs:
-            if proc.is_alive():
-                try:
-                    os.kill(proc.pid, INTERRUPT_SIGNAL)
-                except OSError:
-                    pass
-        deadline = time.monotonic() + INTERRUPT_GRACE
-        for proc in procs:
-            proc.join(max(deadline - time.monotonic(), 0))
-        for proc in procs:
-            if proc.is_alive():
-                logger.warning("Worker process %s did not stop, killing it.",
-                               proc.pid)
-                proc.kill()
-                proc.join(1)
-
 
 class Consumer(huey_consumer.Consumer):
     """A huey consumer that embeds anywhere, stops gracefully, and records.
@@ -247,10 +57,9 @@ class Consumer(huey_consumer.Consumer):
     ``app``
         the ``module:attribute`` path recorded in the ``runs`` row.
     ``sample_interval``
-        seconds between heartbeats (each with a queue sample).
-    ``on_tick``
-        a callable run from the main loop every ``sample_interval`` seconds;
-        its exceptions are logged, never raised.
+        seconds between heartbeats (each with a queue sample), recorded by a
+        :class:`~hueyscope.consumer.chores.Chore` of their own, so that a
+        slow recovery never makes the run look silent.
     ``lease_timeout``, ``max_recoveries``, ``keep_failed``
         recovery of a leased queue (see :func:`hueyscope.queue.recovery.recover`).
 
@@ -263,14 +72,12 @@ class Consumer(huey_consumer.Consumer):
     scheduler_class = Scheduler
 
     def __init__(self, huey, recorder=None, app=None, sample_interval=2.0,
-                 on_tick=None, lease_timeout=None, max_recoveries=None,
+                 lease_timeout=None, max_recoveries=None,
                  keep_failed=None, **options):
-        from hueyscope.queue import recovery
-
         self.leased = getattr(huey.storage, "leased", False)
-        self.lease_timeout = lease_timeout or recovery.DEFAULT_LEASE_TIMEOUT
+        self.lease_timeout = lease_timeout or DEFAULT_LEASE_TIMEOUT
         self.keep_failed = keep_failed
-        self.max_recoveries = recovery.DEFAULT_MAX_RECOVERIES \
+        self.max_recoveries = DEFAULT_MAX_RECOVERIES \
             if max_recoveries is None else max_recoveries
         self._flush_lock_names = None  # set by huey's __init__ via flush_locks()
         self._reconcile_seen = {}  # task id -> first seen open with a result
@@ -298,7 +105,8 @@ class Consumer(huey_consumer.Consumer):
         self.recorder = recorder
         self.app = app
         self.sample_interval = float(sample_interval)
-        self.on_tick = on_tick
+        self._heartbeats = Chore("heartbeat", self.sample_interval,
+                                 self._heartbeat, first_at=0)
         self.run_id = None
         self.stop_reason = None
         self.health_checks = 0
@@ -440,12 +248,14 @@ class Consumer(huey_consumer.Consumer):
         reason = "error"
         try:
             self.start()
+            self._heartbeats.start()
             self.started.set()
             reason = self._supervise()
         finally:
             if reason == "error":
                 # Something raised in the loop: stop without waiting.
                 self.stop(graceful=False)
+            self._heartbeats.stop()
             self._restore_signal_handlers()
             self.huey.notify_interrupted_tasks()
             self._put_back_own_work()
@@ -459,9 +269,7 @@ class Consumer(huey_consumer.Consumer):
         return reason
 
     def _supervise(self):
-        now = time.monotonic()
-        next_health = now + self._health_check_interval
-        next_sample = now
+        next_health = time.monotonic() + self._health_check_interval
         while True:
             self._wake.wait(self._stop_flag_timeout)
             self._wake.clear()
@@ -477,17 +285,6 @@ class Consumer(huey_consumer.Consumer):
                 self.recover()
                 self._reconcile()
                 self.health_checks += 1
-            if now >= next_sample:
-                next_sample = now + self.sample_interval
-                self._tick()
-
-    def _tick(self):
-        self._heartbeat()
-        if self.on_tick is not None:
-            try:
-                self.on_tick()
-            except Exception:
-                logger.exception("Periodic callback failed.")
 
     # -- recovery -------------------------------------------------------------
 

@@ -53,6 +53,45 @@ _NOW = "cast(strftime('%s', 'now') as real)"
 _STALE = "%g" % STALE_SECONDS  # the default of :stale in the SQL
 
 
+# -- the facts -----------------------------------------------------------------
+# What the report, Datasette, metrics and alerts all mean by a run that is
+# alive, a task that is lost and an outcome that failed: each written once,
+# as SQL over the event store, and used by all of them. ``run`` and ``task``
+# are table aliases ("" for the bare table); ``now`` and ``stale`` are SQL
+# (a parameter such as ":now", or an expression).
+
+# Outcomes of a task that finished, and those of them that are failures.
+OUTCOMES = ("complete", "failed", "timeout")
+FAILED_OUTCOMES = ("failed", "timeout")
+
+
+def _column(alias, name):
+    return "%s.%s" % (alias, name) if alias else name
+
+
+def last_beat(run=""):
+    """SQL: a run's last sign of life (its heartbeat, or its start)."""
+    return "coalesce(%s, %s)" % (_column(run, "heartbeat"), _column(run, "started"))
+
+
+def run_alive(now, stale, run=""):
+    """SQL: the run has not stopped and beat within ``stale`` seconds of ``now``."""
+    return "(%s is null and %s >= %s - %s)" % (
+        _column(run, "stopped"), last_beat(run), now, stale)
+
+
+def task_lost(now, stale, task="t", run="r"):
+    """SQL: an executing task whose run is gone, stopped or silent: it died
+    with it (``run`` is left-joined on the task's run_id)."""
+    return "(%s = 'executing' and (%s is null or not %s))" % (
+        _column(task, "status"), _column(run, "id"), run_alive(now, stale, run))
+
+
+def sql_list(values):
+    """SQL literal list of a few constant strings: ('a', 'b')."""
+    return "(%s)" % ", ".join("'%s'" % v for v in values)
+
+
 PERCENTILES = ((0.50, 50), (0.95, 95), (0.99, 99))
 
 
@@ -249,12 +288,9 @@ order by minute desc""",
         "seconds (blank: %d): a killed consumer loses its task." % STALE_SECONDS,
         """select t.task_id, t.task, t.started, t.run_id, r.host, r.pid,
   r.stopped, r.stop_reason, r.heartbeat,
-  round(""" + _NOW + """ - coalesce(r.heartbeat, r.started), 1) as heartbeat_age,
-  case when r.id is null then 'lost'
-       when r.stopped is not null then 'lost'
-       when coalesce(r.heartbeat, r.started)
-            < """ + _NOW + """ - coalesce(nullif(:stale, ''), """ + _STALE + """) then 'lost'
-       else 'in flight' end as state
+  round(""" + _NOW + """ - """ + last_beat("r") + """, 1) as heartbeat_age,
+  case when """ + task_lost(_NOW, "coalesce(nullif(:stale, ''), %s)" % _STALE) + """
+       then 'lost' else 'in flight' end as state
 from tasks t left join runs r on r.id = t.run_id
 where t.status = 'executing'
 order by t.started""",
@@ -301,8 +337,8 @@ order by locked desc""",
   stop_reason, heartbeat, events_written, events_dropped, queue, backend,
   case when stopped is not null then 'stopped'
        when role != 'consumer' then 'not a consumer'
-       when coalesce(heartbeat, started)
-            >= """ + _NOW + """ - coalesce(nullif(:stale, ''), """ + _STALE + """) then 'running'
+       when """ + run_alive(_NOW, "coalesce(nullif(:stale, ''), %s)" % _STALE) + """
+       then 'running'
        else 'silent' end as state
 from runs
 order by started desc""",

@@ -68,7 +68,7 @@ def open_tasks(recorder, quiet, now):
 
 def completed_in_queue(huey, task_ids):
     """The ids of ``task_ids`` whose result (not an error) is stored in the queue."""
-    from hueyscope.queue.leases import QueueCursor
+    from hueyscope.queue.tables import QueueCursor
     from hueyscope.queue.recovery import success
 
     storage = huey.storage
@@ -147,7 +147,7 @@ def reconcile(huey, recorder, seen=None, quiet=QUIET_SECONDS):
 
 def reconcile_settled(huey, recorder, quiet=QUIET_SECONDS):
     """The outbox path of :func:`reconcile`, for leased queues."""
-    from hueyscope.queue.leases import QueueCursor
+    from hueyscope.queue.tables import QueueCursor
 
     storage = huey.storage
     with storage.db() as curs:
@@ -199,7 +199,7 @@ def _claim(storage, ids):
     Exactly the rows read: on PostgreSQL a row with a lower id can commit
     after them, not yet quiet and not yet looked at.
     """
-    from hueyscope.queue.leases import QueueCursor
+    from hueyscope.queue.tables import QueueCursor
 
     claimed = set()
     with storage.db(commit=True) as curs:

@@ -39,6 +39,7 @@ from hueyscope.signals import fingerprint  # noqa: F401 (named here before)
 from hueyscope.events import hooks, schema, stock, writer, writer_process
 from hueyscope.events.capture import DEFAULT_REDACT, plain
 from hueyscope.events.columns import CAPTURED
+from hueyscope.readonly import sqlite_uri
 
 logger = logging.getLogger("hueyscope.recorder")
 
@@ -445,8 +446,8 @@ class Recorder:
         # Writing from this process anyway (writer_process=False): a
         # connection of its own, as the writer thread's is busy.
         try:
-            conn = sqlite3.connect("file:%s?mode=ro" % os.path.abspath(
-                self.path), uri=True, timeout=timeout)
+            conn = sqlite3.connect(sqlite_uri(self.path, "mode=ro"),
+                                   uri=True, timeout=timeout)
             try:
                 return conn.execute(sql, params).fetchall()
             finally:

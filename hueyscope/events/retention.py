@@ -28,7 +28,6 @@ retention from a long-running process (the command is ``prune``, the name
 the command line looks up, hence the different name).
 """
 import os
-import re
 import sqlite3
 import time
 
@@ -37,11 +36,8 @@ import sqlite_utils
 
 from hueyscope import readonly
 from hueyscope.events import schema
-from hueyscope.options import BadInput, _OneLineParamType, events_option
-from hueyscope.settings import NO_RETENTION, Settings
-
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+from hueyscope.options import BadInput, Duration, events_option
+from hueyscope.settings import Settings
 
 # Statuses of tasks that may still run: their rows are never pruned.
 ACTIVE_STATUSES = ("waiting", "enqueued", "scheduled", "executing", "retrying")
@@ -51,65 +47,6 @@ CHUNK = 5000
 CHUNK_SECONDS = 60.0
 # Tables prune reads or writes; anything lacking one is not an event store.
 REQUIRED_TABLES = ("events", "tasks", "queue_samples", "rollup_hourly", "runs")
-
-
-def parse_duration(text):
-    """Seconds in a duration like ``90s``, ``15m``, ``12h``, ``30d``, ``2w``.
-
-    Raises ValueError (one line) for anything else, and for zero.
-    """
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(
-            "%r is not a duration: use a number and a unit, one of s, m, h, "
-            "d, w (e.g. 90s, 15m, 12h, 30d, 2w)" % text)
-    seconds = float(match.group(1)) * UNITS[match.group(2).lower()]
-    if seconds <= 0:
-        raise ValueError("duration must be more than zero, not %r" % text)
-    return seconds
-
-
-class Duration(_OneLineParamType, click.ParamType):
-    """A click parameter for durations such as ``30d``: value in seconds."""
-
-    name = "duration"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, (int, float)):
-            return float(value)
-        try:
-            return parse_duration(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-def parse_retention(text):
-    """Seconds of a retention period such as ``14d``; None for ``none``.
-
-    ``none`` (any case) keeps everything. Raises ValueError (one line) for
-    anything else that is not a duration of more than zero.
-    """
-    if str(text).strip().lower() == NO_RETENTION:
-        return None
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise ValueError("%s; or %s to keep everything" % (exc, NO_RETENTION)) \
-            from None
-
-
-class Retention(Duration):
-    """A click parameter for a retention period: seconds, or None for ``none``."""
-
-    name = "retention"
-
-    def convert(self, value, param, ctx):
-        if value is None or isinstance(value, (int, float)):
-            return value
-        try:
-            return parse_retention(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 def _open(db_or_path):
@@ -266,8 +203,6 @@ def prune(older_than, vacuum, events):
     try:
         path = Settings.build(only=("events",), events=events).events
         outcome = prune_store(path, older_than, vacuum=vacuum)
-    except ValueError as exc:
-        raise BadInput(str(exc))
     except sqlite3.DatabaseError as exc:
         raise BadInput("cannot prune %s: %s" % (path, exc))
     click.echo("pruned %s: deleted %d events, %d tasks, %d queue samples "

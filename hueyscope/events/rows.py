@@ -100,30 +100,39 @@ def batch_rows(plains, run_id, host, pid, queue):
         if signal == "enqueued":
             late.append(task_id)
         if chain:
-            # A pipeline: its later steps exist now, waiting on this one --
-            # or, when the enqueue raised, will never run.
-            status = "waiting" if signal == "enqueued" else "not-queued"
-            for child_id, child_name, child_priority, parent_id in chain:
-                waiting = [child_id, child_name, queue, status, None, None,
-                           None, None, 0, None, None, None, None,
-                           child_priority, None, parent_id, None, ts, None,
-                           None]
-                if child_id in tasks:
-                    _fold(tasks[child_id], waiting)
-                else:
-                    tasks[child_id] = waiting
-        key = (_hour(ts), name, signal)
-        agg = rollup.get(key)
-        if agg is None:
-            agg = rollup[key] = [0, 0.0, 0.0, 0.0]
-        agg[ROLLUP.count] += 1
-        if duration is not None:
-            agg[ROLLUP.duration_sum] += duration
-            if duration > agg[ROLLUP.duration_max]:
-                agg[ROLLUP.duration_max] = duration
+            _add_pipeline(tasks, chain, signal, queue, ts)
+        _add_to_rollup(rollup, ts, name, signal, duration)
     for event in events:
         event[EVENT.attempt] -= tasks[event[EVENT.task_id]][TASK.attempts]
     return events + named, list(tasks.values()), rollup, late
+
+
+def _add_pipeline(tasks, chain, signal, queue, ts):
+    """A pipeline's later steps exist now, waiting on this one -- or, when
+    the enqueue raised, will never run: a task row each, in ``tasks``."""
+    status = "waiting" if signal == "enqueued" else "not-queued"
+    for child_id, child_name, child_priority, parent_id in chain:
+        waiting = [child_id, child_name, queue, status, None, None,
+                   None, None, 0, None, None, None, None,
+                   child_priority, None, parent_id, None, ts, None,
+                   None]
+        if child_id in tasks:
+            _fold(tasks[child_id], waiting)
+        else:
+            tasks[child_id] = waiting
+
+
+def _add_to_rollup(rollup, ts, name, signal, duration):
+    """Count the signal in its hour's roll-up, with its duration."""
+    key = (_hour(ts), name, signal)
+    agg = rollup.get(key)
+    if agg is None:
+        agg = rollup[key] = [0, 0.0, 0.0, 0.0]
+    agg[ROLLUP.count] += 1
+    if duration is not None:
+        agg[ROLLUP.duration_sum] += duration
+        if duration > agg[ROLLUP.duration_max]:
+            agg[ROLLUP.duration_max] = duration
 
 
 def _hour(ts):

@@ -16,7 +16,6 @@ Tables:
 """
 import functools
 import sqlite3
-from urllib.parse import quote
 
 import sqlite_utils
 from sqlite_utils import Migrations
@@ -26,7 +25,7 @@ from sqlite_utils import Migrations
 from hueyscope.events.columns import EVENT, TASK  # noqa: F401
 from hueyscope.events.sqlite_file import connect  # noqa: F401 (schema.connect)
 from hueyscope import readonly
-from hueyscope.readonly import check_schema, read_only
+from hueyscope.readonly import check_schema, read_only, sqlite_uri
 
 migrations = Migrations("hueyscope")
 
@@ -277,8 +276,7 @@ def check_store(conn, path, schema="main"):
 
 def _file_only(path, read):
     """``read(conn)`` on the database file alone (immutable: no WAL, no -shm)."""
-    conn = readonly.connect("file:%s?mode=ro&immutable=1" % quote(path),
-                            uri=True)
+    conn = readonly.connect(sqlite_uri(path, "mode=ro&immutable=1"), uri=True)
     try:
         return read(conn)
     finally:

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import time
 
-from hueyscope import storable
+from hueyscope import filemodes, storable
 from hueyscope.events import sqlite_file
 from hueyscope.events.columns import EVENT, SIGNAL, TASK
 from hueyscope.events.rows import batch_rows, finish_events, storable_batch
@@ -228,7 +228,7 @@ class Store:
             return False
         reserve = self._reserve_path()
         try:
-            with open(reserve + ".new", "wb") as f:
+            with filemodes.open_private(reserve + ".new") as f:
                 f.write(bytes(size))
             os.replace(reserve + ".new", reserve)
         except OSError:

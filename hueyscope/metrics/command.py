@@ -84,15 +84,19 @@ def serve(registry, host, port):
 def write_textfile(registry, path):
     """Write the metrics to ``path`` through a temporary file and a rename.
 
+    A new file follows the umask; a rewritten one keeps the mode of the
+    file it replaces (see :func:`hueyscope.filemodes.replace_file`).
     Stopped by a signal while reading, it writes nothing: the last complete
     file stays.
     """
-    from prometheus_client import write_to_textfile
+    from prometheus_client import generate_latest
+
+    from hueyscope.filemodes import replace_file
 
     from hueyscope.readonly import QueryStopped, stopping
 
     try:
-        write_to_textfile(path, registry)
+        replace_file(path, generate_latest(registry))
     except QueryStopped:
         if not stopping():
             raise
@@ -167,14 +171,11 @@ def metrics(settings, listen, textfile, every):
                        "(see hueyscope metrics --help)")
     if every is not None and not textfile:
         raise BadInput("--every rewrites the --textfile: give one")
-    try:
-        address = parse_listen(listen) if listen else None
-        if textfile:
-            check_textfile(textfile)
-        check_event_store(settings.events, must_exist=True)
-        registry = make_registry(settings)
-    except ValueError as exc:
-        raise BadInput(str(exc))
+    address = parse_listen(listen) if listen else None
+    if textfile:
+        check_textfile(textfile)
+    check_event_store(settings.events, must_exist=True)
+    registry = make_registry(settings)
     stop = _stop_event()
     server = None
     if address:

@@ -23,6 +23,7 @@ import time
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
 
+from hueyscope.events.queries import run_alive
 from hueyscope.events.schema import check_store
 from hueyscope.readonly import read_only, stopping
 from hueyscope.signals import STALE_SECONDS
@@ -222,9 +223,9 @@ class StoreReading:
         self.queues = [row[0] for row in conn.execute(
             "select distinct queue from runs where queue is not null")]
         self.consumers = conn.execute(
-            "select host, sum(stopped is null and coalesce(heartbeat, started) "
-            ">= ?) from runs where role = 'consumer' group by host",
-            (now - STALE_SECONDS,)).fetchall()
+            "select host, sum(" + run_alive("?", STALE_SECONDS) + ") from runs "
+            "where role = 'consumer' group by host",
+            (now,)).fetchall()
         self.recorded = conn.execute(
             "select host, sum(events_written), sum(events_dropped) from runs "
             "group by host").fetchall()

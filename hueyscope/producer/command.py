@@ -10,7 +10,7 @@ import click
 
 import hueyscope
 from hueyscope.apps import open_app
-from hueyscope.options import (BadInput, Choice, FloatRange, IntRange, capture_options,
+from hueyscope.options import (Choice, FloatRange, IntRange, capture_options,
                                settings_options)
 from hueyscope.producer.scenarios import DEFAULT_COUNT, SCENARIOS, wait_for
 
@@ -42,11 +42,8 @@ def produce(settings, scenario, count, wait, timeout):
     With --wait it blocks (up to --timeout seconds) and prints each result;
     it exits 1 if some did not arrive in time.
     """
-    try:
-        huey = open_app(settings)
-        recorder = hueyscope.attach(huey, events=settings.events)
-    except ValueError as exc:
-        raise BadInput(str(exc))
+    huey = open_app(settings)
+    recorder = hueyscope.attach(huey, events=settings.events)
     from hueyscope import demo_tasks
 
     if count is None:

@@ -8,7 +8,7 @@ that, each method raising NotImplementedError with what it must do.
 
 A leased storage derives from :class:`~hueyscope.queue.leases.LeaseKeeping`
 (what every engine does alike, written once through
-:class:`~hueyscope.queue.leases.QueueCursor`), from huey's storage for its
+:class:`~hueyscope.queue.tables.QueueCursor`), from huey's storage for its
 engine, and from this class, last: huey's methods and the shared ones come
 first, and a method nobody provides says so when called. Two engines do
 today: :class:`~hueyscope.queue.sqlite.LeasedSqliteStorage` and
@@ -41,7 +41,7 @@ class LeasedStorage:
     def initialize_schema(self):
         """Create huey's tables and the lease tables (``hueyscope_*``) if missing.
 
-        The lease tables are :func:`~hueyscope.queue.leases.lease_tables`
+        The lease tables are :func:`~hueyscope.queue.tables.lease_tables`
         in the engine's column types.
         """
         raise NotImplementedError

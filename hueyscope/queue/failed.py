@@ -17,9 +17,7 @@ delete entries older than ``--keep-failed`` (30 days) at every health check.
 """
 import time
 
-from hueyscope.queue.leases import QueueCursor
-
-DEFAULT_KEEP_FAILED = 30 * 86400
+from hueyscope.queue.tables import QueueCursor
 KINDS = ("failed", "lost", "dropped")
 COLUMNS = ("id", "queue", "task_id", "task", "kind", "error_type",
            "fingerprint", "reason", "recoveries", "run_id", "parked")

@@ -2,7 +2,7 @@
 import os
 import sqlite3
 
-from hueyscope.queue.leases import LEASE_SCHEMA
+from hueyscope.queue.tables import LEASE_SCHEMA
 from hueyscope.readonly import check_schema, read_only, schema_objects
 
 BUSY_TIMEOUT_SECONDS = 10

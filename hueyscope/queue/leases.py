@@ -41,12 +41,12 @@ import weakref
 from huey import signals as S
 
 from hueyscope.queue import liveness
+from hueyscope.queue.tables import LOCK_MARK, QueueCursor
 from hueyscope.signals import fingerprint
 from hueyscope.storable import str_of, text
 
 logger = logging.getLogger("hueyscope.leases")
 
-LEASE_SCHEMA = 2  # 2: the dead-letter table is the failed set (kind, error)
 HEARTBEAT_INTERVAL = 5.0  # seconds between a holder's heartbeats
 # Seconds between recoveries run from the dequeue path (huey's own health
 # check interval).
@@ -54,104 +54,12 @@ RECOVER_EVERY = 10.0
 # Final outcomes that release a lease through the next write of the process.
 NOTED_OUTCOMES = frozenset((S.SIGNAL_REVOKED, S.SIGNAL_EXPIRED, S.SIGNAL_CANCELED,
                             S.SIGNAL_LOCKED, S.SIGNAL_RATE_LIMITED))
-LOCK_MARK = ".lock."  # huey's lock keys are "<queue>.lock.<name>"
-
-# The tables of record, written once: ``{id}`` is a row id (``{never_reused}``
-# one never given twice), ``{bigint}``, ``{blob}`` and ``{real}`` the
-# engine's types (see lease_tables).
-TABLES = [
-    # One row per process that took work from the queue.
-    "create table if not exists hueyscope_holder ("
-    "id {id}, host text not null, hostname text, "
-    "pid integer not null, pid_start {bigint}, run_id text, "
-    "started {real} not null, heartbeat {real} not null)",
-    # One row per message taken and not yet settled. Its own id, never
-    # reused: huey's task ids are reused as soon as the table empties.
-    "create table if not exists hueyscope_lease ("
-    "id {never_reused}, queue text not null, data {blob} not null, "
-    "priority {real} not null default 0, holder {bigint} not null, "
-    "taken {real} not null)",
-    "create index if not exists hueyscope_lease_holder on hueyscope_lease (holder)",
-    # Who holds each lock_task lock (the lock itself is huey's kv row).
-    "create table if not exists hueyscope_lock ("
-    "queue text not null, key text not null, holder {bigint} not null, "
-    "worker text, taken {real} not null, primary key (queue, key))",
-    # How often each task was recovered, so a poison task is parked.
-    "create table if not exists hueyscope_recoveries ("
-    "queue text not null, task_id text not null, count integer not null, "
-    "updated {real} not null, primary key (queue, task_id))",
-    # The failed set: messages parked instead of run (kind 'lost': a poison
-    # task; 'dropped': a task the consumer does not have) or failed for good
-    # (kind 'failed'), each with its original message.
-    "create table if not exists hueyscope_dead_letter ("
-    "id {id}, queue text not null, task_id text, task text, "
-    "data {blob} not null, priority {real} not null default 0, reason text, "
-    "recoveries integer not null default 0, run_id text, parked {real} not null, "
-    "kind text, error_type text, fingerprint text)",
-    # The outbox of outcomes: a row per lease released because its task
-    # reached an outcome, written in the transaction that releases it, so
-    # the record can be put right after a crash (hueyscope.events.reconcile).
-    "create table if not exists hueyscope_settled ("
-    "id {id}, queue text not null, "
-    "task_id text not null, task text, signal text not null, priority {real}, "
-    "run_id text, ts {real} not null)",
-]
-SQLITE_TYPES = {"id": "integer primary key",
-                "never_reused": "integer primary key autoincrement",
-                "bigint": "integer", "blob": "blob", "real": "real"}
-POSTGRES_TYPES = {"id": "bigserial primary key",
-                  "never_reused": "bigserial primary key",
-                  "bigint": "bigint", "blob": "bytea", "real": "double precision"}
-
-
-def lease_tables(types):
-    """The statements creating the lease tables, in an engine's column ``types``."""
-    return [sql.format(**types) for sql in TABLES]
-
-
-# SQLite's: its schema number is kept in a table of its own.
-DDL = [
-    "create table if not exists hueyscope_meta ("
-    "key text primary key, value)",
-] + lease_tables(SQLITE_TYPES) + [
-    "insert or ignore into hueyscope_meta (key, value) "
-    "values ('lease_schema', %d)" % LEASE_SCHEMA,
-]
-
-
-# Columns lease schema 2 added to hueyscope_dead_letter.
-DEAD_LETTER_COLUMNS = ("kind", "error_type", "fingerprint")
 
 
 def _is_lock(key):
     """Whether a kv key is a ``lock_task`` lock (huey's are str; any other
     key, bytes too, goes to huey's storage untouched)."""
     return isinstance(key, str) and LOCK_MARK in key
-
-
-class QueueCursor:
-    """A cursor that runs queue SQL on any of hueyscope's storages.
-
-    Statements are written once, in SQLite's ``?`` style with huey's tables
-    as ``{kv}`` and ``{task}`` and the periodic claims as ``{tick}``; each
-    storage names its tables (``queue_tables``) and its parameter style
-    (``param_style``).
-    """
-
-    def __init__(self, storage, cursor):
-        self.cursor = cursor
-        self.tables = storage.queue_tables
-        self.pyformat = storage.param_style == "pyformat"
-
-    def _sql(self, sql):
-        sql = sql.format(**self.tables)
-        return sql.replace("?", "%s") if self.pyformat else sql
-
-    def execute(self, sql, params=()):
-        return self.cursor.execute(self._sql(sql), params)
-
-    def executemany(self, sql, rows):
-        return self.cursor.executemany(self._sql(sql), rows)
 
 
 class LeaseKeeping:

@@ -18,7 +18,7 @@ import dataclasses
 
 from hueyscope.queue import failed as failed_set
 from hueyscope.queue import recovery
-from hueyscope.queue.recovery import DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_RECOVERIES
+from hueyscope.settings import DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_RECOVERIES
 
 
 @dataclasses.dataclass

@@ -24,7 +24,7 @@ import time
 from huey import signals as S
 from huey.api import ResultGroup
 
-from hueyscope.queue.leases import QueueCursor
+from hueyscope.queue.tables import QueueCursor
 
 logger = logging.getLogger("hueyscope.periodic")
 
@@ -33,7 +33,7 @@ TICK_DDL = (
     "create table if not exists hueyscope_periodic_tick ("
     "queue text not null, task text not null, tick text not null, "
     "claimed real not null, primary key (queue, task, tick))")
-# Written once for every engine (see leases.QueueCursor): {tick} and {task}
+# Written once for every engine (see tables.QueueCursor): {tick} and {task}
 # are the storage's tables, ? its parameter marks.
 FORGET_OLD = "delete from {tick} where queue = ? and claimed < ?"
 CLAIM = ("insert into {tick} (queue, task, tick, claimed) values (?, ?, ?, ?) "

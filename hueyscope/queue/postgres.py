@@ -22,15 +22,14 @@ a live queue's workers need: it reads the catalog and creates only what is
 missing (see :meth:`ClaimingPostgresStorage.initialize_schema`). A storage
 call whose transaction fails on a transient error -- a deadlock, a
 serialization failure, a lock not available, a dropped connection -- is
-run again after a short backoff, a few times (:data:`ATTEMPTS`); a pipeline
+run again after a short backoff, a few times
+(:mod:`hueyscope.queue.pg_retries`); a pipeline
 step or a retry whose next write still fails keeps its lease, so recovery
 finishes its work (``LeasedHuey.execute``).
 """
 import contextlib
-import functools
 import logging
 import os
-import random
 import re
 import threading
 import time
@@ -42,13 +41,13 @@ from huey.storage import PostgresStorage
 
 from hueyscope.queue.leased_huey import LeasedHuey
 from hueyscope.queue.contract import LeasedStorage
-from hueyscope.queue.leases import (DEAD_LETTER_COLUMNS, POSTGRES_TYPES,
-                                    LeaseKeeping, lease_tables)
+from hueyscope.queue.leases import LeaseKeeping
 from hueyscope.queue.periodic import OncePerTick, enqueue_unclaimed
+from hueyscope.queue.pg_retries import RetryingCalls, with_retries
+from hueyscope.queue.tables import DEAD_LETTER_COLUMNS, POSTGRES_TYPES, lease_tables
 
 try:
     import psycopg
-    from psycopg import errors as _errors
 except ImportError:  # the postgres extra is not installed: make_postgres_huey says so
     psycopg = None
 
@@ -63,19 +62,6 @@ LEASE_DDL = lease_tables(POSTGRES_TYPES) + [
 SCHEMA_LOCK = "select pg_advisory_lock(hashtext('hueyscope_schema'))"
 # One recovery at a time across every consumer of the database.
 RECOVERY_LOCK = "select pg_advisory_xact_lock(hashtext('hueyscope_recovery'))"
-
-# Transient failures: a storage call is run again, ATTEMPTS times in all,
-# BACKOFF seconds (doubled at each attempt, with jitter) apart.
-ATTEMPTS = 5
-BACKOFF = 0.05
-RETRIED = (
-    "enqueue", "_dequeue", "queue_size", "enqueued_items", "flush_queue",
-    "add_to_schedule", "read_schedule", "schedule_size", "scheduled_items",
-    "flush_schedule", "put_data", "peek_data", "peek_many", "pop_data",
-    "has_data_for_key", "put_if_empty", "delete_data", "incr",
-    "delete_counter", "result_store_size", "result_items", "flush_results",
-    "flush_counters", "flush_all", "sql", "enqueue_unclaimed",
-    "park_current", "release_pending")
 
 _CREATES = re.compile(r"\s*create (?:table|index) if not exists (\w+)", re.I)
 _ADDS = re.compile(r"\s*alter table (\w+) add column if not exists (\w+)", re.I)
@@ -119,97 +105,6 @@ def missing_ddl(conn, ddl):
     return missing
 
 
-def transient(exc, connection_lost=False):
-    """True if a transaction that failed with ``exc`` may succeed if run again.
-
-    A deadlock, a serialization failure, a lock not available; or any
-    OperationalError that left the connection it ran on broken (the server
-    restarted, the network dropped): the next attempt opens a new one.
-    """
-    if psycopg is None or not isinstance(exc, psycopg.OperationalError):
-        return False
-    if isinstance(exc, (_errors.DeadlockDetected, _errors.SerializationFailure,
-                        _errors.LockNotAvailable)):
-        return True
-    return connection_lost
-
-
-def retried(fn):
-    """``fn``, a storage method, run again on a transient failure (see RetryingCalls)."""
-    if getattr(fn, "retried", False):
-        return fn
-
-    @functools.wraps(fn)
-    def method(self, *args, **kwargs):
-        return self.call_with_retries(fn, self, *args, **kwargs)
-
-    method.retried = True
-    return method
-
-
-def with_retries(cls):
-    """Class decorator: every method of :data:`RETRIED` that ``cls`` has, retried."""
-    for name in RETRIED:
-        fn = getattr(cls, name, None)
-        if fn is not None:
-            setattr(cls, name, retried(fn))
-    return cls
-
-
-class RetryingCalls:
-    """Runs storage calls again when their transaction failed on a transient error.
-
-    A failed call's transaction was rolled back (huey's ``db()`` does it,
-    and the leased one puts back the leases it was to release), so running
-    the whole call again is safe; only the outermost storage call of a
-    thread retries (calls made inside it fail with it). A call that failed
-    on a dropped connection may have committed before the connection
-    dropped: running it again is at-least-once, as delivery is.
-    """
-
-    def _retry_state(self):
-        state = self.__dict__.get("_retry_local")
-        if state is None:
-            state = self.__dict__.setdefault("_retry_local", threading.local())
-        return state
-
-    def call_with_retries(self, fn, *args, **kwargs):
-        state = self._retry_state()
-        if getattr(state, "active", False):
-            return fn(*args, **kwargs)
-        state.active = True
-        try:
-            for attempt in range(1, ATTEMPTS + 1):
-                saved = self._attempt_state()
-                try:
-                    return fn(*args, **kwargs)
-                except Exception as exc:
-                    if attempt == ATTEMPTS or not transient(exc, self._connection_lost()):
-                        raise
-                    self._restore_attempt_state(saved)
-                    delay = BACKOFF * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
-                    logger.warning("%s failed (%s: %s); attempt %d of %d in %.2f s.",
-                                   fn.__name__, type(exc).__name__,
-                                   _first_line(exc), attempt + 1, ATTEMPTS, delay)
-                    time.sleep(delay)
-        finally:
-            state.active = False
-
-    def _connection_lost(self):
-        conn = self._conn
-        return conn is not None and (conn.closed or conn.broken)
-
-    def _attempt_state(self):
-        return None
-
-    def _restore_attempt_state(self, saved):
-        pass
-
-
-def _first_line(exc):
-    return (str(exc).strip().splitlines() or [""])[0]
-
-
 @with_retries
 class ClaimingPostgresStorage(RetryingCalls, PostgresStorage):
     """huey's PostgresStorage with a table of periodic tick claims.
@@ -217,7 +112,7 @@ class ClaimingPostgresStorage(RetryingCalls, PostgresStorage):
     Its calls are retried on transient failures (:class:`RetryingCalls`).
     """
 
-    param_style = "pyformat"  # for queue SQL written once (leases.QueueCursor)
+    param_style = "pyformat"  # for queue SQL written once (tables.QueueCursor)
     to_blob = staticmethod(bytes)
 
     def __init__(self, name="huey", create_tables=True, **kwargs):

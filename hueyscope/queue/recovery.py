@@ -13,6 +13,11 @@ that result. Locks held by dead holders are freed; a live holder's never.
 Recovery reads and writes queue.db only, never the event store. Consumers run
 it at start, at every health check and at exit (their own interrupted tasks);
 ``hueyscope recover`` runs it by hand.
+
+A dry run only looks: it never unpickles a message or a result (which would
+run any code the pickle names, in a file it was only asked to inspect). It
+reads them with :mod:`hueyscope.queue.peek` instead, and says "?" for what
+that cannot tell.
 """
 import dataclasses
 import logging
@@ -21,14 +26,13 @@ import time
 
 from huey.utils import Error
 
-from hueyscope.queue import liveness
-from hueyscope.queue.leases import LOCK_MARK, QueueCursor
-from hueyscope.signals import STALE_SECONDS
+from hueyscope.queue import liveness, peek
+from hueyscope.queue.tables import LOCK_MARK, QueueCursor
+from hueyscope.settings import (DEFAULT_KEEP_FAILED, DEFAULT_LEASE_TIMEOUT,
+                                DEFAULT_MAX_RECOVERIES)
 
 logger = logging.getLogger("hueyscope.recovery")
 
-DEFAULT_LEASE_TIMEOUT = STALE_SECONDS
-DEFAULT_MAX_RECOVERIES = 3
 RECOVERIES_KEPT = 7 * 86400  # seconds a task's recovery count is remembered
 SETTLED_KEPT = 86400  # seconds an outcome waits in the outbox for a recorder
 
@@ -104,8 +108,13 @@ def dead_holders(rows, lease_timeout, own=()):
     return dead
 
 
-def _message(huey, data):
-    """(task id, task name) of a queued message, whether or not its task is known."""
+def _message(huey, data, dry_run=False):
+    """(task id, task name) of a queued message, whether or not its task is known.
+
+    ``dry_run``: read without unpickling (see :mod:`hueyscope.queue.peek`).
+    """
+    if dry_run:
+        return peek.message_head(huey.serializer, data)
     try:
         message = huey.serializer.deserialize(data)
         return message.id, message.name
@@ -168,7 +177,7 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
         dead.update(_orphans(curs))
         outcome.dead = [(h, reason) for h, reason in dead.values()]
         if not dry_run:
-            from hueyscope.queue.failed import DEFAULT_KEEP_FAILED, forget_old
+            from hueyscope.queue.failed import forget_old
 
             forget_old(curs, storage, keep_failed or DEFAULT_KEEP_FAILED)
             # Outcomes no recorder reconciled within a day (none attached).
@@ -184,17 +193,18 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
             % marks, [storage.name] + ids).fetchall()
         for lease_id, data, priority, holder in leases:
             h, reason = dead[holder]
-            task_id, name = _message(huey, data)
+            task_id, name = _message(huey, data, dry_run)
             entry = {"lease": lease_id, "task_id": task_id, "task": name,
                      "priority": priority, "run_id": h.run_id, "pid": h.pid,
                      "reason": reason}
-            result = _stored_result(huey, curs, task_id)
+            result = _stored_result(huey, curs, task_id, dry_run)
             if result is not None:
                 outcome.settled.append(entry)
-                nxt = _continuation(huey, data, result[0])
+                nxt = _continuation(huey, data, result[0], dry_run)
                 if nxt is not None:
                     outcome.continued.append(dict(entry, next_id=nxt.id,
                                                   next_task=nxt.name))
+                if nxt is not None and nxt.data is not None:
                     curs.execute("insert into {task} (queue, data, priority) "
                                  "values (?, ?, ?)", (storage.name, storage.to_blob(
                                      nxt.data), nxt.priority or 0))
@@ -268,13 +278,21 @@ class _DryRun(Exception):
     """Raised inside the transaction so that storage.db() rolls it back."""
 
 
-def _stored_result(huey, curs, task_id):
-    """(value,) if a result other than an error is stored for ``task_id``."""
+def _stored_result(huey, curs, task_id, dry_run=False):
+    """(value,) if a result other than an error is stored for ``task_id``.
+
+    ``dry_run``: (None,) for such a result, read without unpickling it.
+    """
     if task_id is None:
         return None
     row = curs.execute("select value from {kv} where queue = ? and key = ?",
                        (huey.storage.name, task_id)).fetchone()
-    return None if row is None else success(huey, row[0])
+    if row is None:
+        return None
+    if dry_run:
+        return (None,) if peek.is_error(huey.serializer, row[0]) is False \
+            else None
+    return success(huey, row[0])
 
 
 def success(huey, stored):
@@ -303,13 +321,24 @@ class _Next:
         self.id, self.name, self.priority = message.id, message.name, message.priority
         self.data = data
 
+    @classmethod
+    def named(cls, task_id, name):
+        """A step known only by its id and name (a dry run's)."""
+        step = cls.__new__(cls)
+        step.id, step.name, step.priority, step.data = task_id, name, None, None
+        return step
 
-def _continuation(huey, data, value):
+
+def _continuation(huey, data, value, dry_run=False):
     """The next pipeline step of a stored result, with the result in its args.
 
     Built from the message itself, so that recovery needs no app: huey's
-    ``Task.extend_data`` done on the step's message.
+    ``Task.extend_data`` done on the step's message. ``dry_run``: only its
+    id and name, read without unpickling (its ``data`` is None).
     """
+    if dry_run:
+        head = peek.next_step(huey.serializer, data)
+        return None if head is None else _Next.named(*head)
     try:
         message = huey.serializer.deserialize(data)
     except Exception:

@@ -14,11 +14,11 @@ import os
 import sqlite3
 import time
 
-from hueyscope.queue.leases import LOCK_MARK
+from hueyscope.queue.tables import LOCK_MARK
 from hueyscope.queue import check_queue_file
 from hueyscope.queue.files import check_queue_schema
 from hueyscope.readonly import read_only
-from hueyscope.queue.recovery import DEFAULT_LEASE_TIMEOUT
+from hueyscope.settings import DEFAULT_LEASE_TIMEOUT
 
 # The tables of huey's a queue file must have for status to read it.
 STATUS_TABLES = ("task", "schedule", "kv")
@@ -159,7 +159,7 @@ def huey_status(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT):
     A leased PostgreSQL queue also lists its leases, lock holders and
     parked tasks, read from the same tables of record as on SQLite.
     """
-    from hueyscope.queue.leases import QueueCursor
+    from hueyscope.queue.tables import QueueCursor
 
     keys = list(huey.storage.result_items())
     locks, revoked, results = _classify(huey.name, keys)

@@ -3,21 +3,13 @@ import sys
 
 import click
 
-from hueyscope.options import (BadInput, FloatRange, HttpURL, events_option,
-                               site_option)
+from hueyscope.options import BadInput, FloatRange, settings_options
 from hueyscope.readonly import QUERY_SECONDS
-from hueyscope.settings import Settings
 
 
 @click.command(short_help="Render the static HTML report of event stores.")
 @click.argument("event_stores", nargs=-1, metavar="[EVENTS_DB]...")
-@events_option
-@site_option
-@click.option(
-    "--datasette-url", metavar="URL", type=HttpURL(), default=None,
-    envvar="HUEYSCOPE_DATASETTE_URL", show_envvar=True,
-    help="Base URL of a Datasette serving the event stores (e.g. "
-         "http://localhost:8001): numbers also link to its rows and queries.")
+@settings_options(only=("events", "site", "datasette_url"))
 @click.option("--query-timeout", type=FloatRange(min=0.1),
               default=QUERY_SECONDS, show_default=True, metavar="SECONDS",
               help="Stop with an error if one query runs longer than this "
@@ -25,7 +17,7 @@ from hueyscope.settings import Settings
                    "crafted store could make one run for ever).")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar, print only the path of index.html.")
-def report(event_stores, events, site, datasette_url, query_timeout, quiet):
+def report(event_stores, settings, query_timeout, quiet):
     """Render a static HTML report of EVENTS_DB (default: the --events store).
 
     Give several event stores (one per host) to merge them into one report.
@@ -38,20 +30,13 @@ def report(event_stores, events, site, datasette_url, query_timeout, quiet):
         hueyscope report host-a.db host-b.db --out site/
         hueyscope report --out site/ --datasette-url http://localhost:8001
     """
-    try:
-        settings = Settings.build(only=("events", "site"), events=events,
-                                  site=site)
-    except ValueError as exc:
-        raise BadInput(str(exc))
     sources = list(event_stores) or [settings.events]
     from hueyscope.reports.builder import build_report
 
     try:
-        index = build_report(sources, settings.site, datasette_url=datasette_url,
+        index = build_report(sources, settings.site, datasette_url=settings.datasette_url or None,
                              progress=not quiet and sys.stderr.isatty(),
                              query_seconds=query_timeout)
-    except ValueError as exc:
-        raise BadInput(str(exc))
     except OSError as exc:
         raise BadInput("cannot write the report to %s: %s" % (
             settings.site, exc.strerror or exc))

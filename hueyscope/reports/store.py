@@ -13,14 +13,12 @@ text is shown replaced; and each file's schema is checked to be ours
 (:func:`hueyscope.events.schema.check_store`) inside the read transaction, before
 anything else is read from it.
 """
-import os
 import sqlite3
-from urllib.parse import quote
 
 from hueyscope import readonly
 from hueyscope.events import queries
-from hueyscope.events.schema import check_store
-from hueyscope.events.schema import INDEXES, database_names
+from hueyscope.events.schema import INDEXES, check_store, database_names
+from hueyscope.readonly import sqlite_uri
 
 # Asked of SQLite, which gives no more than its build allows.
 MOST_ATTACHED = 125
@@ -46,8 +44,9 @@ class Store:
         self.names = database_names(self.sources)
         self.merged = len(self.sources) > 1
         if not self.merged:
-            self.conn = readonly.connect(_uri(self.sources[0]), query_seconds,
-                                         uri=True, isolation_level=None)
+            self.conn = readonly.connect(
+                sqlite_uri(self.sources[0], "mode=ro"), query_seconds,
+                uri=True, isolation_level=None)
         else:
             self.conn = readonly.connect("file::memory:", query_seconds,
                                          uri=True, isolation_level=None)
@@ -79,7 +78,8 @@ class Store:
         schemas = []
         for i, (path, name) in enumerate(zip(self.sources, self.names)):
             schema = "s%d" % i
-            conn.execute("attach database ? as %s" % schema, (_uri(path),))
+            conn.execute("attach database ? as %s" % schema,
+                         (sqlite_uri(path, "mode=ro"),))
             check_store(conn, path, schema)
             schemas.append(schema)
 
@@ -103,7 +103,8 @@ class Store:
         """
         conn = self.conn
         for i, (path, name) in enumerate(zip(self.sources, self.names)):
-            conn.execute("attach database ? as src", (_uri(path),))
+            conn.execute("attach database ? as src",
+                         (sqlite_uri(path, "mode=ro"),))
             # Each store's tables from one snapshot of it; detached after.
             conn.execute("begin")
             try:
@@ -208,10 +209,6 @@ class Store:
             self.conn.execute("rollback")
         finally:
             self.conn.close()
-
-
-def _uri(path):
-    return "file:%s?mode=ro" % quote(os.path.abspath(path))
 
 
 def _sql_string(text):

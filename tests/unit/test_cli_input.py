@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from hueyscope.alerts.rules import duration, fraction
 from hueyscope.cli import cli
-from hueyscope.events.retention import parse_duration, parse_retention
+from hueyscope.settings import parse_duration, parse_retention
 
 BAD = [
     (["consume", "--retention", "3x"], "'3x' is not a duration"),
@@ -35,6 +35,13 @@ BAD = [
     (["nosuchcommand"], "No such command 'nosuchcommand' (see hueyscope --help)"),
     (["produce", "mixed", {"HUEYSCOPE_DURABILITY": "fast"}], "HUEYSCOPE_DURABILITY"),
     (["consume", {"HUEYSCOPE_MAX_ARG_CHARS": "lots"}], "'lots' is not a whole number"),
+    (["consume", {"HUEYSCOPE_RETENTION": "forever"}], "or none to keep everything"),
+    (["recover", {"HUEYSCOPE_KEEP_FAILED": "3x"}], "'3x' is not a duration"),
+    (["status", {"HUEYSCOPE_LEASE_TIMEOUT": "0.5"}], "0.5 is not in the range x>=1"),
+    (["recover", "--max-recoveries", "-1"], "-1 is not in the range x>=0"),
+    (["check", "--rules", "missing.toml"], "'missing.toml' does not exist"),
+    (["report", {"HUEYSCOPE_DATASETTE_URL": "localhost"}],
+     "must be an http:// or https:// URL"),
 ]
 
 
@@ -116,3 +123,51 @@ def test_bad_fractions(value, message):
 def test_bad_rule_durations(value, message):
     with pytest.raises(ValueError, match=message):
         duration(value)
+
+
+def test_every_variable_is_a_setting_with_one_option():
+    """Each HUEYSCOPE_* variable the package reads is a Settings field, and
+    its option is declared once, in hueyscope/options.py."""
+    import re
+    from pathlib import Path
+
+    import hueyscope
+    from hueyscope.options import SETTINGS_OPTIONS
+    from hueyscope.settings import ENV, Settings
+
+    package = Path(hueyscope.__file__).parent
+    named, declared = set(), []
+    for path in package.rglob("*.py"):
+        text = path.read_text()
+        named.update(re.findall(r"HUEYSCOPE_[A-Z_]+", text))
+        if "envvar=" in text:
+            declared.append(path.relative_to(package).as_posix())
+    assert named <= set(ENV.values())
+    assert declared == ["options.py"]
+    fields = {f.name for f in __import__("dataclasses").fields(Settings)}
+    assert set(ENV) == fields
+    assert set(SETTINGS_OPTIONS) == fields - {"no_args", "max_arg_chars", "redact"}
+    documented = (package.parent / "docs" / "configuration.md").read_text()
+    assert [v for v in ENV.values() if "`%s`" % v not in documented] == []
+
+
+@pytest.mark.parametrize("name,text,value", [
+    ("lease_timeout", "5", 5.0),
+    ("max_recoveries", "0", 0),
+    ("keep_failed", "7d", 7 * 86400),
+    ("retention", "none", None),
+    ("retention", "12h", 12 * 3600),
+    ("rules", "rules.toml", "rules.toml"),
+    ("datasette_url", "http://localhost:8001", "http://localhost:8001"),
+])
+def test_a_setting_read_from_its_variable_goes_back_to_children(
+        folder, monkeypatch, name, text, value):
+    """A variable is read into its field, and export_env writes back a text
+    that reads as the same value in a child."""
+    from hueyscope.settings import ENV, Settings
+
+    monkeypatch.setenv(ENV[name], text)
+    settings = Settings.build(only=(name,))
+    assert getattr(settings, name) == value
+    settings.export_env()
+    assert getattr(Settings.build(only=(name,)), name) == value

@@ -4,7 +4,7 @@ import sqlite3
 import pytest
 
 from hueyscope.queue.files import check_queue_file, check_sqlite_file
-from hueyscope.queue.leases import LEASE_SCHEMA
+from hueyscope.queue.tables import LEASE_SCHEMA
 
 
 def _db(path, *statements):
