@@ -74,10 +74,9 @@ def check(settings, notify_urls, verbose):
     try:
         findings = evaluate(rules, Sources(settings.events, queue=queue,
                                            app=app_loader(settings)))
-    except ValueError as exc:
-        raise BadInput(str(exc))
-    except sqlite3.Error as exc:
-        raise BadInput("cannot read event store %s: %s" % (settings.events, exc))
+    except sqlite3.Error as exc:  # a ValueError is bad input already
+        raise ValueError("cannot read event store %s: %s" % (
+            settings.events, exc))
     alerts = firing(findings)
     for finding in findings:
         if finding.fired:
