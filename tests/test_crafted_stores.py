@@ -108,7 +108,7 @@ def commands(store, queue, folder, prunable):
     """
     return {
         "report": ["report", store, "--out", folder / "site"],
-        "check": ["check", "--events", store, "--queue", folder / "none.db"],
+        "check": ["check", "--events", store, "--queue", queue],
         "metrics": ["metrics", "--events", store, "--queue", queue,
                     "--textfile", folder / "m.prom"],
         "prune": ["prune", "--older-than", "1d", "--events", prunable],

@@ -121,12 +121,22 @@ def oldest_pending(conn, params, sources):
 
 
 def _queue_messages(path):
-    """Messages in the SQLite queue at ``path``; None if unknown."""
+    """Messages in the SQLite queue at ``path``; None if unknown.
+
+    Raises ValueError (one line) for a queue whose schema is not ours
+    (:func:`hueyscope.queue.files.check_queue_schema`).
+    """
+    from hueyscope.queue.files import check_queue_schema
+
     if not path or not os.path.isfile(path):
         return None
+
+    def count(conn):
+        check_queue_schema(conn, path)
+        return conn.execute("select count(*) from task").fetchone()[0]
+
     try:
-        return read_only(path, lambda conn: conn.execute(
-            "select count(*) from task").fetchone()[0])
+        return read_only(path, count, seconds=QUERY_SECONDS)
     except sqlite3.Error:
         return None
 
