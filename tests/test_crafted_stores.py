@@ -100,15 +100,17 @@ class Result:
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-def commands(store, queue, folder, prunable):
+def commands(store, queue, folder, prunable, app_queue):
     """Every command that reads an event store or a queue, by name.
 
     A store whose schema is ours is pruned as it should be, so ``prune``
-    gets a copy of it (``prunable``).
+    gets a copy of it (``prunable``). ``check`` opens the app, whose huey
+    opens its queue for writing, when a consumer declared periodic tasks:
+    it gets a copy of a queue whose schema is ours (``app_queue``).
     """
     return {
         "report": ["report", store, "--out", folder / "site"],
-        "check": ["check", "--events", store, "--queue", queue],
+        "check": ["check", "--events", store, "--queue", app_queue],
         "metrics": ["metrics", "--events", store, "--queue", queue,
                     "--textfile", folder / "m.prom"],
         "prune": ["prune", "--older-than", "1d", "--events", prunable],
@@ -122,11 +124,13 @@ def test_every_reader_refuses_or_bounds_a_crafted_file(crafted_files, tmp_path):
     name, store, queue = crafted_files
     before = {path: crafted.digest(path) for path in (store, queue)}
     siblings = sorted(os.listdir(store.parent))
-    prunable = store
+    prunable, app_queue = store, queue
     if name not in REFUSED:
         prunable = shutil.copy(store, tmp_path / "copy.db")
+        app_queue = shutil.copy(queue, tmp_path / "queue-copy.db")
     outcomes = {}
-    for command, args in commands(store, queue, tmp_path, prunable).items():
+    for command, args in commands(store, queue, tmp_path, prunable,
+                                  app_queue).items():
         if command == "browse" and name not in REFUSED:
             continue  # it would serve: the Datasette side is tested apart
         code, out, err, rss = run_measured(args, tmp_path)
