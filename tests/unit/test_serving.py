@@ -1,13 +1,18 @@
 """What browse and metrics --serve answer, and to whom; what SQL they refuse.
 
 Pure parts: the Host allow-list, the Basic password check, the SQLite
-authorizer on a real in-memory connection.
+authorizer on a real in-memory connection, and the metrics exposition's
+sharing of one computation between scrapes (with a stand-in registry, a
+prometheus-client interface, run on real threads).
 """
 import base64
 import sqlite3
+import threading
 
 import pytest
 
+from hueyscope.metrics.server import Exposition
+from hueyscope.metrics.store import Deadline, TimeLimitExceeded
 from hueyscope.readonly import deny_dangerous
 from hueyscope.serving import HostNames, basic_auth_ok, host_name, is_loopback
 
@@ -97,3 +102,77 @@ def test_deny_dangerous_refuses_fts3_tokenizer_and_load_extension():
     assert conn.execute("select count(*), max(a) from t").fetchone() == (1, 1)
     assert conn.execute("pragma table_info(t)").fetchall()
     assert conn.execute("select json_extract('[1]', '$[0]')").fetchone() == (1,)
+
+
+class SlowRegistry:
+    """A registry whose collect() waits until released, counting calls."""
+
+    def __init__(self):
+        self.calls = 0
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.fail = None
+
+    def collect(self):
+        self.calls += 1
+        self.started.set()
+        assert self.release.wait(20)
+        if self.fail:
+            raise self.fail
+        return ["families of call %d" % self.calls]
+
+
+def _in_threads(fn, n):
+    results = [None] * n
+
+    def run(i):
+        try:
+            results[i] = fn()
+        except Exception as exc:  # noqa: BLE001 - handed back to the test
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
+def test_concurrent_scrapes_share_one_computation_per_interval():
+    registry = SlowRegistry()
+    exposition = Exposition(registry, interval=600, time_limit=20)
+    try:
+        threads, results = _in_threads(exposition.families, 4)
+        assert registry.started.wait(20)
+        registry.release.set()
+        for thread in threads:
+            thread.join(20)
+        assert results == [["families of call 1"]] * 4
+        assert exposition.families() == ["families of call 1"]
+        assert registry.calls == 1
+    finally:
+        exposition.close()
+
+
+def test_a_failed_computation_is_not_kept():
+    registry = SlowRegistry()
+    registry.fail = TimeLimitExceeded("took longer than 1 s")
+    registry.release.set()
+    exposition = Exposition(registry, interval=600, time_limit=20)
+    try:
+        with pytest.raises(TimeLimitExceeded):
+            exposition.families()
+        registry.fail = None
+        assert exposition.families() == ["families of call 2"]
+    finally:
+        exposition.close()
+
+
+def test_a_deadline_interrupts_sqlite():
+    conn = sqlite3.connect(":memory:")
+    deadline = Deadline(1e-9)
+    never_ending = ("with recursive n(i) as (select 1 union all select i + 1 "
+                    "from n) select count(*) from n")
+    with pytest.raises(TimeLimitExceeded, match="longer than 1e-09 s"):
+        deadline.read(lambda c: c.execute(never_ending).fetchall())(conn)
+    # No limit: nothing installed, nothing raised.
+    assert Deadline().read(lambda c: c.execute("select 1").fetchall())(conn) == [(1,)]
