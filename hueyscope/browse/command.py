@@ -47,8 +47,8 @@ def browse(events_db, events, host, port, allow_hosts, password_env,
     the password in $VAR:
 
     \b
-        HUEYSCOPE_PASSWORD=... hueyscope browse --host 0.0.0.0 \\
-            --password-env HUEYSCOPE_PASSWORD --allow-host tasks.example.org
+        BROWSE_PASSWORD=... hueyscope browse --host 0.0.0.0 \\
+            --password-env BROWSE_PASSWORD --allow-host tasks.example.org
     """
     from hueyscope.browse.app import is_local, make_datasette, store_names
     from hueyscope.serving import HostNames

@@ -421,9 +421,9 @@ class StoreCollector:
         if self.queue_tables is not None:
             yield from self.queue_tables.families(
                 {m.name: m for m in METRICS}, _gauge, deadline)
-        yield _gauge("hueyscope_metrics_collect_seconds",
-                     time.perf_counter() - started)
         computations = _counter({m.name: m for m in METRICS}[
             "hueyscope_metrics_computations_total"])
         computations.add_metric([], self.computations)
         yield computations
+        yield _gauge("hueyscope_metrics_collect_seconds",
+                     time.perf_counter() - started)
