@@ -167,6 +167,13 @@ class MetricsServer(ThreadingHTTPServer):
         finally:
             self._slots.release()
 
+    def handle_error(self, request, client_address):
+        # A scraper that hung up mid-answer is not worth a traceback.
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, (ConnectionError, TimeoutError)):
+            self.log("answering %s failed: %s: %s" % (
+                client_address[0], type(exc).__name__, exc))
+
     def log(self, message):
         """One stderr line per new problem, not one per scrape."""
         if message != self._logged:
