@@ -198,6 +198,17 @@ datasette_url_option = _setting_option(
          "http://localhost:8001): numbers also link to its rows and queries.")
 
 
+def allow_host_option(fn):
+    return click.option(
+        "--allow-host", "allow_hosts", metavar="NAME", multiple=True,
+        help="Also answer requests for this host name (repeatable), e.g. "
+             "the name a reverse proxy or other machines use; * answers any. "
+             "By default only the address listened on is answered (and "
+             "localhost for a loopback or wildcard address), so a web page "
+             "cannot reach the server by pointing its own name at it.",
+    )(fn)
+
+
 # What the recorder keeps of task arguments: Settings fields set by
 # capture_options.
 CAPTURE_FIELDS = ("no_args", "max_arg_chars", "redact")

@@ -50,3 +50,33 @@ def table_names(path, timeout=10):
     """The names of the tables in the SQLite file at ``path``, read-only."""
     return read_only(path, lambda conn: {row[0] for row in conn.execute(
         "select name from sqlite_master where type = 'table'")}, timeout)
+
+
+# SQL functions no reader of a store needs and that are unsafe on input
+# chosen by someone else: fts3_tokenizer() with one argument returns a
+# pointer into libsqlite3 and with two installs one (a crash, or worse);
+# load_extension() loads native code. Compared in lower case.
+DENIED_FUNCTIONS = frozenset({"fts3_tokenizer", "load_extension"})
+
+
+def authorize(action, arg1, arg2, database, trigger):
+    """A ``set_authorizer`` callback that denies :data:`DENIED_FUNCTIONS`.
+
+    For ``SQLITE_FUNCTION`` SQLite gives the function's name as the third
+    argument; every other action (reads, pragmas, selects...) is allowed
+    here, since what a connection may change is settled by opening it
+    read-only, not by this callback.
+    """
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def deny_dangerous(conn):
+    """Make ``conn`` refuse :data:`DENIED_FUNCTIONS`; returns ``conn``.
+
+    A statement calling one fails to prepare with ``sqlite3.DatabaseError:
+    not authorized``. Extension loading stays as sqlite3 leaves it: off.
+    """
+    conn.set_authorizer(authorize)
+    return conn
