@@ -17,8 +17,9 @@ DEFAULT_SITE = "site"
 DEFAULT_APP = "hueyscope.demo_tasks:huey"
 DURABILITY = ("full", "normal")
 DELIVERY = ("at-least-once", "at-most-once")
-# Keys whose values the recorder stores as "***", at any depth of args/kwargs.
-DEFAULT_REDACT = "password,token,secret,api_key,authorization"
+# Key names added to the redaction's own (hueyscope.redaction.DEFAULT_KEYS)
+# by default: none. ``--redact pin,-session`` adds one and drops one.
+DEFAULT_REDACT = ""
 # How long a consumer keeps events and finished tasks in the event store
 # (``consume --retention``). Without a bound the store grows by about
 # 1.2 kB per task for ever, usually on the disk that holds the queue, and a
@@ -52,7 +53,7 @@ class Settings:
     app: str = DEFAULT_APP
     no_args: bool = False  # record no task arguments at all
     max_arg_chars: int = 2000  # longest args/kwargs JSON kept (0: no limit)
-    redact: str = DEFAULT_REDACT  # comma-separated key names ("": none)
+    redact: str = DEFAULT_REDACT  # key names added to the defaults, -name drops
     delivery: str = "at-least-once"  # SQLite queues: leased, or huey's delete
 
     @classmethod
@@ -71,7 +72,8 @@ class Settings:
             if value is None:
                 value = os.environ.get(ENV[field.name])
                 # An empty variable counts as unset, except for the redaction
-                # list, where it is how "redact nothing" reaches a child.
+                # list, where it is how "add no key" reaches a child (whose
+                # --redact '' then beats a parent's variable).
                 if value == "" and field.name != "redact":
                     value = None
             if value is None:
@@ -114,9 +116,11 @@ class Settings:
 
     @property
     def redact_keys(self):
-        """The redaction list as lower-case key names."""
-        return tuple(k.strip().lower() for k in self.redact.split(",")
-                     if k.strip())
+        """The key names redacted: the defaults with ``redact`` applied,
+        normalised (see :func:`hueyscope.redaction.keys_of`)."""
+        from hueyscope.redaction import keys_of
+
+        return keys_of(self.redact)
 
     @property
     def queue_scheme(self):
