@@ -311,7 +311,7 @@ class Redaction:
 
     def _copy(self, value, depth, path, budget):
         if isinstance(value, str):
-            return self.text(storable.text(str.__str__(value)))
+            return self.text(str.__str__(value))
         if value is None or isinstance(value, (bool, int, float)):
             return value
         if not isinstance(value, (dict, list, tuple)):
@@ -343,10 +343,11 @@ class Redaction:
     def _key(self, key):
         """A dict key as JSON takes it: text scrubbed, numbers kept."""
         if isinstance(key, str):
-            return self.text(storable.text(str.__str__(key)))
+            return self.text(str.__str__(key))
         if key is None or isinstance(key, (bool, int, float)):
             return key
         return self.text(storable.repr_of(key))
 
 
 DEFAULT = Redaction()
+

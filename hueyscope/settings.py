@@ -11,6 +11,8 @@ import dataclasses
 import os
 from urllib.parse import urlparse
 
+from hueyscope.redaction import Redaction, keys_of
+
 DEFAULT_QUEUE = "queue.db"
 DEFAULT_EVENTS = "events.db"
 DEFAULT_SITE = "site"
@@ -118,8 +120,6 @@ class Settings:
     def redact_keys(self):
         """The key names redacted: the defaults with ``redact`` applied,
         normalised (see :func:`hueyscope.redaction.keys_of`)."""
-        from hueyscope.redaction import keys_of
-
         return keys_of(self.redact)
 
     @property
@@ -142,3 +142,13 @@ class Settings:
             value = getattr(self, name)
             os.environ[var] = ("1" if value else "0") if isinstance(value, bool) \
                 else str(value)
+
+
+def configured_redaction():
+    """The :class:`~hueyscope.redaction.Redaction` the environment asks for
+    (HUEYSCOPE_REDACT, as a command exports ``--redact``): for text shown
+    again, and for a failed set written by a queue with no recorder."""
+    try:
+        return Redaction(Settings.build(only=("redact",)).redact)
+    except ValueError:
+        return Redaction()

@@ -47,9 +47,9 @@ def send(targets, alerts):
     """
     import apprise
 
-    from hueyscope.redaction import configured
+    from hueyscope.settings import configured_redaction
 
-    scrub = configured().text
+    scrub = configured_redaction().text
     sent = 0
     for alert in alerts:
         ok = targets.notify(title="hueyscope alert: %s" % alert.rule,

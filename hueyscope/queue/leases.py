@@ -41,7 +41,7 @@ import weakref
 from huey import signals as S
 
 from hueyscope.queue import liveness
-from hueyscope.redaction import Redaction
+from hueyscope.settings import configured_redaction
 from hueyscope.signals import fingerprint
 from hueyscope.storable import str_of, text
 
@@ -177,9 +177,7 @@ class LeaseKeeping:
         """The redaction of the failed set's reasons: the recorder's when one
         is attached, else the configured one (``--redact``, HUEYSCOPE_REDACT)."""
         if self.redaction is None:
-            from hueyscope.settings import Settings
-
-            self.redaction = Redaction(Settings.build(only=("redact",)).redact)
+            self.redaction = configured_redaction()
         return self.redaction
 
     def _reset_lease_state(self):
