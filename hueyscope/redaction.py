@@ -106,28 +106,58 @@ def keys_of(spec):
 
 # -- text ---------------------------------------------------------------------
 
-# Worth a closer look: a key separator, URL userinfo, or a token shape.
-_HINT = re.compile(r"[:=@]|bearer|basic|-----BEGIN|eyJ|gh[pousr]_|glpat-|"
-                   r"xox[abposr]-|AKIA|[sr]k_|sk-", re.I)
+# Short texts are tested with one regex; longer ones with substring tests.
+_HINT = re.compile(r"[:=@]|[Bb]earer|BEARER|[Bb]asic|BASIC|-----BEGIN|eyJ|"
+                   r"gh[pousr]_|glpat-|xox|AKIA|k_live_|k_test_|sk-")
+_SHORT = 256
 # scheme://userinfo@ -- the userinfo up to the last @ before the path, so a
 # password holding an unescaped @ is redacted whole.
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s/?#'\"<>]+)@")
 _BEARER = re.compile(r"(?i)\b(bearer)([ \t]+)(?![*])([A-Za-z0-9\-._~+/]+=*)")
 _BASIC = re.compile(r"(?i)\b(basic)([ \t]+)([A-Za-z0-9+/]{4,}={0,2})(?![\w+/=])")
+# Token shapes, each tried where its literal beginning (_SHAPE_START) is
+# found: one regex of all of them, tried at every position of a long text,
+# is ten times slower.
+_SHAPE_START = re.compile(r"-----BEGIN|eyJ|gh[pousr]_|glpat-|xox|AKIA|"
+                          r"k_(?:live|test)_|sk-")
 _SHAPES = re.compile(
     r"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY)-----.*?(?:-----END \1-----|\Z)"
-    r"|\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
-    r"|\bgh[pousr]_[A-Za-z0-9]{20,}"
-    r"|\bglpat-[A-Za-z0-9_-]{20,}"
-    r"|\bxox[abposr]-[A-Za-z0-9-]{10,}"
-    r"|\bAKIA[0-9A-Z]{16}\b"
-    r"|\b[sr]k_(?:live|test)_[A-Za-z0-9]{10,}"
-    r"|\bsk-[A-Za-z0-9_-]{20,}", re.S)
-# A key and its separator: up to three words (``invalid api key:``), quoted
-# or not, then ``=``, ``==`` or ``:``.
-_KEY = re.compile(
-    r"(?<![\w-])(?:\\?[\"'])?([A-Za-z_][\w.-]*(?: [A-Za-z_][\w.-]*){0,2})"
-    r"(?:\\?[\"'])?[ \t]*(==?|:)[ \t]*")
+    r"|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
+    r"|gh[pousr]_[A-Za-z0-9]{20,}"
+    r"|glpat-[A-Za-z0-9_-]{20,}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}"
+    r"|AKIA[0-9A-Z]{16}\b"
+    r"|[sr]k_(?:live|test)_[A-Za-z0-9]{10,}"
+    r"|sk-[A-Za-z0-9_-]{20,}", re.S)
+
+
+def _shapes(text):
+    """``text`` with each token of a known shape replaced."""
+    out, last = [], 0
+    for start in _SHAPE_START.finditer(text):
+        at = start.start()
+        if text.startswith("k_", at):  # sk_live_..., rk_test_...
+            at -= 1
+        if at < last or (at and not text.startswith("-----", at) and (
+                text[at - 1].isalnum() or text[at - 1] == "_")):
+            continue  # inside a word, or a token already replaced
+        m = _SHAPES.match(text, at)
+        if m is not None:
+            out.append(text[last:at])
+            out.append(MARK)
+            last = m.end()
+    if not out:
+        return text
+    out.append(text[last:])
+    return "".join(out)
+
+
+# A key's separator: ``=``, ``==`` or ``:``, with the blanks around it. The
+# key is the run of key characters before it (and before a closing quote):
+# as a key matches by its end, "invalid api key: x" is found by "apikey".
+_SEPARATOR = re.compile(r"[ \t]*(?:==?|:)[ \t]*")
+_KEY_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.- "
+_LONGEST_KEY = 80
 # Where an unquoted value ends.
 _VALUE_END = re.compile(r"[\s,;&'\"<>)\]}]")
 _CLOSE = {"{": "}", "[": "]", "(": ")"}
@@ -198,6 +228,10 @@ class Redaction:
     def __init__(self, spec=None):
         self.keys = keys_of(spec)
         self._ends = tuple(self.keys)
+        # Key -> whether it is secret: the same few keys come back in
+        # every call of a task. Bounded: cleared when full.
+        self._known = {}
+        self._texts = {}
 
     @classmethod
     def of(cls, value):
@@ -208,22 +242,48 @@ class Redaction:
         """Whether the value stored under ``key`` is redacted whole."""
         if not isinstance(key, str) or not self._ends:
             return False
-        key = normalise(key)
-        return key.endswith(self._ends) or (
-            key.endswith("s") and key[:-1].endswith(self._ends))
+        known = self._known.get(key)
+        if known is None:
+            n = normalise(key)
+            known = n.endswith(self._ends) or (
+                n.endswith("s") and n[:-1].endswith(self._ends))
+            if len(self._known) >= 10_000:
+                self._known.clear()
+            self._known[key] = known
+        return known
 
     # -- text --
 
     def text(self, text):
         """``text`` with every credential it shows replaced by ``***``."""
-        if not isinstance(text, str) or not _HINT.search(text):
+        if not isinstance(text, str):
             return text
-        if "://" in text:
+        if len(text) < _SHORT:
+            if not _HINT.search(text):
+                return text
+            # The same short values come back in call after call (a URL, a
+            # header): remembered, bounded.
+            done = self._texts.get(text)
+            if done is None:
+                done = self._scrub(text)
+                if len(self._texts) >= 10_000:
+                    self._texts.clear()
+                self._texts[text] = done
+            return done
+        return self._scrub(text)
+
+    def _scrub(self, text):
+        colon, equals = ":" in text, "=" in text
+        if colon and "@" in text and "://" in text:
             text = _USERINFO.sub(_userinfo, text)
-        text = _SHAPES.sub(MARK, text)
-        text = _BEARER.sub(r"\1\2" + MARK, text)
-        text = _BASIC.sub(_basic, text)
-        return self._pairs(text)
+        text = _shapes(text)
+        low = text.lower()
+        if "bearer" in low or "basic" in low:
+            text = _BEARER.sub(r"\1\2" + MARK, text)
+            text = _BASIC.sub(_basic, text)
+        if colon or equals:
+            text = self._pairs(text)
+        return text
 
     def message(self, text):
         """An error message as stored: scrubbed, then cut to ERROR_CHARS."""
@@ -236,21 +296,22 @@ class Redaction:
     def _pairs(self, text):
         """``key=value`` / ``key: value`` pairs of secret keys redacted."""
         out, pos, n = [], 0, len(text)
-        search = _KEY.search
-        while True:
+        search = _SEPARATOR.search
+        while pos < n:
             m = search(text, pos)
             if m is None:
                 break
-            key = m.group(1)
-            if not self.secret_key(key):
-                pos = m.end(1)
+            before = text[max(pos, m.start() - _LONGEST_KEY):m.start()]
+            if before[-1:] in ("'", '"'):  # a quoted key: 'api_key': ...
+                before = before[:-2] if before[-2:-1] == "\\" else before[:-1]
+            key = before[len(before.rstrip(_KEY_CHARS)):]
+            if not key.strip() or not self.secret_key(key):
+                pos = m.end()
                 continue
             start = m.end()
             end, replacement = self._value(text, start, normalise(key))
             out.append((start, end, replacement))
-            pos = max(end, m.end())
-            if pos >= n:
-                break
+            pos = max(end, start)
         if not out:
             return text
         pieces, last = [], 0
@@ -310,12 +371,17 @@ class Redaction:
         return self._copy(value, 0, set(), [MAX_VALUES])
 
     def _copy(self, value, depth, path, budget):
-        if isinstance(value, str):
-            return self.text(str.__str__(value))
-        if value is None or isinstance(value, (bool, int, float)):
+        cls = type(value)
+        if cls is str:
+            return self.text(value)
+        if cls is int or cls is float or cls is bool or value is None:
+            return value
+        if isinstance(value, str):  # a subclass: the plain text it holds
+            return self._copy(str.__str__(value), depth, path, budget)
+        if isinstance(value, (int, float)):
             return value
         if not isinstance(value, (dict, list, tuple)):
-            return self.text(storable.repr_of(value))
+            return self._copy(storable.repr_of(value), depth, path, budget)
         if depth >= MAX_DEPTH:
             return DEEP
         if id(value) in path:
@@ -342,6 +408,8 @@ class Redaction:
 
     def _key(self, key):
         """A dict key as JSON takes it: text scrubbed, numbers kept."""
+        if type(key) is str:
+            return self.text(key)
         if isinstance(key, str):
             return self.text(str.__str__(key))
         if key is None or isinstance(key, (bool, int, float)):
