@@ -184,7 +184,8 @@ def _basic(match):
 
 
 def _quoted_end(text, start, quote):
-    """Index just past the closing ``quote`` of a string opened at ``start``."""
+    """Index of the closing ``quote`` of a string whose text starts at
+    ``start`` (the text's end when it is not closed)."""
     i, n = start, len(text)
     if quote.startswith("\\"):  # \"...\" : JSON inside a JSON or repr string
         end = text.find(quote, start)

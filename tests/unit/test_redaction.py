@@ -241,3 +241,36 @@ def test_huge_and_wide_values_are_bounded():
     wide = {"k%d" % i: [i] for i in range(60_000)}
     out = DEFAULT.value(wide)
     assert len(out) == 60_000 and "<redacted: more than" in json.dumps(out)
+
+
+# -- the failed set ------------------------------------------------------------
+
+def test_the_failed_set_keeps_and_lists_reasons_redacted(tmp_path):
+    """A task failing for good with credentials in its error: its reason is
+    redacted in the file, and an entry written in clear (by an earlier
+    version) is listed redacted."""
+    from hueyscope.queue import failed
+    from unit_helpers import make_queue, rows
+
+    huey = make_queue(tmp_path / "queue.db")
+    try:
+        @huey.task(retries=0)
+        def call_api():
+            raise ConnectionError("POST https://svc:%s@api.example.com failed "
+                                  "with Authorization: Bearer %s" % (S, S[::-1]))
+
+        call_api()
+        huey.execute(huey.dequeue())
+        stored = rows(huey.storage.filename,
+                      "select reason, fingerprint from hueyscope_dead_letter")
+        reason = ("ConnectionError: POST https://svc:***@api.example.com "
+                  "failed with Authorization: Bearer ***")
+        assert [r for r, _ in stored] == [reason]
+        assert stored[0][1]  # the store's own, see tests/test_secrets.py
+        with huey.storage.db(commit=True) as curs:
+            curs.execute("update hueyscope_dead_letter set reason = ?",
+                         ("KeyError: password=%s" % S,))
+        (entry,) = failed.select(huey)
+        assert entry["reason"] == "KeyError: password=***"
+    finally:
+        huey.storage.close()
