@@ -11,8 +11,8 @@ main file to read, so it is opened ``immutable``, which creates nothing.
 Files come from elsewhere too (stores copied from other hosts), and a SQLite
 file carries code: views, triggers, generated columns. Every connection a
 reader opens is :func:`guard`-ed: each query has a time limit, each value a
-size limit, undecodable text is shown replaced, ``fts3_tokenizer()`` is
-refused, and no trigger of the file may write. :func:`check_schema`
+size limit, undecodable text is shown replaced, ``fts3_tokenizer()`` and
+``load_extension()`` are refused, and no trigger of the file may write. :func:`check_schema`
 refuses, before anything is read, a file whose tables are not tables or
 that holds views or triggers hueyscope did not create.
 """
@@ -216,8 +216,8 @@ def guard(conn, seconds=QUERY_SECONDS):
     - No value over :data:`MAX_VALUE_BYTES` is read (an error instead);
       text over :data:`SHOWN_VALUE_BYTES` is cut (:func:`shown_text`), and
       invalid UTF-8 shown replaced rather than failing the read.
-    - The authorizer (:func:`authorizer`) refuses ``fts3_tokenizer()`` and
-      any write a trigger of the file would do.
+    - The authorizer (:func:`authorizer`) refuses :data:`DENIED_FUNCTIONS`
+      and any write a trigger of the file would do.
     - ``trusted_schema`` off: a view or trigger may not call functions with
       side effects nor use virtual tables.
     """
@@ -252,14 +252,34 @@ def shown_text(data):
     return data.decode("utf-8", "replace")
 
 
-def deny_fts3_tokenizer(conn):
-    """Refuse ``fts3_tokenizer()`` on ``conn`` (and nothing else).
+# SQL functions no reader of a store needs and that are unsafe on input
+# chosen by someone else: fts3_tokenizer() with one argument returns a
+# pointer into libsqlite3 and with two installs one (a crash, or worse);
+# load_extension() loads native code. Compared in lower case.
+DENIED_FUNCTIONS = frozenset({"fts3_tokenizer", "load_extension"})
 
-    With one argument it returns a pointer into libsqlite3, with two it
-    installs one given as a blob: a way to crash the process, or worse,
-    from any SQL text. This replaces any authorizer ``conn`` had.
+
+def authorize(action, arg1, arg2, database, trigger):
+    """A ``set_authorizer`` callback that denies :data:`DENIED_FUNCTIONS`.
+
+    For ``SQLITE_FUNCTION`` SQLite gives the function's name as the third
+    argument; every other action (reads, pragmas, selects...) is allowed
+    here, since what a connection may change is settled by opening it
+    read-only, not by this callback.
     """
-    conn.set_authorizer(authorizer())
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def deny_dangerous(conn):
+    """Make ``conn`` refuse :data:`DENIED_FUNCTIONS`; returns ``conn``.
+
+    A statement calling one fails to prepare with ``sqlite3.DatabaseError:
+    not authorized``. Extension loading stays as sqlite3 leaves it: off.
+    """
+    conn.set_authorizer(authorize)
+    return conn
 
 
 # Actions a trigger's body would take: a statement that would fire a
@@ -269,18 +289,15 @@ _WRITES = frozenset((sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE,
 
 
 def authorizer():
-    """A sqlite3 authorizer denying ``fts3_tokenizer()``, and any write
-    done by a trigger (SQLite names the trigger as the source; a view or
-    a WITH clause cannot write)."""
-    def authorize(action, arg1, arg2, db, source):
-        if action == sqlite3.SQLITE_FUNCTION and \
-                (arg2 or "").lower() == "fts3_tokenizer":
-            return sqlite3.SQLITE_DENY
+    """A sqlite3 authorizer for files from elsewhere: :func:`authorize`'s
+    refusals, and any write done by a trigger (SQLite names the trigger as
+    the source; a view or a WITH clause cannot write)."""
+    def guarded(action, arg1, arg2, database, source):
         if source is not None and action in _WRITES:
             return sqlite3.SQLITE_DENY
-        return sqlite3.SQLITE_OK
+        return authorize(action, arg1, arg2, database, source)
 
-    return authorize
+    return guarded
 
 
 # -- whose schema is it ---------------------------------------------------

@@ -13,7 +13,8 @@ import webbrowser
 
 import click
 
-from hueyscope.options import BadInput, IntRange, events_option
+from hueyscope.options import (BadInput, IntRange, allow_host_option,
+                               events_option)
 from hueyscope.settings import Settings
 
 
@@ -26,17 +27,31 @@ from hueyscope.settings import Settings
 @click.option("-p", "--port", default=8001, show_default=True,
               type=IntRange(0, 65535),
               help="Port to listen on (0: any free port).")
+@allow_host_option
+@click.option("--password-env", metavar="VAR", default=None,
+              help="Ask every request for the password held in environment "
+                   "variable VAR (HTTP Basic, any user name).")
 @click.option("--open", "open_browser", is_flag=True,
               help="Open a web browser once the server is up.")
-def browse(events_db, events, host, port, open_browser):
+def browse(events_db, events, host, port, allow_hosts, password_env,
+           open_browser):
     """Browse event stores in Datasette, read-only.
 
     EVENTS_DB are one or more event stores (default: the configured one,
     --events or HUEYSCOPE_EVENTS). Each becomes a database named after its
     file; tables and columns are described, and the questions the report
     answers are there as canned queries. Ctrl-C or SIGTERM stops the server.
+
+    Only requests for the host listened on (and localhost) are answered;
+    --allow-host adds names. With --password-env VAR every request needs
+    the password in $VAR:
+
+    \b
+        BROWSE_PASSWORD=... hueyscope browse --host 0.0.0.0 \\
+            --password-env BROWSE_PASSWORD --allow-host tasks.example.org
     """
     from hueyscope.browse.app import is_local, make_datasette, store_names
+    from hueyscope.serving import HostNames
 
     if not events_db:
         events_db = (Settings.build(only=("events",), events=events).events,)
@@ -46,12 +61,14 @@ def browse(events_db, events, host, port, open_browser):
         if os.path.realpath(path) not in seen:
             seen.add(os.path.realpath(path))
             paths.append(path)
-    ds = make_datasette(paths)
-    if not is_local(host):
+    password = _password(password_env)
+    ds = make_datasette(paths, hosts=HostNames(host, allow_hosts),
+                        password=password)
+    if not is_local(host) and not password:
         click.secho(
             "Warning: listening on %s: anyone who can reach this machine can "
-            "read the event store, and it may hold task arguments. Put it "
-            "behind a password, e.g. `pip install datasette-auth-passwords`." % host,
+            "read the event store, and it may hold task arguments. Ask for a "
+            "password: --password-env VAR." % host,
             fg="yellow", err=True)
     sock = _listen(host, port)
     url = "http://%s:%d/" % (_url_host(host), sock.getsockname()[1])
@@ -62,6 +79,18 @@ def browse(events_db, events, host, port, open_browser):
     # One store: open its page, with the tables and canned queries.
     open_url = url + (names[0] if len(names) == 1 else "")
     _serve(ds, sock, open_url if open_browser else None)
+
+
+def _password(variable):
+    """The password held in environment variable ``variable`` (None without
+    the option); unset or empty is bad input, not an open server."""
+    if variable is None:
+        return None
+    password = os.environ.get(variable, "")
+    if not password:
+        raise BadInput("--password-env %s: the environment variable %s is "
+                       "unset or empty" % (variable, variable))
+    return password
 
 
 def _listen(host, port):

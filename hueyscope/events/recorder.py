@@ -37,7 +37,8 @@ import weakref
 from hueyscope import settings as _settings
 from hueyscope.signals import fingerprint  # noqa: F401 (named here before)
 from hueyscope.events import hooks, schema, stock, writer, writer_process
-from hueyscope.events.capture import DEFAULT_REDACT, plain
+from hueyscope.events.capture import plain
+from hueyscope.redaction import Redaction
 from hueyscope.events.columns import CAPTURED
 from hueyscope.readonly import sqlite_uri
 
@@ -59,8 +60,9 @@ def attach(huey, events=None, **options):
 
     ``events`` is the event store path (default: the configured one, see
     :class:`hueyscope.settings.Settings`). Options: ``capture_args`` (False:
-    store no args/kwargs), ``max_arg_chars``, ``redact`` (key names whose
-    values are stored as ``***``), ``flush_interval`` (seconds),
+    store no args/kwargs), ``max_arg_chars``, ``redact`` (key names added
+    to the redaction's defaults, ``-name`` to drop one, as a list or the
+    ``--redact`` text; see :mod:`hueyscope.redaction`), ``flush_interval`` (seconds),
     ``max_buffer`` (events held in memory while the store is unwritable),
     ``give_up_after`` (seconds a failing batch is retried before its events
     are counted as dropped), ``writer_process`` (True, the default: write
@@ -79,7 +81,7 @@ def attach(huey, events=None, **options):
                 events = settings.events
             options.setdefault("capture_args", not settings.no_args)
             options.setdefault("max_arg_chars", settings.max_arg_chars)
-            options.setdefault("redact", settings.redact_keys)
+            options.setdefault("redact", settings.redact)
             recorder = Recorder(huey, events, **options)
             _recorders[huey] = recorder
             if getattr(huey.storage, "leased", False):
@@ -101,6 +103,9 @@ def _tell_the_queue(huey, recorder):
 
     huey.run_id_source = run_id
     huey.storage.record_outcomes = True
+    # The failed set redacts its reasons as the store redacts errors, and
+    # so fingerprints them alike.
+    huey.storage.redaction = recorder.redact
     huey.after_recovery = lambda: reconcile(huey, recorder)
 
 
@@ -150,13 +155,13 @@ class Recorder:
     """Buffers huey signals and writes them to the event store from a thread."""
 
     def __init__(self, huey, events, capture_args=True, max_arg_chars=2000,
-                 redact=DEFAULT_REDACT, flush_interval=0.2, max_buffer=200_000,
+                 redact=(), flush_interval=0.2, max_buffer=200_000,
                  give_up_after=60.0, batch_size=5000, writer_process=True):
         self.huey = huey
         self.path = os.fspath(events)
         self.capture_args = capture_args
         self.max_arg_chars = max_arg_chars
-        self.redact = frozenset(k.lower() for k in redact)
+        self.redact = Redaction.of(redact)
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
         self.give_up_after = give_up_after
@@ -529,16 +534,16 @@ class Recorder:
 
     def _plains(self, batch):
         """The batch's signals as plain tuples; one that fails costs only itself."""
-        capture, keys, limit, utc = (self.capture_args, self.redact,
+        capture, redaction, limit, utc = (self.capture_args, self.redact,
                                      self.max_arg_chars, self.huey.utc)
         try:
-            return [plain(item, capture, keys, limit, utc) for item in batch]
+            return [plain(item, capture, redaction, limit, utc) for item in batch]
         except Exception:
             pass  # a task attribute no plain tuple can be made from: one by one
         plains, failed = [], 0
         for item in batch:
             try:
-                plains.append(plain(item, capture, keys, limit, utc))
+                plains.append(plain(item, capture, redaction, limit, utc))
             except Exception:
                 failed += 1
                 if failed == 1:  # the others are counted (_count_dropped)

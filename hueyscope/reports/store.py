@@ -19,6 +19,7 @@ from hueyscope import readonly
 from hueyscope.events import queries
 from hueyscope.events.schema import INDEXES, check_store, database_names
 from hueyscope.readonly import sqlite_uri
+from hueyscope.settings import configured_redaction
 
 # Asked of SQLite, which gives no more than its build allows.
 MOST_ATTACHED = 125
@@ -29,6 +30,9 @@ TASK_COLUMNS = ("task_id", "task", "queue", "status", "enqueued", "ready",
                 "started", "finished", "attempts", "wait", "duration",
                 "error_type", "error", "fingerprint", "priority", "eta",
                 "parent_id", "run_id", "updated")
+# Columns of text a task gave or raised, redacted again when read.
+SHOWN_TEXT = frozenset(("error", "example_error", "traceback", "reason",
+                        "args", "kwargs"))
 
 
 class Store:
@@ -41,6 +45,7 @@ class Store:
 
     def __init__(self, sources, query_seconds=readonly.QUERY_SECONDS):
         self.sources = [str(s) for s in sources]
+        self.redaction = configured_redaction()
         self.names = database_names(self.sources)
         self.merged = len(self.sources) > 1
         if not self.merged:
@@ -184,12 +189,25 @@ class Store:
 
     def query(self, name, **params):
         """Run a named query from hueyscope.events.queries."""
-        return queries.run(self.conn, name, **params)
+        return self._shown(queries.run(self.conn, name, **params))
 
     def rows(self, sql, *params):
         cursor = self.conn.execute(sql, params)
         columns = [d[0] for d in cursor.description]
-        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+        return self._shown([dict(zip(columns, row)) for row in cursor.fetchall()])
+
+    def _shown(self, rows):
+        """``rows`` with their error text and arguments redacted again.
+
+        The recorder stores them redacted; a store written by an earlier
+        version, or with a shorter key list, is redacted on the way out.
+        """
+        if rows:
+            scrub = self.redaction.text
+            for row in rows:
+                for column in SHOWN_TEXT.intersection(row):
+                    row[column] = scrub(row[column])
+        return rows
 
     def one(self, sql, *params):
         rows = self.rows(sql, *params)

@@ -46,13 +46,13 @@ def test_a_value_over_the_limit_is_not_read():
         writer.close()
 
 
-def test_fts3_tokenizer_is_denied_and_other_functions_are_not():
-    conn = sqlite3.connect(":memory:")
-    readonly.deny_fts3_tokenizer(conn)
-    with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
-        conn.execute("select fts3_tokenizer('simple')")
-    with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
-        conn.execute("select FTS3_TOKENIZER('simple')")
+def test_a_guarded_connection_denies_fts3_tokenizer_and_load_extension():
+    conn = readonly.connect(":memory:")
+    for sql in ("select fts3_tokenizer('simple')",
+                "select FTS3_TOKENIZER('simple')",
+                "select load_extension('x')"):
+        with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+            conn.execute(sql)
     assert conn.execute("select lower('A')").fetchone() == ("a",)
 
 
