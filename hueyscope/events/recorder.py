@@ -22,7 +22,6 @@ SIGKILL loses at most one flush interval.
 """
 import atexit
 import collections
-import json
 import logging
 import multiprocessing
 import multiprocessing.util
@@ -35,12 +34,11 @@ import time
 import weakref
 
 from hueyscope import settings as _settings
-from hueyscope.signals import fingerprint  # noqa: F401 (named here before)
-from hueyscope.events import hooks, schema, stock, writer, writer_process
+from hueyscope.events import hooks, run_facts, schema, stock, writer, writer_process
 from hueyscope.events.capture import plain
-from hueyscope.redaction import Redaction
 from hueyscope.events.columns import CAPTURED
 from hueyscope.readonly import sqlite_uri
+from hueyscope.redaction import Redaction
 
 logger = logging.getLogger("hueyscope.recorder")
 
@@ -112,34 +110,6 @@ def _tell_the_queue(huey, recorder):
 def recorder_for(huey):
     """The recorder attached to ``huey``, or None."""
     return _recorders.get(huey)
-
-
-def _versions():
-    import huey
-
-    try:
-        from importlib.metadata import version
-
-        ours = version("hueyscope")
-    except Exception:
-        ours = "unknown"
-    return json.dumps({
-        "hueyscope": ours, "huey": huey.__version__,
-        "python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version,
-    })
-
-
-def _backend(huey):
-    """sqlite, postgresql, redis, memory: the queue's engine, whatever the class."""
-    from huey import storage as huey_storage
-
-    for base, name in ((huey_storage.SqliteStorage, "sqlite"),
-                       (huey_storage.PostgresStorage, "postgresql"),
-                       (huey_storage.RedisStorage, "redis"),
-                       (huey_storage.MemoryStorage, "memory")):
-        if isinstance(huey.storage, base):
-            return name
-    return type(huey.storage).__name__
 
 
 class _Marker:
@@ -305,17 +275,17 @@ class Recorder:
                     "id": self.run_id, "role": role, "host": self.host,
                     "pid": self.pid, "started": started, "workers": workers,
                     "worker_type": worker_type, "queue": self.queue_name,
-                    "backend": _backend(self.huey), "versions": _versions(),
+                    "backend": run_facts.backend(self.huey), "versions": run_facts.versions(),
                     "app": app, "heartbeat": started,
                     "stopped": None, "stop_reason": None,
-                    "periodic": _declared_periodic(self.huey, role, periodic),
+                    "periodic": run_facts.declared_periodic(self.huey, role, periodic),
                 }
             elif self._run_row is not None:
                 self._run_row.update(
                     {k: v for k, v in dict(role=role, workers=workers,
                                            worker_type=worker_type,
                                            app=app).items() if v is not None})
-                self._run_row["periodic"] = _declared_periodic(
+                self._run_row["periodic"] = run_facts.declared_periodic(
                     self.huey, role, periodic)
             self.role = role
             self._run_row_dirty = True
@@ -326,7 +296,7 @@ class Recorder:
         # A process that records without begin_run (a producer, or a worker
         # of the stock huey_consumer) gets a run row on its first event.
         if self.run_id is None or self._run_pid != self.pid:
-            self.begin_run(role=self.role or _default_role())
+            self.begin_run(role=self.role or run_facts.default_role())
 
     def _beat_if_silent(self):
         # A consumer run that nobody heartbeats -- huey's own huey_consumer
@@ -550,29 +520,3 @@ class Recorder:
                     logger.exception("hueyscope recorder: cannot record a "
                                      "%r signal", item[CAPTURED.signal])
         return plains
-
-
-def _declared_periodic(huey, role, periodic):
-    """JSON list of the task names huey's registry declares periodic.
-
-    Recorded, not inferred from timing: a task a consumer re-enqueues (a
-    retry, a delayed task) looks periodic, and is not.
-    """
-    if role != "consumer":
-        return None
-    if not periodic:
-        return "[]"
-    try:
-        return json.dumps(sorted(t.name for t in huey._registry.periodic_tasks))
-    except Exception:  # a registry of another shape: say nothing
-        return None
-
-
-def _default_role():
-    """The role of a process that records without saying what it is."""
-    # huey_consumer's scheduler process (a multiprocessing child it names
-    # "Scheduler") enqueues due and periodic tasks: it is part of a consumer.
-    if multiprocessing.parent_process() is not None and \
-            multiprocessing.current_process().name == "Scheduler":
-        return "consumer"
-    return "producer"
