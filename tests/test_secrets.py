@@ -5,8 +5,9 @@ completes and to one that fails for good with an error (and a cause)
 quoting credentials; a real ``hueyscope consume`` runs them. Then every
 file and output hueyscope makes of them is searched, as bytes, for every
 secret: the event store with its WAL (while the consumer still writes, and
-after), the report site, ``hueyscope failed`` (text and JSON) and the
-consumer's log. The queue itself keeps the messages whole, as huey needs
+after), the report site, ``hueyscope failed`` (text and JSON), the
+consumer's log, Datasette's pages (tables and canned queries), the metrics
+and an alert mailed to a local SMTP sink. The queue itself keeps the messages whole, as huey needs
 them to run the tasks.
 """
 import json
@@ -15,8 +16,11 @@ import sys
 
 import pytest
 
+from browse_helpers import get
 from conftest import query, wait_until
 from secret_probes import CALLS, ORDINARY, SECRETS
+from smtp_sink import SmtpSink
+from hueyscope.browse.app import make_datasette
 from test_record_truth import TESTS, consume
 
 
@@ -35,7 +39,40 @@ def store_bytes(cli):
     return {p.name: p.read_bytes() for p in cli.folder.glob("events.db*")}
 
 
-@pytest.mark.timeout(180)
+DATASETTE_PAGES = [
+    "/events/tasks.json?_size=max", "/events/events.json?_size=max",
+    "/events/tasks?_size=max", "/events/events?_size=max",
+    "/events/recent_failures.json", "/events/failures_by_fingerprint.json",
+    "/events/failures_by_fingerprint",
+]
+
+
+def datasette_leaks(events):
+    """The secrets on Datasette's pages of the store: its tables as HTML and
+    JSON, and the canned queries that show errors."""
+    ds = make_datasette([str(events)])
+    found = []
+    for path in DATASETTE_PAGES:
+        response = get(ds, path)
+        assert response.status_code == 200, (path, response.status_code)
+        found += leaks(response.content, "Datasette " + path)
+    return found
+
+
+def mailed_leaks(cli):
+    """The secrets in the mail ``hueyscope check --notify`` sends (half the
+    probes failed: the failure rate fires)."""
+    with SmtpSink() as sink:
+        result = cli.run("check", "--notify", "mailto://127.0.0.1:%d?from="
+                         "hueyscope@example.com&to=ops@example.com&mode="
+                         "insecure" % sink.port)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert sink.arrived.wait(20), result.stderr
+    assert "failure_rate" in b"".join(sink.messages).decode("ascii", "replace")
+    return leaks(b"".join(sink.messages), "the alert mail")
+
+
+@pytest.mark.timeout(240)
 def test_no_probe_secret_is_stored_shown_or_logged(app):
     producer = subprocess.run(
         [sys.executable, "-c", "import secrets_app; secrets_app.enqueue_all()"],
@@ -73,6 +110,11 @@ def test_no_probe_secret_is_stored_shown_or_logged(app):
     assert any(p.suffix == ".html" for p in pages)
     for page in pages:
         found += leaks(page.read_bytes(), page.relative_to(app.folder))
+    found += datasette_leaks(app.events)
+    metrics = app.run("metrics", "--textfile", str(app.folder / "m.prom"))
+    assert metrics.returncode == 0, metrics.stderr
+    found += leaks((app.folder / "m.prom").read_bytes(), "the metrics")
+    found += mailed_leaks(app)
     assert found == []
 
     # Redacted, not emptied: what is not secret still reads, and the
