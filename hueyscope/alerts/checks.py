@@ -22,6 +22,7 @@ import time
 from hueyscope.events.queries import FAILED_OUTCOMES, OUTCOMES, last_beat, sql_list, task_lost
 from hueyscope.events.schema import check_store
 from hueyscope.readonly import read_only
+from hueyscope.signals import STALE_SECONDS
 
 # Seconds one query of a check may run; each takes milliseconds on a
 # million events.
@@ -287,7 +288,7 @@ def missed_tick(conn, params, sources):
         round(late, 3), threshold)
 
 
-def _declared_periodic(conn, now, live_within=60.0):
+def _declared_periodic(conn, now, live_within=STALE_SECONDS):
     """{periodic task name: when the first run declaring it started}.
 
     Names come from the runs still beating, or the newest consumer run if
