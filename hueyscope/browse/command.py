@@ -13,7 +13,7 @@ import webbrowser
 
 import click
 
-from hueyscope.options import BadInput, IntRange, events_option
+from hueyscope.options import BadInput, IntRange, app_option, events_option
 from hueyscope.settings import Settings
 
 
@@ -28,7 +28,15 @@ from hueyscope.settings import Settings
               help="Port to listen on (0: any free port).")
 @click.option("--open", "open_browser", is_flag=True,
               help="Open a web browser once the server is up.")
-def browse(events_db, events, host, port, open_browser):
+@click.option("--queue", "queue", default=None, metavar="QUEUE",
+              help="Also serve the console of this queue (a SQLite file, "
+                   "postgresql:// URL) at /-/hueyscope: the queue live, and "
+                   "actions for operators (see --root).")
+@app_option
+@click.option("--root", is_flag=True,
+              help="Print a one-time URL that logs in as root, who may act "
+                   "in the console.")
+def browse(events_db, events, host, port, open_browser, queue, app, root):
     """Browse event stores in Datasette, read-only.
 
     EVENTS_DB are one or more event stores (default: the configured one,
@@ -46,7 +54,10 @@ def browse(events_db, events, host, port, open_browser):
         if os.path.realpath(path) not in seen:
             seen.add(os.path.realpath(path))
             paths.append(path)
-    ds = make_datasette(paths)
+    console = _console_config(queue, app, events, host, root)
+    ds = make_datasette(paths, console=console)
+    if console is not None:
+        _open_console(ds)
     if not is_local(host):
         click.secho(
             "Warning: listening on %s: anyone who can reach this machine can "
@@ -59,9 +70,56 @@ def browse(events_db, events, host, port, open_browser):
     for name in names:
         click.echo("%s: %s" % (name, ds.databases[name].path))
     click.echo("Serving at %s (Ctrl-C to stop)" % url)
+    if console is not None:
+        click.echo("Console: %s-/hueyscope" % url)
+    if root:
+        click.echo("Log in as root: %s-/auth-token?token=%s" % (url, ds._root_token))
     # One store: open its page, with the tables and canned queries.
     open_url = url + (names[0] if len(names) == 1 else "")
     _serve(ds, sock, open_url if open_browser else None)
+
+
+def _console_config(queue, app, events, host, root):
+    """The console plugin's configuration, or None without --queue.
+
+    Acting on the queue needs an authenticated operator: on an address
+    other people can reach, refuse to serve actions nobody could log in to.
+    """
+    from hueyscope.browse.app import is_local
+
+    if not queue:
+        return None
+    if not is_local(host) and not root and not _authentication_plugins():
+        raise BadInput("refusing to serve the console's actions on %s with no "
+                       "authentication: use --root, install an authentication "
+                       "plugin (e.g. datasette-auth-passwords), or listen on "
+                       "127.0.0.1" % host)
+    config = {"queue": queue}
+    if app:
+        config["app"] = app
+    if events:
+        config["events"] = events
+    return config
+
+
+def _authentication_plugins():
+    """Installed Datasette plugins that say who a request is from."""
+    from datasette.plugins import pm
+
+    ours = ("datasette.actor_auth_cookie", "datasette.default_permissions")
+    return [impl.plugin_name for impl in
+            pm.hook.actor_from_request.get_hookimpls()
+            if impl.plugin_name not in ours]
+
+
+def _open_console(ds):
+    """Open the console's queue now: a bad --queue or --app is one line, exit 2."""
+    from hueyscope.console.plugin import console
+
+    try:
+        console(ds).open_now()
+    except ValueError as exc:
+        raise BadInput(str(exc))
 
 
 def _listen(host, port):
