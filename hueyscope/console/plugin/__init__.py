@@ -113,9 +113,15 @@ async def _now(datasette):
     return snap
 
 
-def _helpers(datasette):
-    from hueyscope.browse.app import iso
+def iso(ts):
+    """Unix seconds as ISO-8601 UTC to the second, as the browse pages show them."""
+    import datetime
 
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%SZ")
+
+
+def _helpers(datasette):
     def ago(seconds):
         if seconds is None:
             return "-"
