@@ -125,3 +125,10 @@ def pretty(text):
         return json.dumps(json.loads(text), indent=2, sort_keys=True)
     except (TypeError, ValueError):
         return text
+
+
+async def recent(db, limit=20):
+    """The tasks that reached an outcome last, newest first (by idx_tasks_finished)."""
+    return await _rows(db, "select task_id, task, status, finished, attempts "
+                       "from tasks where finished is not null "
+                       "order by finished desc limit %d" % int(limit))

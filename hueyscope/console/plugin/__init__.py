@@ -103,7 +103,9 @@ async def _now(datasette):
     snap = await c.call(live.snapshot, c.settings.lease_timeout)
     db = store(datasette)
     snap["pending"]["oldest_enqueued"] = None
+    snap["recent"] = []
     if db is not None:
+        snap["recent"] = await history.recent(db)
         snap["pending"]["oldest_enqueued"] = await history.enqueued_at(
             db, snap["pending"]["oldest_id"])
         running = snap.get("running", [])
