@@ -221,3 +221,22 @@ def test_root_revokes_the_scheduled_task_on_record(ds, folder):
                                json={"ids": [folder.scheduled]}))
     assert done.status_code == 200
     assert call(ds.client.get("/-/hueyscope/now.json")).json()["now"]["revoked"]["ids"] == []
+
+
+@pytest.mark.timeout(60)
+def test_actions_on_a_public_address_without_authentication_are_refused(folder):
+    from conftest import assert_one_line_error
+
+    result = folder.run("browse", "--host", "0.0.0.0", "-p", "0",
+                        "--queue", str(folder.queue))
+    assert_one_line_error(result)
+    assert "no authentication" in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_bad_app_for_the_console_is_one_line(folder):
+    from conftest import assert_one_line_error
+
+    result = folder.run("browse", "-p", "0", "--queue", str(folder.queue),
+                        "--app", "no_such_module:huey")
+    assert_one_line_error(result)
