@@ -30,6 +30,11 @@ def folder(tmp_path_factory):
     try:
         wait_until(lambda: statuses(cli, *ids) == ["failed"] * FAILING,
                    timeout=90, message="the tasks to fail for good")
+        cli.pipeline = produce(cli, "p = a.fetch.s(1).then(a.transform).then(a.store); "
+                               "a.huey.enqueue(p); print(p.id)").stdout.strip()
+        wait_until(lambda: len(query(cli.events, "select 1 from tasks where "
+                                     "task like '%store' and status = 'complete'")),
+                   timeout=90, message="the pipeline to complete")
         # The consumer moves a task with an eta to the schedule.
         cli.scheduled = produce(
             cli, "print(a.add.schedule((1, 2), delay=3600).id)").stdout.strip()
@@ -240,3 +245,29 @@ def test_a_bad_app_for_the_console_is_one_line(folder):
     result = folder.run("browse", "-p", "0", "--queue", str(folder.queue),
                         "--app", "no_such_module:huey")
     assert_one_line_error(result)
+
+
+@pytest.mark.timeout(60)
+def test_the_task_page_draws_the_pipeline_with_each_steps_state(ds, folder):
+    data = call(ds.client.get("/-/hueyscope/task/%s.json" % folder.pipeline)).json()
+    steps = [(s["task"].rsplit(".", 1)[-1], s["status"]) for s in data["pipeline"]]
+    assert steps == [("fetch", "complete"), ("transform", "complete"),
+                     ("store", "complete")]
+    last = data["pipeline"][-1]["task_id"]
+    page = call(ds.client.get("/-/hueyscope/task/%s" % last))
+    assert page.text.count('class="step s-complete') == 3
+    assert "/-/hueyscope/task/%s" % folder.pipeline in page.text
+
+
+@pytest.mark.timeout(60)
+def test_plain_datasette_loads_the_console_through_its_entry_point(folder):
+    import subprocess
+
+    from conftest import BIN
+
+    env = dict(folder.env, PYTHONPATH=str(TESTS), HUEYSCOPE_APP="truth_app:huey")
+    result = subprocess.run(
+        [str(BIN / "datasette"), str(folder.events), "--get", "/-/hueyscope/now.json"],
+        cwd=folder.folder, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert '"failed_total"' in result.stdout

@@ -241,6 +241,10 @@ def test_a_killed_consumer_shows_dead_and_recover_puts_its_task_back(operator, s
     page.wait_for_selector('tr.hs-consumer[data-pid="%d"] .dead' % pid)
     page.wait_for_selector("tr.hs-running-row .dead")
     _not_reloaded(page)
+    with urllib.request.urlopen("%s-/hueyscope/task/%s.json" % (served.url, task_id),
+                                timeout=30) as r:
+        lease = json.load(r)["lease"]
+    assert lease["pid"] == pid and lease["alive"] is False
     page.click("a.hs-recover")
     assert page.locator("#hs-preview-count").get_attribute("data-count") == "1"
     page.click("#hs-confirm button[type=submit]")

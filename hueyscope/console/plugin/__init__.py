@@ -146,8 +146,18 @@ def _helpers(datasette):
         query.update({k: v for k, v in filters.items() if v is not None})
         return datasette.urls.path(BASE + "/preview?" + urllib.parse.urlencode(query))
 
+    db = store(datasette)
+
+    def table_url(table, **params):
+        """A table of the event store in Datasette, filtered (None without one)."""
+        if db is None:
+            return None
+        url = datasette.urls.table(db.name, table)
+        return url + ("?" + urllib.parse.urlencode(params) if params else "")
+
     return {"ago": ago, "when": when, "task_url": task_url,
-            "preview_url": preview_url, "base": datasette.urls.path(BASE)}
+            "preview_url": preview_url, "table_url": table_url,
+            "base": datasette.urls.path(BASE)}
 
 
 async def _render(datasette, request, template, context):
@@ -197,10 +207,8 @@ async def task_page(datasette, request):
         return Response.json(data, default=repr)
     if data["task"] is None and data["lease"] is None:
         raise NotFound("no task %s in the event store" % task_id)
-    db = store(datasette)
-    html = await _render(datasette, request, "hueyscope_task.html", dict(
-        data, pretty=history.pretty,
-        events_url=datasette.urls.table(db.name, "events") if db else None))
+    html = await _render(datasette, request, "hueyscope_task.html",
+                         dict(data, pretty=history.pretty))
     return Response.html(html)
 
 
