@@ -46,6 +46,9 @@ def snapshot(huey, lease_timeout):
     queue = storage.name
     now = time.time()
     out = {"queue": queue, "now": now, "leased": bool(getattr(storage, "leased", False))}
+    if not hasattr(storage, "db"):
+        out.update(_through_huey(huey))  # Redis: no SQL, no leases
+        return out
     with storage.db() as raw:
         curs = QueueCursor(storage, raw)
         out["pending"] = _pending(huey, curs, queue)
@@ -54,6 +57,31 @@ def snapshot(huey, lease_timeout):
         if out["leased"]:
             out.update(_leased(huey, curs, queue, now, lease_timeout))
     return out
+
+
+def _utc_seconds(eta):
+    """Unix seconds of a task's eta (naive UTC, as a ``utc=True`` Huey keeps it)."""
+    import calendar
+
+    return None if eta is None else calendar.timegm(eta.timetuple()) + eta.microsecond / 1e6
+
+
+def _through_huey(huey):
+    """What huey's own API tells of a queue kept outside SQL (Redis)."""
+    groups = collections.Counter(
+        (task.name, task.priority) for task in huey.pending(limit=SAMPLE))
+    total = huey.pending_count()
+    items = [{"task_id": t.id, "task": t.name, "short": _short(t.name),
+              "due": _utc_seconds(t.eta)}
+             for t in huey.scheduled(limit=SHOWN)]
+    return {
+        "pending": {"total": total, "by_priority": [], "oldest_id": None,
+                    "by_name": [{"task": n, "short": _short(n), "priority": p,
+                                 "count": c} for (n, p), c in groups.most_common()],
+                    "sampled": SAMPLE if total > SAMPLE else None},
+        "scheduled": {"total": huey.scheduled_count(), "items": items},
+        "revoked": {"ids": [], "names": []},
+    }
 
 
 def _pending(huey, curs, queue):
