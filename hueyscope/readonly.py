@@ -12,8 +12,16 @@ import sqlite3
 from urllib.parse import quote
 
 
-def _uri(path, mode):
-    return "file:%s?%s" % (quote(os.path.abspath(path)), mode)
+def sqlite_uri(path, query):
+    """The SQLite ``file:`` URI of ``path`` with ``query`` (``mode=ro``...).
+
+    Every path that goes into a URI goes through here. The absolute path is
+    percent-encoded, so that a ``#`` or ``?`` in a name is part of the name
+    rather than the end of it (``dir/a#b.db`` would otherwise open
+    ``dir/a``), a ``%`` stands for itself, and any name the filesystem
+    holds (bytes that are not UTF-8 too) reaches SQLite as it is.
+    """
+    return "file:%s?%s" % (quote(os.fsencode(os.path.abspath(path))), query)
 
 
 def read_only(path, read, timeout=10):
@@ -28,7 +36,7 @@ def read_only(path, read, timeout=10):
     if not os.path.exists(path + "-wal"):
         modes.insert(0, "immutable=1")
     for i, mode in enumerate(modes):
-        conn = sqlite3.connect(_uri(path, mode), uri=True, timeout=timeout)
+        conn = sqlite3.connect(sqlite_uri(path, mode), uri=True, timeout=timeout)
         try:
             return read(conn)
         except sqlite3.DatabaseError:
@@ -42,3 +50,33 @@ def table_names(path, timeout=10):
     """The names of the tables in the SQLite file at ``path``, read-only."""
     return read_only(path, lambda conn: {row[0] for row in conn.execute(
         "select name from sqlite_master where type = 'table'")}, timeout)
+
+
+# SQL functions no reader of a store needs and that are unsafe on input
+# chosen by someone else: fts3_tokenizer() with one argument returns a
+# pointer into libsqlite3 and with two installs one (a crash, or worse);
+# load_extension() loads native code. Compared in lower case.
+DENIED_FUNCTIONS = frozenset({"fts3_tokenizer", "load_extension"})
+
+
+def authorize(action, arg1, arg2, database, trigger):
+    """A ``set_authorizer`` callback that denies :data:`DENIED_FUNCTIONS`.
+
+    For ``SQLITE_FUNCTION`` SQLite gives the function's name as the third
+    argument; every other action (reads, pragmas, selects...) is allowed
+    here, since what a connection may change is settled by opening it
+    read-only, not by this callback.
+    """
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def deny_dangerous(conn):
+    """Make ``conn`` refuse :data:`DENIED_FUNCTIONS`; returns ``conn``.
+
+    A statement calling one fails to prepare with ``sqlite3.DatabaseError:
+    not authorized``. Extension loading stays as sqlite3 leaves it: off.
+    """
+    conn.set_authorizer(authorize)
+    return conn

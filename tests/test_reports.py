@@ -269,6 +269,43 @@ def test_hostile_text_is_escaped_and_file_names_are_safe(recorded_store, tmp_pat
             if not p.name.startswith("hostile.db")} == {"site"}
 
 
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+
+
+def test_bidi_controls_are_shown_escaped(recorded_store, tmp_path):
+    """``safe\u202egnp.exe`` cannot display as ``safeexe.png``: every bidi
+    control in a task name, an error, a traceback or a host shows as its
+    escape, in the text, in attributes and in the charts' JSON."""
+    store = copy_store(recorded_store, tmp_path / "bidi.db")
+    name = "safe\u202egnp.exe"
+    message = "cannot open \u2066invoice\u2069 " + BIDI
+    db = sqlite_utils.Database(store)
+    now = rows(store, "select max(ts) from events")[0][0]
+    db["tasks"].insert({
+        "task_id": "bidi-1", "task": name, "queue": "q", "status": "failed",
+        "enqueued": now - 2, "started": now - 1, "finished": now, "attempts": 1,
+        "wait": 0.5, "duration": 1.0, "error_type": "Err\u200f",
+        "error": message, "fingerprint": "fp-bidi", "updated": now})
+    db["events"].insert({
+        "ts": now, "task_id": "bidi-1", "task": name, "signal": "error",
+        "attempt": 1, "retries_left": 0, "duration": 1.0,
+        "error_type": "Err\u200f", "error": message, "fingerprint": "fp-bidi",
+        "traceback": "Traceback\n" + message, "host": "host\u061c"})
+    db.close()
+    site = tmp_path / "site"
+    build_report([store], site)
+    texts = {p: p.read_text(encoding="utf-8") for p in pages(site)}
+    for page, text in texts.items():
+        found = sorted({"U+%04X" % ord(c) for c in text if c in BIDI})
+        assert not found, (page.name, found)
+    everything = "".join(texts.values())
+    assert "safe\\u202egnp.exe" in everything
+    assert "cannot open \\u2066invoice\\u2069" in everything
+    assert "host\\u061c" in everything
+    page = site / "tasks" / ("%s.html" % slug(name))
+    assert "safe\\u202egnp.exe" in chart_specs(page)["histogram"]["title"]
+
+
 def test_synthetic_store_numbers(synthetic_store, tmp_path):
     site = tmp_path / "site"
     seen = []

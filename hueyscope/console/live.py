@@ -6,12 +6,14 @@ pass over the queue's tables (SQLite or PostgreSQL alike, through
 page renders and the JSON endpoint returns as they are. It only reads.
 
 It stays cheap on a deep queue: counts and groups are SQL, and only a
-bounded number of messages is ever deserialized (the oldest pending ones
-for the per-name breakdown, the next scheduled ones, the leased ones).
+bounded number of messages is ever read (the oldest pending ones for the
+per-name breakdown, the next scheduled ones, the leased ones), and read
+without unpickling them.
 """
 import collections
 import time
 
+from hueyscope.queue import peek
 from hueyscope.queue.recovery import dead_holders, holders
 from hueyscope.queue.tables import LOCK_MARK, QueueCursor
 from hueyscope.queue.view import schedule_time
@@ -28,12 +30,12 @@ def _tables(storage):
 
 
 def _message(huey, data):
-    """(task id, task name) of a stored message; (None, None) if unreadable."""
-    try:
-        message = huey.serializer.deserialize(bytes(data))
-        return message.id, message.name
-    except Exception:
-        return None, None
+    """(task id, task name) of a stored message; (None, None) if unreadable.
+
+    Read without unpickling (:mod:`hueyscope.queue.peek`): looking at a
+    queue runs none of its messages' code.
+    """
+    return peek.message_head(huey.serializer, bytes(data))
 
 
 def _short(name):
@@ -59,25 +61,25 @@ def snapshot(huey, lease_timeout):
     return out
 
 
-def _utc_seconds(eta):
-    """Unix seconds of a task's eta (naive UTC, as a ``utc=True`` Huey keeps it)."""
-    import calendar
-
-    return None if eta is None else calendar.timegm(eta.timetuple()) + eta.microsecond / 1e6
-
-
 def _through_huey(huey):
-    """What huey's own API tells of a queue kept outside SQL (Redis)."""
+    """What huey's storage API tells of a queue kept outside SQL (Redis).
+
+    Its messages are read as raw bytes and peeked at, never unpickled; a
+    scheduled message's due time is not read from them.
+    """
+    storage = huey.storage
     groups = collections.Counter(
-        (task.name, task.priority) for task in huey.pending(limit=SAMPLE))
+        _message(huey, data)[1] for data in storage.enqueued_items(SAMPLE))
     total = huey.pending_count()
-    items = [{"task_id": t.id, "task": t.name, "short": _short(t.name),
-              "due": _utc_seconds(t.eta)}
-             for t in huey.scheduled(limit=SHOWN)]
+    items = []
+    for data in storage.scheduled_items(SHOWN):
+        task_id, name = _message(huey, data)
+        items.append({"task_id": task_id, "task": name, "short": _short(name),
+                      "due": None})
     return {
         "pending": {"total": total, "by_priority": [], "oldest_id": None,
-                    "by_name": [{"task": n, "short": _short(n), "priority": p,
-                                 "count": c} for (n, p), c in groups.most_common()],
+                    "by_name": [{"task": n, "short": _short(n), "priority": None,
+                                 "count": c} for n, c in groups.most_common()],
                     "sampled": SAMPLE if total > SAMPLE else None},
         "scheduled": {"total": huey.scheduled_count(), "items": items},
         "revoked": {"ids": [], "names": []},

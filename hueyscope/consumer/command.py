@@ -95,11 +95,26 @@ class _NotShownYet(logging.Filter):
         return True
 
 
-def configure_logging(level):
+class _Redacting(logging.Formatter):
+    """The log line, traceback included, redacted as the event store's
+    errors are: huey logs a failed task's exception, secrets and all."""
+
+    def __init__(self, fmt, redaction):
+        super().__init__(fmt)
+        self.redaction = redaction
+
+    def format(self, record):
+        return self.redaction.text(super().format(record))
+
+
+def configure_logging(level, redact=None):
+    """Log to stderr at ``level``, redacted (``redact``: the --redact value)."""
+    from hueyscope.redaction import Redaction
+
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(_Redacting(LOG_FORMAT, Redaction(redact)))
         handler.addFilter(_NotShownYet())
         root.addHandler(handler)
     root.setLevel(level)
@@ -185,7 +200,8 @@ def consume(settings, workers, worker_type, periodic, initial_delay,
     # kept until the consumer exists, then handed to it (see _EarlyStop).
     early = _EarlyStop()
     configure_logging(logging.WARNING if quiet else
-                      logging.DEBUG if verbose else logging.INFO)
+                      logging.DEBUG if verbose else logging.INFO,
+                      redact=settings.redact)
     if 60 % scheduler_interval:
         raise BadInput("--scheduler-interval must be a factor of 60, not %d"
                        % scheduler_interval)

@@ -23,7 +23,7 @@ from sqlite_utils import Migrations
 # module of their own so the writer process need not import sqlite-utils.
 from hueyscope.events.columns import EVENT, TASK  # noqa: F401
 from hueyscope.events.sqlite_file import connect  # noqa: F401 (schema.connect)
-from hueyscope.readonly import read_only
+from hueyscope.readonly import read_only, sqlite_uri
 
 migrations = Migrations("hueyscope")
 
@@ -244,7 +244,7 @@ def check_event_store(path, must_exist=True, file_only=False):
 
 def _file_only(path, read):
     """``read(conn)`` on the database file alone (immutable: no WAL, no -shm)."""
-    conn = sqlite3.connect("file:%s?mode=ro&immutable=1" % path, uri=True)
+    conn = sqlite3.connect(sqlite_uri(path, "mode=ro&immutable=1"), uri=True)
     try:
         return read(conn)
     finally:

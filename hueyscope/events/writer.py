@@ -13,11 +13,10 @@ import os
 import sqlite3
 import time
 
-from hueyscope import storable
+from hueyscope import filemodes, storable
 from hueyscope.events import sqlite_file
 from hueyscope.events.columns import EVENT, SIGNAL, TASK
 from hueyscope.events.rows import batch_rows, finish_events, storable_batch
-from hueyscope.events.rows import FINAL_STATUS  # noqa: F401 (named here before)
 from hueyscope.events.statements import (
     COUNT_RUN_EVENTS, EXECUTIONS_BEFORE, FILL_LATE_WAIT, INSERT_EVENTS,
     INSERT_SAMPLE, RUN_DEFAULTS, UPSERT_ROLLUP, UPSERT_RUN, insert_many,
@@ -228,7 +227,7 @@ class Store:
             return False
         reserve = self._reserve_path()
         try:
-            with open(reserve + ".new", "wb") as f:
+            with filemodes.open_private(reserve + ".new") as f:
                 f.write(bytes(size))
             os.replace(reserve + ".new", reserve)
         except OSError:

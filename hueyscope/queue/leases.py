@@ -42,6 +42,7 @@ from huey import signals as S
 
 from hueyscope.queue import liveness
 from hueyscope.queue.tables import LOCK_MARK, QueueCursor
+from hueyscope.settings import configured_redaction
 from hueyscope.signals import fingerprint
 from hueyscope.storable import str_of, text
 
@@ -78,6 +79,14 @@ class LeaseKeeping:
     """
 
     record_outcomes = False
+    redaction = None
+
+    def redactor(self):
+        """The redaction of the failed set's reasons: the recorder's when one
+        is attached, else the configured one (``--redact``, HUEYSCOPE_REDACT)."""
+        if self.redaction is None:
+            self.redaction = configured_redaction()
+        return self.redaction
 
     def _reset_lease_state(self):
         self._pid = os.getpid()
@@ -306,6 +315,9 @@ class LeaseKeeping:
         if lease is None:
             return
         name = getattr(message, "name", None)
+        # The reason quotes an error, or a message no task could be built
+        # from: secrets in it are redacted as the event store's are.
+        reason = self.redactor().text(reason)
         # A lone surrogate in an error message (a file name that is not
         # UTF-8) is text no database takes: escaped, as the event store does.
         with self.db(commit=True) as curs:
@@ -332,7 +344,9 @@ class LeaseKeeping:
         if not self.owns(task.id):
             return
         error_type = type(exc).__name__ if exc is not None else None
-        message = str_of(exc)[:4000] if exc is not None else ""
+        # Redacted and cut as the event store's error (hueyscope.events.
+        # capture), so its fingerprint is the store's.
+        message = self.redactor().message(str_of(exc)) if exc is not None else ""
         reason = "%s: %s" % (error_type, message) if error_type else "failed"
         self.park_current(reason, task, kind="failed", error_type=error_type,
                           fingerprint=fingerprint(

@@ -14,11 +14,11 @@ import os
 import shutil
 import sqlite3
 import sys
-import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
 from hueyscope.events.schema import check_event_store
+from hueyscope.filemodes import make_folder, mode_of
 from hueyscope.reports.data import collect
 from hueyscope.reports.format import slug
 from hueyscope.reports.site import MARKER, Links, check_out, render, swap_in
@@ -90,7 +90,10 @@ def build_report(sources, out, datasette_url=None, progress=False):
         store = Store(sources)
     except sqlite3.Error as exc:
         raise ValueError("cannot read the event store: %s" % exc)
-    tmp = Path(tempfile.mkdtemp(prefix=".%s.new-" % out.name, dir=out.parent))
+    # The site follows the umask (never forced wider); a rebuilt site keeps
+    # the mode its owner gave the folder it replaces.
+    tmp = Path(make_folder(out.parent, ".%s.new-" % out.name))
+    keep = mode_of(out)
     bar = None
     try:
         links = Links(store, datasette_url)
@@ -104,7 +107,8 @@ def build_report(sources, out, datasette_url=None, progress=False):
         bar.total += len(names) + len(run_ids)
         render(store, data, links, names, run_ids, tmp, bar)
         (tmp / MARKER).write_text("written by hueyscope report\n")
-        os.chmod(tmp, 0o755)
+        if keep is not None:
+            os.chmod(tmp, keep)
         swap_in(tmp, out)
     except sqlite3.Error as exc:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,17 +4,20 @@ Several event stores (one per host) merge into one report: they are attached
 to one connection and read through temporary views; task rows seen by more
 than one host (enqueued on one, executed on another) are merged into one row.
 """
-import os
 import sqlite3
-from urllib.parse import quote
 
 from hueyscope.events import queries
 from hueyscope.events.schema import database_names
+from hueyscope.readonly import sqlite_uri
+from hueyscope.settings import configured_redaction
 
 TASK_COLUMNS = ("task_id", "task", "queue", "status", "enqueued", "ready",
                 "started", "finished", "attempts", "wait", "duration",
                 "error_type", "error", "fingerprint", "priority", "eta",
                 "parent_id", "run_id", "updated")
+# Columns of text a task gave or raised, redacted again when read.
+SHOWN_TEXT = frozenset(("error", "example_error", "traceback", "reason",
+                        "args", "kwargs"))
 
 
 class Store:
@@ -27,11 +30,12 @@ class Store:
 
     def __init__(self, sources):
         self.sources = [str(s) for s in sources]
+        self.redaction = configured_redaction()
         self.names = database_names(self.sources)
         self.merged = len(self.sources) > 1
         if not self.merged:
             self.conn = sqlite3.connect(
-                "file:%s?mode=ro" % quote(os.path.abspath(self.sources[0])),
+                sqlite_uri(self.sources[0], "mode=ro"),
                 uri=True, isolation_level=None)
         else:
             self.conn = sqlite3.connect("file::memory:", uri=True,
@@ -49,7 +53,7 @@ class Store:
         for i, path in enumerate(self.sources):
             schema = "s%d" % i
             conn.execute("attach database ? as %s" % schema,
-                         ("file:%s?mode=ro" % quote(os.path.abspath(path)),))
+                         (sqlite_uri(path, "mode=ro"),))
             schemas.append(schema)
 
         def union(table, extra=""):
@@ -96,12 +100,25 @@ class Store:
 
     def query(self, name, **params):
         """Run a named query from hueyscope.events.queries."""
-        return queries.run(self.conn, name, **params)
+        return self._shown(queries.run(self.conn, name, **params))
 
     def rows(self, sql, *params):
         cursor = self.conn.execute(sql, params)
         columns = [d[0] for d in cursor.description]
-        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+        return self._shown([dict(zip(columns, row)) for row in cursor.fetchall()])
+
+    def _shown(self, rows):
+        """``rows`` with their error text and arguments redacted again.
+
+        The recorder stores them redacted; a store written by an earlier
+        version, or with a shorter key list, is redacted on the way out.
+        """
+        if rows:
+            scrub = self.redaction.text
+            for row in rows:
+                for column in SHOWN_TEXT.intersection(row):
+                    row[column] = scrub(row[column])
+        return rows
 
     def one(self, sql, *params):
         rows = self.rows(sql, *params)
