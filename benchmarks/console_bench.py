@@ -8,7 +8,8 @@ through Datasette's own client on the instance ``hueyscope browse --queue``
 builds, as root: the Now page (HTML), its JSON (what the page polls), a
 task's page (HTML and JSON) and the preview of a bulk retry of the biggest
 failed group (a dry run). Each URL is fetched once to warm up, then
-``--repeat`` times; the median is reported against the target (300 ms).
+``--repeat`` times; the first answer (messages read for the first time)
+and the median are reported against the target (300 ms).
 
     python benchmarks/console_bench.py --db /tmp/hueyscope-bench/events-1m.db
 """
@@ -74,7 +75,9 @@ def fill_queue(path, events, pending, failed):
 
 
 async def measure(ds, url, cookies, repeat):
+    start = time.perf_counter()
     response = await ds.client.get(url, cookies=cookies)  # warm-up
+    first = (time.perf_counter() - start) * 1000
     if response.status_code != 200:
         raise SystemExit("%s -> %s: %s" % (url, response.status_code,
                                            response.text[:300]))
@@ -84,7 +87,7 @@ async def measure(ds, url, cookies, repeat):
         response = await ds.client.get(url, cookies=cookies)
         times.append((time.perf_counter() - start) * 1000)
         assert response.status_code == 200
-    return statistics.median(times), max(times)
+    return first, statistics.median(times), max(times)
 
 
 def task_with_history(db):
@@ -142,12 +145,14 @@ def main():
                                         args.failed, args.repeat))
     rows = asyncio.run(main_async(args, queue))
     width = max(len(r[0]) for r in rows)
-    print("%-*s  %9s  %9s  %s" % (width, "page", "median", "max", "target"))
+    print("%-*s  %9s  %9s  %9s  %s" % (width, "page", "first", "median", "max",
+                                        "target"))
     over = 0
-    for label, median, worst in rows:
-        over += median > TARGET_MS
-        print("%-*s  %7.1f ms  %6.1f ms  %s" % (
-            width, label, median, worst, "ok" if median <= TARGET_MS else "OVER"))
+    for label, first, median, worst in rows:
+        over += median > TARGET_MS or first > TARGET_MS
+        print("%-*s  %7.1f ms  %7.1f ms  %6.1f ms  %s" % (
+            width, label, first, median, worst,
+            "ok" if max(first, median) <= TARGET_MS else "OVER"))
     print("\n%d of %d pages within %d ms" % (len(rows) - over, len(rows), TARGET_MS))
     return 1 if over else 0
 

@@ -20,7 +20,7 @@ from hueyscope.queue.view import schedule_time
 
 # Pending messages deserialized to count them by task name. A queue deeper
 # than this shows the breakdown of its oldest SAMPLE messages, and says so.
-SAMPLE = 2000
+SAMPLE = 1000
 SHOWN = 50  # scheduled tasks and revocations listed
 
 
@@ -29,13 +29,27 @@ def _tables(storage):
     return getattr(storage, "table_schedule", "schedule")
 
 
+# (task id, name) of messages already read, by their bytes: the page polls
+# every few seconds, and walking a pickle's opcodes costs tens of
+# microseconds a message.
+_HEADS = {}
+_HEADS_KEPT = 4 * SAMPLE
+
+
 def _message(huey, data):
     """(task id, task name) of a stored message; (None, None) if unreadable.
 
     Read without unpickling (:mod:`hueyscope.queue.peek`): looking at a
     queue runs none of its messages' code.
     """
-    return peek.message_head(huey.serializer, bytes(data))
+    data = bytes(data)
+    head = _HEADS.get(data)
+    if head is None:
+        head = peek.message_head(huey.serializer, data)
+        if len(_HEADS) >= _HEADS_KEPT:
+            _HEADS.clear()
+        _HEADS[data] = head
+    return head
 
 
 def _short(name):
