@@ -220,9 +220,11 @@ def test_datasette_links(recorded_store, tmp_path):
     for path in pages(site):
         for _, _, url in parse(path).urls:
             if "://" in url:
-                assert url.startswith(DATASETTE + "/" + db + "/"), url
+                assert url.startswith((DATASETTE + "/" + db + "/",
+                                       DATASETTE + "/-/hueyscope/task/")), url
                 external.add(url)
     assert "%s/%s/task_history?task_id=%s" % (DATASETTE, db, task_id) in external
+    assert "%s/-/hueyscope/task/%s" % (DATASETTE, task_id) in external
     assert any(u.startswith("%s/%s/tasks?task=" % (DATASETTE, db)) for u in external)
     assert "%s/%s/recent_failures" % (DATASETTE, db) in external
     run_id = rows(recorded_store, "select id from runs where role = 'consumer'")[0][0]

@@ -74,7 +74,7 @@ def internal_tables(path):
 
 
 def make_datasette(paths, settings=None, metadata=None, hosts=None,
-                   password=None):
+                   password=None, console=None):
     """A Datasette serving each event store in ``paths``, read-only.
 
     Raises ValueError (one line) if a path is not an event store. ``settings``
@@ -82,7 +82,9 @@ def make_datasette(paths, settings=None, metadata=None, hosts=None,
     (tests use it to check a configuration, users should not need it).
     ``hosts`` (a :class:`hueyscope.serving.HostNames`; default: loopback
     names only) are the Host headers answered; with ``password`` every
-    request needs it (HTTP Basic, any user name).
+    request needs it (HTTP Basic, any user name). ``console``: the
+    configuration of the console plugin (:mod:`hueyscope.console.plugin`),
+    e.g. ``{"queue": ..., "app": ...}``; without a queue there is no console.
     """
     paths = [str(p) for p in paths]
     if not paths:
@@ -93,6 +95,8 @@ def make_datasette(paths, settings=None, metadata=None, hosts=None,
     if metadata is None:
         metadata = build_metadata(
             {name: internal_tables(path) for name, path in zip(names, paths)})
+    metadata = dict(metadata, plugins=dict(metadata.get("plugins") or {}))
+    metadata["plugins"]["hueyscope-console"] = dict(console or {"queue": None})
     # Before Datasette(): it builds its routes (and client) when created.
     _register_plugin()
     ds = Datasette(
@@ -151,6 +155,12 @@ def _register_plugin():
     module = sys.modules[__name__]
     if not pm.is_registered(module):
         pm.register(module, name="hueyscope")
+    # The console, also registered by its entry point when installed.
+    from hueyscope.console import plugin as console_plugin
+
+    if not pm.is_registered(console_plugin) and \
+            pm.get_plugin("hueyscope_console") is None:
+        pm.register(console_plugin, name="hueyscope_console")
 
 
 def iso(ts):

@@ -14,7 +14,7 @@ import webbrowser
 import click
 
 from hueyscope.options import (BadInput, IntRange, allow_host_option,
-                               events_option)
+                               app_option, events_option)
 from hueyscope.settings import Settings
 
 
@@ -33,8 +33,16 @@ from hueyscope.settings import Settings
                    "variable VAR (HTTP Basic, any user name).")
 @click.option("--open", "open_browser", is_flag=True,
               help="Open a web browser once the server is up.")
+@click.option("--queue", "queue", default=None, metavar="QUEUE",
+              help="Also serve the console of this queue (a SQLite file, "
+                   "postgresql:// URL) at /-/hueyscope: the queue live, and "
+                   "actions for operators (see --root).")
+@app_option
+@click.option("--root", is_flag=True,
+              help="Print a one-time URL that logs in as root, who may act "
+                   "in the console.")
 def browse(events_db, events, host, port, allow_hosts, password_env,
-           open_browser):
+           open_browser, queue, app, root):
     """Browse event stores in Datasette, read-only.
 
     EVENTS_DB are one or more event stores (default: the configured one,
@@ -62,8 +70,11 @@ def browse(events_db, events, host, port, allow_hosts, password_env,
             seen.add(os.path.realpath(path))
             paths.append(path)
     password = _password(password_env)
+    console = _console_config(queue, app, events, host, root or password)
     ds = make_datasette(paths, hosts=HostNames(host, allow_hosts),
-                        password=password)
+                        password=password, console=console)
+    if console is not None:
+        _open_console(ds)
     if not is_local(host) and not password:
         click.secho(
             "Warning: listening on %s: anyone who can reach this machine can "
@@ -76,9 +87,58 @@ def browse(events_db, events, host, port, allow_hosts, password_env,
     for name in names:
         click.echo("%s: %s" % (name, ds.databases[name].path))
     click.echo("Serving at %s (Ctrl-C to stop)" % url)
+    if console is not None:
+        click.echo("Console: %s-/hueyscope" % url)
+    if root:
+        click.echo("Log in as root: %s-/auth-token?token=%s" % (url, ds._root_token))
     # One store: open its page, with the tables and canned queries.
     open_url = url + (names[0] if len(names) == 1 else "")
     _serve(ds, sock, open_url if open_browser else None)
+
+
+def _console_config(queue, app, events, host, authenticated):
+    """The console plugin's configuration, or None without --queue.
+
+    Acting on the queue needs an authenticated operator: on an address
+    other people can reach, refuse to serve actions with no authentication
+    at all (``authenticated``: --root or --password-env; or an installed
+    authentication plugin).
+    """
+    from hueyscope.browse.app import is_local
+
+    if not queue:
+        return None
+    if not is_local(host) and not authenticated and not _authentication_plugins():
+        raise BadInput("refusing to serve the console's actions on %s with no "
+                       "authentication: use --root or --password-env, install "
+                       "an authentication plugin (e.g. datasette-auth-passwords), "
+                       "or listen on 127.0.0.1" % host)
+    config = {"queue": queue}
+    if app:
+        config["app"] = app
+    if events:
+        config["events"] = events
+    return config
+
+
+def _authentication_plugins():
+    """Installed Datasette plugins that say who a request is from."""
+    from datasette.plugins import pm
+
+    ours = ("datasette.actor_auth_cookie", "datasette.default_permissions")
+    return [impl.plugin_name for impl in
+            pm.hook.actor_from_request.get_hookimpls()
+            if impl.plugin_name not in ours]
+
+
+def _open_console(ds):
+    """Open the console's queue now: a bad --queue or --app is one line, exit 2."""
+    from hueyscope.console.plugin import console
+
+    try:
+        console(ds).open_now()
+    except ValueError as exc:
+        raise BadInput(str(exc))
 
 
 def _password(variable):

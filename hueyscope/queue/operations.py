@@ -109,12 +109,20 @@ def discard(huey, ids=(), task=None, fingerprint=None, since=None, kind=None,
             dry_run=False, actor=None):
     """Delete failed-set entries for good, named as for :func:`retry`.
 
-    Nothing is recorded (the entries' tasks already have their outcome), so
-    ``actor`` goes nowhere; it is taken so that every operation is called alike.
+    Each is recorded as a ``discard`` event of its task (its status stays
+    what it was), naming ``actor`` when given.
     """
     entries = _chosen(huey, ids, task, fingerprint, since, kind)
     if not dry_run:
         failed_set.discard(huey, entries)
+        for entry in entries:
+            if entry["task_id"] is None:
+                continue  # a message nobody could read: no task to speak of
+            subject = _ById(entry["task_id"])
+            subject.name = entry["task"]
+            huey._emit("discard", subject, exc=_Note(failed_set.by_whom(
+                "discarded from the failed set (%s, entry %d)" % (
+                    entry["kind"], entry["id"]), actor)))
     return Done("discard", huey.name, entries, dry_run)
 
 
@@ -200,7 +208,7 @@ def restore(huey, ids=(), task=None, actor=None):
 # -- recovery and status ----------------------------------------------------
 
 def recover(huey, others=(), dry_run=False, lease_timeout=DEFAULT_LEASE_TIMEOUT,
-            max_recoveries=DEFAULT_MAX_RECOVERIES, keep_failed=None):
+            max_recoveries=DEFAULT_MAX_RECOVERIES, keep_failed=None, actor=None):
     """Put dead holders' leases back on the queue and free their locks.
 
     ``others``: more Hueys to recover, as ``(name, huey)`` (see
@@ -212,7 +220,8 @@ def recover(huey, others=(), dry_run=False, lease_timeout=DEFAULT_LEASE_TIMEOUT,
     for name, each in [(huey.name, huey)] + list(others):
         done.queues.append((name, recovery.recover(
             each, dry_run=dry_run, lease_timeout=lease_timeout,
-            max_recoveries=max_recoveries, keep_failed=keep_failed)))
+            max_recoveries=max_recoveries, keep_failed=keep_failed,
+            actor=actor)))
     return done
 
 

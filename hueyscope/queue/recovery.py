@@ -124,7 +124,7 @@ def _message(huey, data, dry_run=False):
 
 def recover(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT,
             max_recoveries=DEFAULT_MAX_RECOVERIES, dry_run=False, own_pids=(),
-            keep_failed=None):
+            keep_failed=None, actor=None):
     """Put the leases of dead holders back on ``huey``'s queue; free their locks.
 
     ``own_pids`` are processes of the caller's (itself, its stopped worker
@@ -132,7 +132,8 @@ def recover(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT,
     stops -- without counting towards ``max_recoveries``.
     ``keep_failed``: seconds the failed set keeps an entry (default 30 days).
     Returns an :class:`Outcome`; with ``dry_run`` nothing is changed and no
-    event is recorded. Signals ``recovered`` and ``lost`` go to the recorder.
+    event is recorded. Signals ``recovered`` and ``lost`` go to the recorder;
+    ``actor``, who asked for a recovery by hand, is added to their reasons.
     """
     storage = huey.storage
     if not getattr(storage, "leased", False):
@@ -148,6 +149,11 @@ def recover(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT,
     if os.getpid() in own_pids:
         storage.forget_holder()
     for signal, what, extra in later:
+        if actor is not None and extra.get("exc") is not None:
+            from hueyscope.queue.failed import by_whom
+
+            exc = extra["exc"]
+            extra = dict(extra, exc=type(exc)(by_whom(str(exc), actor)))
         _emit(huey, signal, what, extra)
     for entry in outcome.requeued:
         logger.warning("Recovered task %s (%s) of run %s: %s", entry["task_id"],

@@ -67,6 +67,12 @@ class Links:
         db = self.store.db_of("tasks", "task_id", task_id)
         return self._ds(db, "task_history", {"task_id": task_id})
 
+    def console_task(self, task_id):
+        """The task's page in the console (``hueyscope browse --queue``)."""
+        if not self.base or task_id is None:
+            return None
+        return "%s/-/hueyscope/task/%s" % (self.base, quote(task_id, safe=""))
+
     def ds_run_row(self, run_id):
         if not self.base or run_id is None:
             return None
