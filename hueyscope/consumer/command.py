@@ -150,12 +150,17 @@ def configure_logging(level):
 @click.option("--heartbeat-every", type=FloatRange(min=0.1), default=2.0,
               show_default=True,
               help="Seconds between heartbeats and queue samples in the event store.")
+@click.option("--default-timeout", type=FloatRange(min=0.001), default=None,
+              metavar="SECONDS",
+              help="Stop a task without a timeout= of its own after SECONDS "
+                   "(recorded timeout; retries apply). Enforced in thread "
+                   "and process workers alike.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
 def consume(settings, workers, worker_type, periodic, initial_delay,
             max_delay, backoff, scheduler_interval, health_check_interval,
             health_check, shutdown_timeout, report_every, flush_locks,
-            check_every, heartbeat_every, quiet, verbose):
+            check_every, heartbeat_every, default_timeout, quiet, verbose):
     """Run the consumer: execute the tasks of the configured queue.
 
     \b
@@ -213,7 +218,7 @@ def consume(settings, workers, worker_type, periodic, initial_delay,
             shutdown_timeout=shutdown_timeout, flush_locks=flush_locks,
             lease_timeout=settings.lease_timeout,
             max_recoveries=settings.max_recoveries,
-            keep_failed=settings.keep_failed)
+            keep_failed=settings.keep_failed, default_timeout=default_timeout)
     except ConfigurationError as exc:
         raise BadInput(str(exc))
     early.hand_to(consumer)

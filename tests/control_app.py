@@ -1,0 +1,52 @@
+"""The app of the control tests: tasks that spin, report progress and log.
+
+``spin`` is a pure-Python loop that never checks for a cancel: only the
+consumer's forced stop ends it early. The queue and event store come from
+``HUEYSCOPE_QUEUE`` and ``HUEYSCOPE_EVENTS``.
+"""
+import logging
+import time
+
+import hueyscope
+from hueyscope.queue import make_huey
+from hueyscope.settings import Settings
+
+huey = make_huey(Settings.build(), name="control")
+hueyscope.attach(huey)
+logger = logging.getLogger("control_app")
+
+
+def _spin(seconds):
+    # Pure Python: no C call to wait in, nothing that looks for a cancel.
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+    return n
+
+
+@huey.task()
+def spin(seconds=30.0):
+    return _spin(seconds)
+
+
+@huey.task(timeout=1)
+def spin_limited(seconds=30.0):
+    return _spin(seconds)
+
+
+@huey.task()
+def polite(seconds=30.0):
+    """Waits through hueyscope: a cancel ends it at once."""
+    hueyscope.sleep(seconds)
+
+
+@huey.task()
+def steps(n=5, pause=0.3):
+    """Reports progress and logs a line per step."""
+    for i in range(n):
+        logger.info("step %d of %d password=hunter2", i + 1, n)
+        hueyscope.progress((i + 1) / n, "step %d" % (i + 1))
+        time.sleep(pause)
+    logger.debug("not kept: below INFO")
+    return n
