@@ -151,3 +151,23 @@ def test_a_task_waiting_through_hueyscope_stops_at_once(app):
     assert app.run("cancel", "--task", "polite").returncode == 0
     wait_signal(app, task_id, "canceled")
     assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+
+
+@pytest.mark.timeout(180)
+def test_cancel_on_postgresql(app):
+    from conftest import postgres_schema
+
+    with postgres_schema() as (admin, schema, dsn):
+        app.env.update(HUEYSCOPE_QUEUE=dsn)
+        consumer = consume(app, "--worker-type", "thread")
+        task_id = enqueue(app, "spin(30)")
+        wait_signal(app, task_id, "executing")
+        assert app.run("cancel", task_id).returncode == 0
+        wait_signal(app, task_id, "canceled")
+        wait_until(lambda: admin.execute(
+            "select count(*) from %s.hueyscope_cancel" % schema).fetchone()[0]
+            == 0, message="the request to go")
+        assert_one_line_error(app.run("cancel", task_id))
+        assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+        assert admin.execute("select count(*) from %s.hueyscope_lease"
+                             % schema).fetchone()[0] == 0
