@@ -5,6 +5,7 @@ consumer's forced stop ends it early. The queue and event store come from
 ``HUEYSCOPE_QUEUE`` and ``HUEYSCOPE_EVENTS``.
 """
 import logging
+import os
 import time
 
 import hueyscope
@@ -50,3 +51,20 @@ def steps(n=5, pause=0.3):
         time.sleep(pause)
     logger.debug("not kept: below INFO")
     return n
+
+
+@huey.task()
+def half_way(release):
+    """Reports half done, then waits until the file ``release`` exists."""
+    hueyscope.progress(0.5, "half way")
+    logger.warning("waiting for %s", release)
+    while not os.path.exists(release):
+        hueyscope.sleep(0.05)
+    hueyscope.progress(1.0, "done")
+
+
+@huey.task()
+def chatty(n=300):
+    """Logs more lines than a run keeps."""
+    for i in range(n):
+        logger.info("line %d", i)

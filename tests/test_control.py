@@ -171,3 +171,70 @@ def test_cancel_on_postgresql(app):
         assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
         assert admin.execute("select count(*) from %s.hueyscope_lease"
                              % schema).fetchone()[0] == 0
+
+
+# -- progress and log lines ----------------------------------------------------
+
+def progress_of(cli, task_id):
+    rows = query(cli.events, "select fraction, message from task_progress "
+                 "where task_id = ?", (task_id,))
+    return rows[0] if rows else None
+
+
+def logs_of(cli, task_id):
+    return query(cli.events, "select attempt, level, logger, message from "
+                 "task_logs where task_id = ? order by id", (task_id,))
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_progress_and_log_lines_of_a_running_task(app, worker_type):
+    consumer = consume(app, "--worker-type", worker_type)
+    release = app.folder / "release"
+    task_id = enqueue(app, "half_way(%r)" % str(release))
+    wait_until(lambda: progress_of(app, task_id) == (0.5, "half way"),
+               message="the task's progress")
+    shown = app.run("status")
+    assert "half_way %s   50%% half way" % task_id in shown.stdout, shown.stdout
+    release.touch()
+    wait_signal(app, task_id, "complete")
+    wait_until(lambda: progress_of(app, task_id) == (1.0, "done"),
+               message="the last progress")
+    assert "with progress" not in app.run("status").stdout
+    assert logs_of(app, task_id) == [
+        (1, "WARNING", "control_app", "waiting for %s" % release)]
+    # Redacted, bounded by level: steps logs password=hunter2 at INFO and
+    # a line at DEBUG.
+    steps = enqueue(app, "steps(2, 0)")
+    wait_signal(app, steps, "complete")
+    wait_until(lambda: len(logs_of(app, steps)) == 2, message="two log lines")
+    assert [m for *_, m in logs_of(app, steps)] == [
+        "step 1 of 2 password=***", "step 2 of 2 password=***"]
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+
+    # On the report's task page, and in Datasette.
+    assert app.run("report").returncode == 0
+    page = next((app.site / "tasks").glob("half-way-*.html")).read_text()
+    assert 'id="progress"' in page and "50%" not in page and "100%" in page
+    assert 'id="logs"' in page and "waiting for" in page
+    from browse_helpers import get
+    from hueyscope.browse.app import make_datasette
+
+    ds = make_datasette([str(app.events)])
+    response = get(ds, "/events/task_logs.json?_shape=objects&task_id=%s" % steps)
+    assert response.status_code == 200, response.text
+    assert [r["message"] for r in response.json()["rows"]] == [
+        "step 1 of 2 password=***", "step 2 of 2 password=***"]
+
+
+@pytest.mark.timeout(120)
+def test_log_lines_are_bounded_per_run(app):
+    consumer = consume(app)
+    task_id = enqueue(app, "chatty(300)")
+    wait_signal(app, task_id, "complete")
+    wait_until(lambda: len(logs_of(app, task_id)) == 201, message="201 lines")
+    lines = logs_of(app, task_id)
+    assert lines[199][3] == "line 199"
+    assert lines[200][1:] == ("WARNING", "hueyscope", "100 more log record(s) "
+                              "of this run not kept (at most 200 a run)")
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()

@@ -69,6 +69,10 @@ class Consumer(huey_consumer.Consumer):
         workers enforce time limits too (see :mod:`hueyscope.consumer.control`).
     ``cancel_grace``
         seconds a canceled task has to stop by itself before it is stopped.
+    ``task_log_level``, ``task_log_limit``
+        the log records kept with a running task's record: at or above this
+        level (None: none kept), at most this many a run (see
+        :mod:`hueyscope.events.task_logs`).
 
     Run it with :meth:`run` (blocks until stopped) in any thread; stop it
     with :meth:`request_stop` from any thread, or SIGINT / SIGTERM when it
@@ -81,9 +85,13 @@ class Consumer(huey_consumer.Consumer):
     def __init__(self, huey, recorder=None, app=None, sample_interval=2.0,
                  lease_timeout=None, max_recoveries=None,
                  keep_failed=None, default_timeout=None,
-                 cancel_grace=CANCEL_GRACE, **options):
+                 cancel_grace=CANCEL_GRACE, task_log_level=logging.INFO,
+                 task_log_limit=200, **options):
         self.leased = getattr(huey.storage, "leased", False)
         self.default_timeout = default_timeout
+        self.task_log_level = task_log_level
+        self.task_log_limit = task_log_limit
+        self._task_logs = None  # the handler, while the consumer runs
         # Raises time limits and forced cancels in worker threads; its
         # thread starts at the first one.
         self.watchdog = Watchdog()
@@ -267,6 +275,7 @@ class Consumer(huey_consumer.Consumer):
         if self._flush_lock_names is not None:
             super().flush_locks(*self._flush_lock_names)
         reason = "error"
+        self._keep_task_logs(True)
         try:
             self.start()
             self._heartbeats.start()
@@ -281,6 +290,7 @@ class Consumer(huey_consumer.Consumer):
             self._heartbeats.stop()
             if self._cancels is not None:
                 self._cancels.stop()
+            self._keep_task_logs(False)
             self._restore_signal_handlers()
             self.huey.notify_interrupted_tasks()
             self._put_back_own_work()
@@ -292,6 +302,19 @@ class Consumer(huey_consumer.Consumer):
             self.stopped.set()
         logger.info("Consumer exiting (%s).", reason)
         return reason
+
+    def _keep_task_logs(self, on):
+        # The handler is on the root logger while the consumer runs; forked
+        # worker processes inherit it.
+        from hueyscope.events import task_logs
+
+        if on and self.recorder is not None and self.task_log_level is not None \
+                and self._task_logs is None:
+            self._task_logs = task_logs.install(self.task_log_level,
+                                                self.task_log_limit)
+        elif not on and self._task_logs is not None:
+            task_logs.uninstall(self._task_logs)
+            self._task_logs = None
 
     def _supervise(self):
         next_health = time.monotonic() + self._health_check_interval

@@ -159,6 +159,10 @@ class Worker(huey_consumer.Worker):
             self.watchdog.cancel(running.cancel_deadline)
         if running.progress_due is not None:
             control.flush_progress(running)
+        if running.logs:
+            from hueyscope.events import task_logs
+
+            task_logs.finish(running)
         control.end(running)
 
     def _add_in_flight(self, n):
@@ -197,6 +201,9 @@ class GracefulProcessEnvironment(huey_consumer.ProcessEnvironment):
 
     def init_child(self, process):
         die_with_parent(self.parent_pid)
+        from hueyscope.events import task_logs
+
+        task_logs.in_worker_process()  # its lines are its task's
         # SIGUSR1 stops the task: canceled if the board says so (see
         # hueyscope.consumer.control), else interrupted.
         interrupt = interrupt_handler(process, self.board)

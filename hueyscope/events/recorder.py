@@ -36,7 +36,8 @@ import weakref
 
 from hueyscope import settings as _settings
 from hueyscope.signals import fingerprint  # noqa: F401 (named here before)
-from hueyscope.events import hooks, schema, stock, writer, writer_process
+from hueyscope.events import (hooks, schema, stock, task_notes, writer,
+                              writer_process)
 from hueyscope.events.capture import DEFAULT_REDACT, plain
 from hueyscope.events.columns import CAPTURED
 
@@ -344,6 +345,29 @@ class Recorder:
                                       in_flight, self.run_id))
         self._ensure_writer()
         self._wake.set()
+
+    def progress(self, task, ts, fraction, message):
+        """Record ``task``'s progress (see :func:`hueyscope.progress`)."""
+        self._note(task_notes.progress_note(ts, task.id, task.name, fraction,
+                                            message, self.run_id))
+
+    def task_log(self, task, ts, level, levelno, logger_name, message, worker):
+        """Record a log line of ``task`` (see :mod:`hueyscope.events.task_logs`)."""
+        self._note(task_notes.log_note(ts, task.id, task.name, level, levelno,
+                                       logger_name, message, self.run_id,
+                                       self.pid, worker))
+
+    def _note(self, note):
+        # With the queue samples: written in the next batch's transaction.
+        with self._state_lock:
+            if len(self._samples) >= self.max_buffer:
+                note = None
+            else:
+                self._samples.append(note)
+        if note is None:
+            self._count_dropped(0, "buffer full: a progress or log note")
+            return
+        self._ensure_writer()
 
     def end_run(self, reason="graceful", timeout=30.0):
         """Flush every buffered event and mark this run stopped.
