@@ -54,7 +54,7 @@ class Running:
         self.thread_id = thread_id
         self.canceled = threading.Event()
         self.reason = None
-        self.last_progress = 0.0  # monotonic time of the last recorded value
+        self.last_progress = None  # monotonic time of the last recorded value
         self.progress_due = None  # a value throttled, written with the next
         self.attempt = None
         self.logs = 0  # log records kept for this run of the task
@@ -155,7 +155,8 @@ def progress(fraction, message=None):
     if message is not None:
         message = str(message)[:500]
     now = time.monotonic()
-    if now - running.last_progress < PROGRESS_EVERY and fraction != 1.0:
+    last = running.last_progress
+    if last is not None and now - last < PROGRESS_EVERY and fraction != 1.0:
         running.progress_due = (time.time(), fraction, message)
         return
     running.last_progress = now

@@ -76,8 +76,10 @@ def clear_in_thread(thread_id):
 def _exception(base, message):
     # The exception is made in the target thread, from its class alone: a
     # subclass per request carries the message.
+    # Pickled (an on_error task's argument, a result) as the base class.
     return type(base.__name__, (base,), {
         "__init__": lambda self, *a: base.__init__(self, message),
+        "__reduce__": lambda self: (base, self.args),
         "__module__": base.__module__})
 
 

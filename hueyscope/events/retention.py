@@ -96,7 +96,7 @@ def prune_store(db_or_path, older_than_seconds, vacuum=False, chunk=CHUNK, now=N
     ``db_or_path`` is the event store: a path, a sqlite3 connection (not in
     a transaction) or a sqlite_utils Database. The cutoff is ``now`` (default:
     the current time) minus ``older_than_seconds``. Roll-ups and runs are
-    kept. With ``vacuum`` the file is compacted afterwards.
+    kept; task log lines and progress values older than the cutoff go too. With ``vacuum`` the file is compacted afterwards.
 
     Returns a dict: ``cutoff`` (unix seconds), ``events``, ``tasks`` and
     ``queue_samples`` (rows deleted), ``vacuumed`` and, with vacuum,
@@ -122,6 +122,7 @@ def prune_store(db_or_path, older_than_seconds, vacuum=False, chunk=CHUNK, now=N
         outcome["events"] = _delete_in_chunks(conn, DELETE_EVENTS, (cutoff,), chunk)
         outcome["queue_samples"] = _delete_in_chunks(
             conn, DELETE_SAMPLES, (cutoff,), chunk)
+        _prune_task_notes(conn, cutoff, chunk)
         if vacuum:
             outcome["size_before"] = _size(conn)
             conn.execute("vacuum")
@@ -134,6 +135,21 @@ def prune_store(db_or_path, older_than_seconds, vacuum=False, chunk=CHUNK, now=N
     finally:
         if owned:
             conn.close()
+
+
+# What running tasks told (m008): their age is their own time.
+DELETE_TASK_NOTES = """delete from {table} where rowid in (
+  select rowid from {table} where ts < ? limit ?)"""
+
+
+def _prune_task_notes(conn, cutoff, chunk):
+    """Delete task log lines and progress values older than the cutoff."""
+    names = {row[0] for row in conn.execute(
+        "select name from sqlite_master where type = 'table'")}
+    for table in ("task_logs", "task_progress"):
+        if table in names:
+            _delete_in_chunks(conn, DELETE_TASK_NOTES.format(table=table),
+                              (cutoff,), chunk)
 
 
 def _size(conn):
