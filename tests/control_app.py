@@ -68,3 +68,9 @@ def chatty(n=300):
     """Logs more lines than a run keeps."""
     for i in range(n):
         logger.info("line %d", i)
+
+
+@huey.task()
+@huey.lock_task("control-lock")
+def locked_spin(seconds=30.0):
+    return _spin(seconds)

@@ -238,3 +238,45 @@ def test_log_lines_are_bounded_per_run(app):
     assert lines[200][1:] == ("WARNING", "hueyscope", "100 more log record(s) "
                               "of this run not kept (at most 200 a run)")
     assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+
+
+# -- the lock, and recovery ----------------------------------------------------
+
+@pytest.mark.timeout(120)
+def test_a_canceled_task_frees_its_lock(app):
+    consumer = consume(app, "--worker-type", "thread")
+    task_id = enqueue(app, "locked_spin(30)")
+    wait_signal(app, task_id, "executing")
+    wait_until(lambda: scalar(app.queue, "select count(*) from hueyscope_lock"),
+               message="the lock to be held")
+    assert app.run("cancel", task_id).returncode == 0
+    wait_signal(app, task_id, "canceled")
+    wait_until(lambda: scalar(app.queue, "select count(*) from hueyscope_lock")
+               == 0, message="the lock to be freed")
+    assert not [k for k, in query(app.queue, "select key from kv")
+                if "lock" in str(k)]
+    # The next task of the lock runs at once.
+    after = enqueue(app, "locked_spin(0.1)")
+    wait_signal(app, after, "complete")
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+
+
+@pytest.mark.timeout(180)
+def test_a_task_canceled_after_its_consumer_died_is_never_run_again(app):
+    consumer = consume(app, "--worker-type", "thread")
+    task_id = enqueue(app, "spin(30)")
+    wait_signal(app, task_id, "executing")
+    consumer.kill()  # SIGKILL: the lease stays, its holder dead
+    done = app.run("cancel", task_id)
+    assert done.returncode == 0, done.stderr
+    assert "(running" in done.stdout
+    consumer = consume(app, "--worker-type", "thread")
+    # Recovery puts the message back; huey skips it, revoked.
+    wait_signal(app, task_id, "revoked")
+    wait_until(lambda: scalar(app.queue, "select count(*) from hueyscope_lease")
+               == 0 and scalar(app.queue, "select count(*) from "
+                               "hueyscope_cancel") == 0,
+               message="the lease and the request to go")
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+    assert signals_of(app, task_id).count("executing") == 1
+    assert scalar(app.queue, "select count(*) from task") == 0
