@@ -74,3 +74,18 @@ def chatty(n=300):
 @huey.lock_task("control-lock")
 def locked_spin(seconds=30.0):
     return _spin(seconds)
+
+
+@huey.task()
+def stubborn(seconds=30.0):
+    """Swallows every exception once: the first forced stop is caught."""
+    caught = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            _spin(0.05)
+        except Exception:
+            caught += 1
+            if caught > 1:
+                raise
+    return caught

@@ -280,3 +280,13 @@ def test_a_task_canceled_after_its_consumer_died_is_never_run_again(app):
     assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
     assert signals_of(app, task_id).count("executing") == 1
     assert scalar(app.queue, "select count(*) from task") == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_task_that_catches_the_forced_stop_gets_it_again(app):
+    consumer = consume(app, "--worker-type", "thread")
+    task_id = enqueue(app, "stubborn(30)")
+    wait_signal(app, task_id, "executing")
+    assert app.run("cancel", task_id).returncode == 0
+    wait_signal(app, task_id, "canceled")
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()

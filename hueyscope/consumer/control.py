@@ -269,10 +269,16 @@ class Canceller:
         acted = self._acted.get(request.task_id)
         if request.pid == os.getpid() and self.board is None:
             running = control.running(request.task_id)
-            if running is None or acted is not None:
+            if running is None:
                 return
-            self._cancel_thread(running, request.reason)
-            self._acted[request.task_id] = (time.monotonic(), None)
+            if acted is None:
+                self._cancel_thread(running, request.reason)
+                self._acted[request.task_id] = (time.monotonic(), None)
+            elif time.monotonic() - acted[0] > self.grace * 4:
+                # Still running: the task caught the exception (a broad
+                # except) and went on. Raised again, as often as it takes.
+                self._acted[request.task_id] = (time.monotonic(), None)
+                self._force_thread(running, request.reason, 0)
         elif request.pid in pids:
             if acted is None:
                 self.board.post(request.task_id, request.reason)
@@ -294,10 +300,13 @@ class Canceller:
         running.cancel(reason)
         # Stopped at its next bytecode after the grace period, unless it
         # stopped by itself before (its end cancels the deadline).
+        self._force_thread(running, reason, self.grace)
+
+    def _force_thread(self, running, reason, delay):
         in_flight = self.huey._tasks_in_flight
         task = running.task
         deadline = self.watchdog.at(
-            time.monotonic() + self.grace, running.thread_id,
+            time.monotonic() + delay, running.thread_id,
             _exception(control.TaskCanceled, reason),
             guard=lambda: task in in_flight)
         running.cancel_deadline = deadline
