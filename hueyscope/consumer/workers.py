@@ -89,7 +89,12 @@ class TakenLog:
 
 
 class Worker(huey_consumer.Worker):
-    """huey's worker, counting the task it is running in a shared counter."""
+    """huey's worker, counting the task it is running in a shared counter.
+
+    Each task it runs is registered (:mod:`hueyscope.control`) while it
+    runs, so that it can be canceled, report progress and keep its log
+    lines; a task without a ``timeout=`` gets ``default_timeout``.
+    """
 
     def __init__(self, huey, stop_flag, default_delay, max_delay, backoff,
                  max_tasks=None, in_flight=None, taken=None,
