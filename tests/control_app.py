@@ -89,3 +89,8 @@ def stubborn(seconds=30.0):
             if caught > 1:
                 raise
     return caught
+
+
+@huey.task(timeout=1, retries=1, retry_delay=0)
+def spin_retried(seconds=30.0):
+    return _spin(seconds)

@@ -290,3 +290,16 @@ def test_a_task_that_catches_the_forced_stop_gets_it_again(app):
     assert app.run("cancel", task_id).returncode == 0
     wait_signal(app, task_id, "canceled")
     assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+
+
+@pytest.mark.timeout(120)
+def test_a_timed_out_thread_task_is_retried_as_huey_retries(app):
+    consumer = consume(app, "--worker-type", "thread")
+    task_id = enqueue(app, "spin_retried(30)")
+    wait_until(lambda: signals_of(app, task_id).count("timeout") == 2,
+               message="two timeouts")
+    assert signals_of(app, task_id) == [
+        "enqueued", "executing", "timeout", "retrying", "enqueued",
+        "executing", "timeout"]
+    assert app.task_statuses() == {"timeout": 1}
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
