@@ -94,3 +94,12 @@ def stubborn(seconds=30.0):
 @huey.task(timeout=1, retries=1, retry_delay=0)
 def spin_retried(seconds=30.0):
     return _spin(seconds)
+
+
+@huey.task()
+def deaf(seconds=30.0):
+    """Ignores the worker's SIGUSR1: only a kill stops it."""
+    import signal
+
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    return _spin(seconds)

@@ -303,3 +303,25 @@ def test_a_timed_out_thread_task_is_retried_as_huey_retries(app):
         "executing", "timeout"]
     assert app.task_statuses() == {"timeout": 1}
     assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_process_that_does_not_stop_is_replaced(app):
+    consumer = consume(app, "--worker-type", "process",
+                       "--health-check-interval", "0.5")
+    task_id = enqueue(app, "deaf(60)")
+    wait_signal(app, task_id, "executing")
+    assert app.run("cancel", task_id).returncode == 0
+    wait_signal(app, task_id, "canceled")
+    wait_until(lambda: "killing it" in consumer.stderr, message="the kill")
+    # Settled by the consumer: nothing for recovery to put back, no
+    # revocation left behind; a new worker takes the next task.
+    assert scalar(app.queue, "select count(*) from hueyscope_lease") == 0
+    assert not [k for k, in query(app.queue, "select key from kv")
+                if str(k).startswith("r:")]
+    after = enqueue(app, "spin(0.1)")
+    wait_signal(app, after, "complete")
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+    assert signals_of(app, task_id).count("executing") == 1
+    assert "recovered" not in signals_of(app, task_id)
+    assert app.task_statuses()["canceled"] == 1

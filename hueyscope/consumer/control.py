@@ -15,9 +15,9 @@ its own processes:
 - a process worker is sent SIGUSR1 with the request on a shared board: its
   handler raises TaskCanceled (a stop's SIGUSR1, with nothing on the board,
   still raises KeyboardInterrupt). A worker that has not let go of the task
-  after the grace period is killed and replaced by the health check; the
-  task was revoked by the request, so recovery puts it back only for huey
-  to skip it.
+  after three grace periods is killed and replaced by the health check; the
+  consumer settles the task's lease and records it canceled itself
+  (:func:`hueyscope.queue.cancels.settle_killed`).
 
 huey records the outcome ``canceled``, with the reason (who asked); the
 task is not retried, its lease is released with its outcome, its lock freed
@@ -287,13 +287,24 @@ class Canceller:
                 os.kill(request.pid, signal.SIGUSR1)
                 self._acted[request.task_id] = (time.monotonic(), request.pid)
             elif time.monotonic() - acted[0] > self.grace * 3:
-                proc = pids[request.pid]
-                if proc.is_alive():
-                    logger.warning("Worker process %s did not stop canceled "
-                                   "task %s; killing it (the health check "
-                                   "starts another).", request.pid,
-                                   request.task_id)
-                    proc.kill()
+                self._kill(pids[request.pid], request)
+
+    def _kill(self, proc, request):
+        # The worker did not let go (a C call that ignores signals, a
+        # handler of its own): it goes, the health check starts another,
+        # and the outcome its worker could not write is written here.
+        from hueyscope.queue import cancels
+
+        if not proc.is_alive():
+            return
+        logger.warning("Worker process %s did not stop canceled task %s; "
+                       "killing it (the health check starts another).",
+                       request.pid, request.task_id)
+        proc.kill()
+        proc.join(5)
+        if not proc.is_alive():
+            cancels.settle_killed(self.huey, request,
+                                  control.TaskCanceled(request.reason))
 
     def _cancel_thread(self, running, reason):
         logger.info("Canceling task %s (%s).", running.task.id, reason)

@@ -88,3 +88,31 @@ def forget_settled(huey):
             "delete from hueyscope_cancel where queue = ? and not exists "
             "(select 1 from hueyscope_lease l where l.id = hueyscope_cancel.lease)",
             (huey.name,))
+
+
+def settle_killed(huey, request, exc):
+    """The worker process holding ``request``'s task was killed: settle it canceled.
+
+    Its lease goes, with the request and the task's revocation flag, and
+    ``canceled`` is emitted with ``exc`` (the consumer's own record of the
+    outcome the worker could not write). Returns the task, or None if the
+    lease was settled already.
+    """
+    from hueyscope.queue.recovery import _task_or_unknown
+
+    storage = huey.storage
+    with storage.db(commit=True) as curs:
+        run = QueueCursor(storage, curs)
+        row = run.execute("select data from hueyscope_lease where id = ?",
+                          (request.lease,)).fetchone()
+        if row is None:
+            return None
+        run.execute("delete from hueyscope_lease where id = ?", (request.lease,))
+        run.execute("delete from hueyscope_cancel where queue = ? and "
+                    "task_id = ?", (huey.name, request.task_id))
+    task = _task_or_unknown(huey, bytes(row[0]))
+    revoke_id = getattr(task, "revoke_id", None)
+    if revoke_id is not None:
+        huey.delete(revoke_id)
+    huey._emit("canceled", task, exc=exc)
+    return task
