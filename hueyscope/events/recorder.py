@@ -358,15 +358,13 @@ class Recorder:
                                        self.pid, worker))
 
     def _note(self, note):
-        # With the queue samples: written in the next batch's transaction.
-        with self._state_lock:
-            if len(self._samples) >= self.max_buffer:
-                note = None
-            else:
-                self._samples.append(note)
-        if note is None:
+        # In the buffer, in order with the task's signals: a log line never
+        # reaches the store before the 'executing' event of its attempt. The
+        # writer takes it out of the batch and writes it with the samples.
+        if len(self._buffer) >= self.max_buffer:
             self._count_dropped(0, "buffer full: a progress or log note")
             return
+        self._buffer.append(note)
         self._ensure_writer()
 
     def end_run(self, reason="graceful", timeout=30.0):
@@ -536,6 +534,9 @@ class Recorder:
     def _write(self, batch, run_row, samples, dropped):
         if self._store is None:
             self._store = self._open_store()
+        batch, notes = task_notes.take_notes(batch)
+        if notes:
+            samples = samples + notes
         plains = self._plains(batch)
         if len(plains) < len(batch):
             # Counted into the runs row by this very write.

@@ -1,11 +1,11 @@
 """What a running task tells beside its signals: progress, and its log lines.
 
-Both travel with the writer's batches, in the list that carries queue
-samples (:meth:`hueyscope.events.recorder.Recorder.heartbeat`): each note is
-a flat tuple whose first item names its kind, where a queue sample starts
-with its time. The writer splits them (:func:`split`) and writes them in the
-batch's transaction, after its events, so a log line finds the
-``executing`` event of its attempt.
+Both wait in the recorder's buffer in order with the signals, and travel
+to the store in the list that carries queue samples (:func:`take_notes`):
+each note is a flat tuple whose first item names its kind, where a signal
+or a queue sample starts with its time. The store splits them out
+(:func:`split`) and writes them in the batch's transaction, after its
+events, so a log line finds the ``executing`` event of its attempt.
 
 - ``task_progress``: the last value of each task (``hueyscope.progress``);
 - ``task_logs``: log records emitted while a task ran, with its attempt
@@ -39,6 +39,24 @@ def log_note(ts, task_id, task, level, levelno, logger, message, run_id, pid,
              worker):
     return (LOG, ts, task_id, task, level, levelno, logger, message, run_id,
             pid, worker)
+
+
+def take_notes(batch):
+    """(signals, notes) of a batch of the recorder's buffer.
+
+    Notes wait in the buffer with the signals, so that each follows the
+    signals emitted before it; a signal starts with its time, a note with
+    its kind.
+    """
+    for item in batch:
+        if type(item[0]) is str:
+            break
+    else:
+        return batch, []  # the common case: signals only
+    signals, notes = [], []
+    for item in batch:
+        (notes if type(item[0]) is str else signals).append(item)
+    return signals, notes
 
 
 def split(samples):

@@ -80,3 +80,13 @@ def test_progress_is_throttled_and_the_last_value_kept(monkeypatch):
         control.end(running)
     control.progress(0.5)  # outside a task: nothing
     assert len(written) == 3 and not control.cancelled()
+
+
+def test_notes_are_taken_out_of_a_batch_in_order():
+    signal = (1.0, "executing")
+    note = task_notes.progress_note(2.0, "t1", "job", 0.5, None, "run")
+    later = (3.0, "complete")
+    assert task_notes.take_notes([signal, note, later]) == (
+        [signal, later], [note])
+    batch = [signal, later]
+    assert task_notes.take_notes(batch) == (batch, [])
