@@ -11,13 +11,21 @@ def attach(huey, events=None, **options):
     return _attach(huey, events=events, **options)
 
 
+# What a running task can ask (see hueyscope.control), imported when asked for.
+_CONTROL = ("cancelled", "check_cancelled", "sleep", "progress", "TaskCanceled")
+
+
 def __getattr__(name):
     # hueyscope.SqliteHuey, imported only when asked for.
     if name == "SqliteHuey":
         from hueyscope.queue.sqlite import SqliteHuey
 
         return SqliteHuey
+    if name in _CONTROL:
+        from hueyscope import control
+
+        return getattr(control, name)
     raise AttributeError(name)
 
 
-__all__ = ["attach", "SqliteHuey"]
+__all__ = ["attach", "SqliteHuey", *_CONTROL]

@@ -34,7 +34,8 @@ import time
 import weakref
 
 from hueyscope import settings as _settings
-from hueyscope.events import hooks, run_facts, schema, stock, writer, writer_process
+from hueyscope.events import (hooks, run_facts, schema, stock, task_notes,
+                              writer, writer_process)
 from hueyscope.events.capture import plain
 from hueyscope.events.columns import CAPTURED
 from hueyscope.readonly import sqlite_uri
@@ -321,6 +322,27 @@ class Recorder:
         self._ensure_writer()
         self._wake.set()
 
+    def progress(self, task, ts, fraction, message):
+        """Record ``task``'s progress (see :func:`hueyscope.progress`)."""
+        self._note(task_notes.progress_note(ts, task.id, task.name, fraction,
+                                            message, self.run_id))
+
+    def task_log(self, task, ts, level, levelno, logger_name, message, worker):
+        """Record a log line of ``task`` (see :mod:`hueyscope.events.task_logs`)."""
+        self._note(task_notes.log_note(ts, task.id, task.name, level, levelno,
+                                       logger_name, message, self.run_id,
+                                       self.pid, worker))
+
+    def _note(self, note):
+        # In the buffer, in order with the task's signals: a log line never
+        # reaches the store before the 'executing' event of its attempt. The
+        # writer takes it out of the batch and writes it with the samples.
+        if len(self._buffer) >= self.max_buffer:
+            self._count_dropped(0, "buffer full: a progress or log note")
+            return
+        self._buffer.append(note)
+        self._ensure_writer()
+
     def end_run(self, reason="graceful", timeout=30.0):
         """Flush every buffered event and mark this run stopped.
 
@@ -488,6 +510,9 @@ class Recorder:
     def _write(self, batch, run_row, samples, dropped):
         if self._store is None:
             self._store = self._open_store()
+        batch, notes = task_notes.take_notes(batch)
+        if notes:
+            samples = samples + notes
         plains = self._plains(batch)
         if len(plains) < len(batch):
             # Counted into the runs row by this very write.

@@ -113,7 +113,7 @@ def prune_store(db_or_path, older_than_seconds, vacuum=False, chunk=CHUNK, now=N
     ``db_or_path`` is the event store: a path, a sqlite3 connection (not in
     a transaction) or a sqlite_utils Database. The cutoff is ``now`` (default:
     the current time) minus ``older_than_seconds``. Roll-ups and runs are
-    kept. With ``vacuum`` the file is compacted afterwards.
+    kept; task log lines and progress values older than the cutoff go too. With ``vacuum`` the file is compacted afterwards.
 
     Returns a dict: ``cutoff`` (unix seconds), ``events``, ``tasks`` and
     ``queue_samples`` (rows deleted), ``vacuumed`` and, with vacuum,
@@ -138,8 +138,11 @@ def prune_store(db_or_path, older_than_seconds, vacuum=False, chunk=CHUNK, now=N
         outcome = {"cutoff": cutoff, "vacuumed": False}
         # Tasks first: a task row is the summary pages read, and it should
         # not outlive nothing but its events.
-        for table, sql in (("tasks", DELETE_TASKS), ("events", DELETE_EVENTS),
-                           ("queue_samples", DELETE_SAMPLES)):
+        deletes = [("tasks", DELETE_TASKS), ("events", DELETE_EVENTS),
+                   ("queue_samples", DELETE_SAMPLES)]
+        deletes += [(table, DELETE_TASK_NOTES.format(table=table))
+                    for table in _note_tables(conn)]
+        for table, sql in deletes:
             try:
                 outcome[table] = _delete_in_chunks(
                     conn, sql, (cutoff,), chunk, what, limit)
@@ -164,6 +167,18 @@ def prune_store(db_or_path, older_than_seconds, vacuum=False, chunk=CHUNK, now=N
     finally:
         if owned:
             conn.close()
+
+
+# What running tasks told (m008): their age is their own time.
+DELETE_TASK_NOTES = """delete from {table} where rowid in (
+  select rowid from {table} where ts < ? limit ?)"""
+
+
+def _note_tables(conn):
+    """The tables of task log lines and progress values this store has."""
+    names = {row[0] for row in conn.execute(
+        "select name from sqlite_master where type = 'table'")}
+    return [table for table in ("task_logs", "task_progress") if table in names]
 
 
 def _size(conn):

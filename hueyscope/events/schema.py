@@ -13,6 +13,7 @@ Tables:
 - ``rollup_hourly``: per task, signal and hour counts and sums, kept by the
   writer in the same transaction, so totals survive retention pruning.
 - ``alerts``: alert rules a consumer found firing (m007).
+- ``task_progress`` and ``task_logs``: what running tasks told (m008).
 """
 import functools
 import sqlite3
@@ -413,6 +414,29 @@ def m007_alerts(db):
         "value": float, "threshold": float, "run_id": str,
     }, pk="id", not_null={"ts", "rule", "message"})
     db.execute("create index idx_alerts_ts on alerts (ts)")
+
+
+@migrations()
+def m008_task_progress_and_logs(db):
+    """What a running task tells: its progress, and its log lines.
+
+    ``task_progress``: the last value of each task that called
+    ``hueyscope.progress`` (a fraction from 0 to 1 and a message).
+    ``task_logs``: the log records emitted while a task ran, in its thread
+    or its worker process, with the attempt they belong to, bounded per
+    attempt and by level and redacted as arguments are (see
+    :mod:`hueyscope.events.task_logs`).
+    """
+    db["task_progress"].create({
+        "task_id": str, "task": str, "fraction": float, "message": str,
+        "ts": float, "run_id": str,
+    }, pk="task_id", not_null={"ts"})
+    db["task_logs"].create({
+        "id": int, "ts": float, "task_id": str, "task": str, "attempt": int,
+        "level": str, "levelno": int, "logger": str, "message": str,
+        "run_id": str, "pid": int, "worker": str,
+    }, pk="id", not_null={"ts", "task_id"})
+    db.execute("create index idx_task_logs_task_id on task_logs (task_id)")
 
 
 # Every migration this version knows; a store listing another one was

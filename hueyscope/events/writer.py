@@ -14,7 +14,7 @@ import sqlite3
 import time
 
 from hueyscope import filemodes, storable
-from hueyscope.events import sqlite_file
+from hueyscope.events import sqlite_file, task_notes
 from hueyscope.events.columns import EVENT, SIGNAL, TASK
 from hueyscope.events.rows import batch_rows, finish_events, storable_batch
 from hueyscope.events.statements import (
@@ -370,8 +370,10 @@ class Store:
                     for (h, t, s), sums in rollup.items()])
                 if updates:
                     conn.executemany(FILL_LATE_WAIT, updates)
+            samples, progress, logs = task_notes.split(samples)
             if samples:
                 conn.executemany(INSERT_SAMPLE, samples)
+            task_notes.write(conn, progress, logs)
             if self._run_id is not None and (events or dropped):
                 conn.execute(COUNT_RUN_EVENTS, (
                     self._run_id, *_run_identity(self._run_id),

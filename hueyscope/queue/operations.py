@@ -1,6 +1,6 @@
 """What can be done to a queue by hand: one function per operation.
 
-``retry``, ``discard``, ``revoke``, ``restore`` and ``recover`` act on an
+``retry``, ``discard``, ``revoke``, ``restore``, ``cancel`` and ``recover`` act on an
 open Huey; ``failed`` and ``status`` read one. Each takes ids or filters,
 returns what it did as a plain value (with ``dry_run``: what it would do)
 and raises ``ValueError`` with a one-line message for bad input. The
@@ -203,6 +203,58 @@ def restore(huey, ids=(), task=None, actor=None):
     """Undo :func:`revoke` for task ``ids`` or every task of ``task``.
     Recorded as ``restore``."""
     return _revocation(huey, "restore", ids, task, actor)
+
+
+# -- cancel ------------------------------------------------------------------
+
+def cancel(huey, ids=(), task=None, dry_run=False, actor=None):
+    """Stop tasks: a pending or scheduled one is revoked, a running one stopped.
+
+    Named by ``ids`` or by ``task`` (every pending, scheduled and running
+    task of the name). Every id must be pending, scheduled or running, and
+    a name must have one such task, else ValueError and nothing changes.
+    Each task is revoked by id (huey's revoke_by_id, recorded ``revoke``):
+    a pending one is skipped when a worker takes it, and a running one that
+    recovery puts back after a crash is never run again. A running one is
+    also stopped by the consumer that holds it (a ``hueyscope_cancel``
+    request, see :mod:`hueyscope.consumer.control`), recorded ``canceled``
+    with ``actor`` in its reason. ``touched``: ``{"task_id", "task",
+    "state"}`` per task.
+    """
+    from hueyscope.queue import cancels
+
+    check_named(ids, task)
+    found = cancels.find(huey)
+    if task:
+        name = huey._registry.task_to_string(_task_class(huey, task))
+        chosen = [item for item in found if item.task == name]
+        if not chosen:
+            raise ValueError("no pending, scheduled or running task %s in "
+                             "queue %s" % (task, huey.name))
+    else:
+        by_id = {}
+        for item in found:
+            if item.state == "running" or item.task_id not in by_id:
+                by_id[item.task_id] = item
+        missing = [task_id for task_id in ids if task_id not in by_id]
+        if missing:
+            raise ValueError("no pending, scheduled or running task %s in queue "
+                             "%s (unknown, or finished already)" % (
+                                 ", ".join(missing), huey.name))
+        chosen = [by_id[task_id] for task_id in dict.fromkeys(ids)]
+    touched = [{"task_id": item.task_id, "task": item.task.rsplit(".", 1)[-1],
+                "state": item.state} for item in chosen]
+    if dry_run:
+        return Done("cancel", huey.name, touched, dry_run)
+    reason = failed_set.by_whom("canceled by hand", actor)
+    for item in chosen:
+        huey.revoke_by_id(item.task_id)
+        subject = _ById(item.task_id)
+        subject.name = item.task.rsplit(".", 1)[-1]
+        huey._emit("revoke", subject, exc=_Note(reason))
+    cancels.request(huey, [item for item in chosen if item.state == "running"],
+                    reason)
+    return Done("cancel", huey.name, touched, dry_run)
 
 
 # -- recovery and status ----------------------------------------------------
