@@ -41,6 +41,9 @@ from hueyscope.settings import Settings
 
 # Statuses of tasks that may still run: their rows are never pruned.
 ACTIVE_STATUSES = ("waiting", "enqueued", "scheduled", "executing", "retrying")
+# The tables whose deleted rows an outcome counts (task notes go with them
+# uncounted: they are their tasks' detail).
+COUNTED = ("tasks", "events", "queue_samples")
 # Rows deleted per transaction.
 CHUNK = 5000
 # Seconds one chunk's delete may run (milliseconds on a healthy store).
@@ -144,8 +147,10 @@ def prune_store(db_or_path, older_than_seconds, vacuum=False, chunk=CHUNK, now=N
                     for table in _note_tables(conn)]
         for table, sql in deletes:
             try:
-                outcome[table] = _delete_in_chunks(
-                    conn, sql, (cutoff,), chunk, what, limit)
+                deleted = _delete_in_chunks(conn, sql, (cutoff,), chunk, what,
+                                            limit)
+                if table in COUNTED:
+                    outcome[table] = deleted
             except sqlite3.Error as exc:
                 better = readonly.explain(exc, limit)
                 if better is exc:
