@@ -20,6 +20,18 @@ def test_bench_runs_every_variant_and_quotes_ratios(cli):
     assert len(capacity) == 2 and all(int(c) > 0 for c in capacity)
 
 
+@pytest.mark.timeout(120)
+def test_bench_counts_what_worker_processes_record(cli):
+    """With process workers each worker records through a writer of its
+    own; the run checks every event reached the store all the same."""
+    result = cli.run("bench", "--tasks", "100", "--rounds", "1",
+                     "--variants", "bare,hueyscope,leased", "--writer-events",
+                     "0", "--worker-type", "process", timeout=110)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = re.findall(r"^(\S+) +\d+ +\d+\.\d\dx", result.stdout, re.M)
+    assert rows == ["bare", "hueyscope", "leased"]
+
+
 def test_bench_refuses_an_unknown_variant(cli):
     assert_one_line_error(cli.run("bench", "--variants", "bare,celery"))
 
