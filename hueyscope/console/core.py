@@ -16,7 +16,7 @@ from hueyscope.queue import operations
 from hueyscope.settings import Settings, parse_duration
 
 OPERATE = "hueyscope-operate"
-ACTIONS = ("retry", "discard", "revoke", "restore", "recover")
+ACTIONS = ("retry", "discard", "revoke", "restore", "recover", "cancel")
 BULK = ("retry", "discard")  # actions on failed-set entries
 SETTINGS_USED = ("queue", "events", "app", "durability", "delivery",
                  "lease_timeout", "max_recoveries", "keep_failed")
@@ -86,6 +86,8 @@ class Console:
                     action, "restore" if action == "revoke" else "revoke"))
             fn = getattr(operations, action)
             return done_value(fn(huey, params["ids"], params["task"], actor=actor))
+        if action == "cancel":
+            return self.cancel(huey, params, actor, dry_run)
         if action == "recover":
             s = self.settings
             done = operations.recover(
@@ -95,13 +97,34 @@ class Console:
             return recovered_value(done)
         raise ValueError("no action %r (%s)" % (action, ", ".join(ACTIONS)))
 
+    def cancel(self, huey, params, actor, dry_run):
+        """:func:`hueyscope.queue.operations.cancel` of task ids or a task name.
+
+        With ``params["previewed"]`` (the confirmation of a preview, whose
+        ids travel in its form) the tasks that finished since the preview
+        are left out rather than failing the rest; otherwise every id must
+        be pending, scheduled or running, as on the command line.
+        """
+        ids = params["ids"]
+        if params.get("previewed") and ids and not params["task"]:
+            from hueyscope.queue import cancels
+
+            there = {item.task_id for item in cancels.find(huey)}
+            ids = [task_id for task_id in ids if task_id in there]
+            if not ids:
+                return {"action": "cancel", "queue": huey.name,
+                        "dry_run": dry_run, "count": 0, "touched": []}
+        return done_value(operations.cancel(huey, ids, params["task"],
+                                            dry_run=dry_run, actor=actor))
+
 
 def parse_params(action, values):
     """The filters of an action from a form or a JSON body (a dict of values).
 
     ``ids``: a list (or one comma- or space-separated string) of failed-set
     entry ids for retry and discard, of task ids for revoke and restore;
-    ``since``: seconds or a duration such as 1h. Raises ValueError.
+    ``since``: seconds or a duration such as 1h; ``previewed`` (cancel):
+    the ids are those a preview listed. Raises ValueError.
     """
     ids = values.get("ids") or []
     if isinstance(ids, str):
@@ -126,7 +149,8 @@ def parse_params(action, values):
     for key, value in text.items():
         if value is not None and not isinstance(value, str):
             raise ValueError("%s must be text" % key)
-    return dict(text, ids=ids, since=since)
+    previewed = str(values.get("previewed", "")).lower() in ("1", "true", "yes", "on")
+    return dict(text, ids=ids, since=since, previewed=previewed)
 
 
 def _entry(entry):

@@ -6,6 +6,9 @@ Read through Datasette's own read-only connection to the store (``db`` is a
 costs a few index lookups however large the store is.
 """
 import json
+import sqlite3
+
+from hueyscope.events import task_view
 
 EVENT_COLUMNS = ("id", "ts", "signal", "attempt", "retries_left", "priority",
                  "eta", "duration", "wait", "error_type", "error", "traceback",
@@ -61,9 +64,48 @@ def failures(events):
 
 
 def actions(events):
-    """Events an operator asked for: revoke, restore, requeued, recovered."""
+    """Events an operator asked for: revoke (and cancel), restore, requeued,
+    recovered, and a ``canceled`` outcome that names who asked."""
     return [e for e in events if e["signal"] in
-            ("revoke", "restore", "requeued", "recovered", "lost", "discard")]
+            ("revoke", "restore", "requeued", "recovered", "lost", "discard")
+            or (e["signal"] == "canceled" and "asked by" in (e["error"] or ""))]
+
+
+async def told(db, task_id):
+    """(last progress or None, log lines) of ``task_id``, as its task page shows them.
+
+    Read by :mod:`hueyscope.events.task_view`, as ``status`` and the reports
+    read them; a store older than those tables (m008) has neither: (None, []).
+    """
+    def read(conn):
+        return (task_view.task_progress(conn, task_id),
+                task_view.task_logs(conn, task_id, LOG_LINES))
+
+    try:
+        return await db.execute_fn(read)
+    except sqlite3.Error:
+        return None, []
+
+
+LOG_LINES = 500  # shown on a task page (a run keeps at most 200 and a note)
+
+
+async def progress_of(db, task_ids):
+    """{task id: {fraction, message, ts}} of those of ``task_ids`` that reported
+    progress (one lookup by primary key each); {} without the table."""
+    task_ids = [t for t in task_ids if t]
+    if not task_ids or not await db.table_exists("task_progress"):
+        return {}
+    found = {}
+    try:
+        for task_id in task_ids:
+            rows = await _rows(db, "select fraction, message, ts from "
+                               "task_progress where task_id = ?", (task_id,))
+            if rows:
+                found[task_id] = rows[0]
+    except sqlite3.Error:
+        return {}
+    return found
 
 
 async def pipeline(db, task):

@@ -12,7 +12,7 @@ HUEYSCOPE_QUEUE). Pages:
   form that does it.
 
 Actions are POSTs to ``/-/hueyscope/ACTION`` (retry, discard, revoke,
-restore, recover), from a form (with Datasette's CSRF token) or as JSON,
+restore, recover, cancel), from a form (with Datasette's CSRF token) or as JSON,
 allowed to actors with the ``hueyscope-operate`` permission only.
 """
 import json
@@ -24,12 +24,16 @@ from datasette.utils import actor_matches_allow
 from datasette.utils.asgi import Forbidden, NotFound, Response
 
 from hueyscope.console import history, live
+from hueyscope.events.task_view import progress_text
 from hueyscope.console.core import ACTIONS, BULK, OPERATE, Console, parse_params
 
 CONFIG = "hueyscope-console"
 BASE = "/-/hueyscope"
 POLL_MS = 2000
 SHOWN = 200  # entries listed on a preview page
+PREVIEWED = BULK + ("recover", "cancel")
+# Statuses of a task that may still be canceled (pending, scheduled or running).
+CANCELABLE = ("enqueued", "scheduled", "executing", "retrying", "waiting")
 
 
 def config(datasette):
@@ -110,8 +114,10 @@ async def _now(datasette):
             db, snap["pending"]["oldest_id"])
         running = snap.get("running", [])
         found = await history.workers(db, [r["task_id"] for r in running[:50]])
+        progress = await history.progress_of(db, [r["task_id"] for r in running[:50]])
         for item in running:
             item["worker"] = found.get(item["task_id"])
+            item["progress"] = progress.get(item["task_id"])
     return snap
 
 
@@ -156,6 +162,7 @@ def _helpers(datasette):
         return url + ("?" + urllib.parse.urlencode(params) if params else "")
 
     return {"ago": ago, "when": when, "task_url": task_url,
+            "progress_text": progress_text,
             "preview_url": preview_url, "table_url": table_url,
             "base": datasette.urls.path(BASE)}
 
@@ -189,6 +196,7 @@ async def _task(datasette, task_id):
     task = await history.task_row(db, task_id) if db is not None else None
     events = await history.events_of(db, task) if task else []
     lease = await c.call(live.lease_of, task_id, c.settings.lease_timeout)
+    progress, logs = await history.told(db, task_id) if db is not None else (None, [])
     return {
         "task_id": task_id, "task": task, "events": events,
         "attempts": history.attempts(events),
@@ -197,6 +205,9 @@ async def _task(datasette, task_id):
         "actions": history.actions(events),
         "pipeline": await history.pipeline(db, task) if task else [],
         "lease": lease,
+        "progress": progress, "logs": logs,
+        "cancelable": lease is not None or (
+            task is not None and task.get("status") in CANCELABLE),
     }
 
 
@@ -219,7 +230,7 @@ async def preview_page(datasette, request):
     if not await can_operate(datasette, request):
         raise Forbidden("a preview needs the %s permission" % OPERATE)
     action = request.args.get("action")
-    if action not in BULK + ("recover",):
+    if action not in PREVIEWED:
         raise NotFound("no preview for %r" % action)
     params = {key: request.args.get(key) for key in request.args.keys()}
     error, done = None, None
@@ -232,9 +243,16 @@ async def preview_page(datasette, request):
         "action": action, "done": done, "error": error, "shown": SHOWN,
         "filters": {k: v for k, v in params.items()
                     if k in ("task", "fingerprint", "kind", "since") and v},
-        "ids": " ".join(str(e["id"]) for e in done["touched"])
-        if done and action in BULK else ""})
+        "ids": _previewed_ids(action, done)})
     return Response.html(html)
+
+
+def _previewed_ids(action, done):
+    """The ids a confirmed preview acts on: exactly what it listed."""
+    if not done or action not in BULK + ("cancel",):
+        return ""
+    key = "task_id" if action == "cancel" else "id"
+    return " ".join(str(e[key]) for e in done["touched"])
 
 
 # -- actions ---------------------------------------------------------------
