@@ -179,6 +179,8 @@ def test_a_running_tasks_progress_shows_and_the_json_api_cancels_it(ds, app):
     assert done.status_code == 200, done.text
     assert done.json()["ok"] and done.json()["count"] == 1
     wait_signal(app, task_id, "canceled", timeout=WAIT)
+    # The request, recorded by the console's own recorder.
+    wait_signal(app, task_id, "revoke", timeout=WAIT)
     [(error,)] = query(app.events, "select error from events where task_id = ? "
                        "and signal = 'canceled'", (task_id,))
     assert "canceled by hand, asked by root" in error
@@ -241,9 +243,14 @@ def test_cancel_by_name_previews_a_count_then_cancels_exactly_those(ds, app):
     wait_until(lambda: all(
         {"canceled", "revoked"} & set(signals_of(app, t)) for t in ids),
         timeout=WAIT, message="the three tasks to stop")
-    reasons = [r for r, in query(app.events, "select error from events where "
-                                 "signal = 'revoke' and task_id in (?, ?, ?)", ids)]
-    assert len(reasons) == 3 and all("asked by root" in r for r in reasons)
+
+    def reasons():
+        found = [r for r, in query(app.events, "select error from events where "
+                                   "signal = 'revoke' and task_id in (?, ?, ?)", ids)]
+        return len(found) == 3 and found
+
+    assert all("asked by root" in r for r in wait_until(
+        reasons, timeout=WAIT, message="the three requests on record"))
     assert not any("complete" in signals_of(app, t) for t in ids)
     # Confirming a preview whose tasks are gone acts on none, and says so.
     late = call(ds.client.post("/-/hueyscope/cancel", cookies=cookies, headers={

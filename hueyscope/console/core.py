@@ -149,8 +149,11 @@ def parse_params(action, values):
     for key, value in text.items():
         if value is not None and not isinstance(value, str):
             raise ValueError("%s must be text" % key)
-    previewed = str(values.get("previewed", "")).lower() in ("1", "true", "yes", "on")
-    return dict(text, ids=ids, since=since, previewed=previewed)
+    params = dict(text, ids=ids, since=since)
+    if action == "cancel":
+        params["previewed"] = str(values.get("previewed", "")).lower() in (
+            "1", "true", "yes", "on")
+    return params
 
 
 def _entry(entry):

@@ -28,3 +28,10 @@ def test_since_takes_seconds_or_a_duration():
 def test_values_of_the_wrong_shape_are_refused(values):
     with pytest.raises(ValueError):
         parse_params("retry", values)
+
+
+def test_a_cancel_takes_task_ids_and_says_whether_a_preview_listed_them():
+    params = parse_params("cancel", {"ids": "a-1,b-2", "previewed": "1"})
+    assert params["ids"] == ["a-1", "b-2"] and params["previewed"] is True
+    assert parse_params("cancel", {"task": "export"})["previewed"] is False
+    assert "previewed" not in parse_params("revoke", {"ids": "a-1"})
