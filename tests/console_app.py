@@ -3,8 +3,11 @@
 The queue and store come from ``HUEYSCOPE_QUEUE`` (a SQLite file or a
 postgresql:// URL) and ``HUEYSCOPE_EVENTS``; ``CONSOLE_DIR`` is the folder
 of the marker files: ``fixed`` makes ``fails_until_fixed`` succeed, and
-``holds`` writes ``held-<n>`` once it runs and then waits for ``release``.
+``holds`` writes ``held-<n>`` once it runs and then waits for ``release``;
+``reports`` tells its progress, logs a line and waits (through hueyscope)
+for ``released-<n>``.
 """
+import logging
 import os
 import time
 
@@ -50,4 +53,15 @@ def holds(n):
         pass
     while not os.path.exists(_marker("release")):
         time.sleep(0.05)
+    return n
+
+
+@huey.task()
+def reports(n):
+    """Half way, a log line, then a wait that a cancel ends at once."""
+    hueyscope.progress(0.5, "half way")
+    logging.getLogger("console_app").warning("waiting for released-%d", n)
+    while not os.path.exists(_marker("released-%d" % n)):
+        hueyscope.sleep(0.05)
+    hueyscope.progress(1.0, "done")
     return n

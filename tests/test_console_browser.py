@@ -262,3 +262,30 @@ def test_a_killed_consumer_shows_dead_and_recover_puts_its_task_back(operator, s
     served.start_consumer(name="consumer-3")
     wait_until(lambda: statuses(served.cli, task_id) == ["complete"], timeout=90,
                message="the recovered task to complete")
+
+
+@pytest.mark.timeout(240)
+def test_an_operator_watches_a_tasks_progress_and_cancels_it(operator, served):
+    page = operator
+    [task_id] = served.produce("print(a.reports(2).id)")
+    _open_now(page, served)
+    # The page updates by itself: the task running, half way.
+    row = 'tr.hs-running-row[data-task-id="%s"]' % task_id
+    page.wait_for_selector(row + " .hs-progress:has-text('50% half way')")
+    _not_reloaded(page)
+    page.click(row + " button.hs-cancel")
+    page.wait_for_url(re.compile(r".*/-/hueyscope$"))
+    assert "cancel: 1 done" in page.content()
+    wait_until(lambda: statuses(served.cli, task_id) == ["canceled"], timeout=90,
+               message="the task canceled on record")
+    [(reason,)] = query(served.cli.events, "select e.error from events e join tasks t "
+                        "on e.task_seq = t.seq where t.task_id = ? and "
+                        "e.signal = 'canceled'", (task_id,))
+    assert "canceled by hand, asked by root" in reason
+    wait_until(lambda: query(served.cli.events, "select 1 from task_logs where "
+                             "task_id = ?", (task_id,)), message="its log line")
+    page.goto(served.url + "-/hueyscope/task/" + task_id)
+    assert "50% half way" in page.locator("#hs-progress").inner_text()
+    assert "waiting for released-2" in page.locator("#hs-logs").inner_text()
+    assert "asked by root" in page.locator("#hs-actions").inner_text()
+    assert page.locator("#hs-cancel").count() == 0
