@@ -24,8 +24,8 @@ from datasette.utils import actor_matches_allow
 from datasette.utils.asgi import Forbidden, NotFound, Response
 
 from hueyscope.console import history, live
-from hueyscope.events.task_view import progress_text
 from hueyscope.console.core import ACTIONS, BULK, OPERATE, Console, parse_params
+from hueyscope.events.task_view import progress_text
 
 CONFIG = "hueyscope-console"
 BASE = "/-/hueyscope"
@@ -162,9 +162,17 @@ def _helpers(datasette):
         return url + ("?" + urllib.parse.urlencode(params) if params else "")
 
     return {"ago": ago, "when": when, "task_url": task_url,
-            "progress_text": progress_text,
+            "progress_text": _progress_label,
             "preview_url": preview_url, "table_url": table_url,
             "base": datasette.urls.path(BASE)}
+
+
+def _progress_label(item):
+    """``42% step 3``; a value that is no number (a crafted store) as its message."""
+    try:
+        return progress_text(item)
+    except (TypeError, ValueError):
+        return str(item.get("message") or "")
 
 
 async def _render(datasette, request, template, context):
