@@ -122,7 +122,7 @@ def parse_params(action, values):
     """The filters of an action from a form or a JSON body (a dict of values).
 
     ``ids``: a list (or one comma- or space-separated string) of failed-set
-    entry ids for retry and discard, of task ids for revoke and restore;
+    entry ids for retry and discard, of task ids for revoke, restore and cancel;
     ``since``: seconds or a duration such as 1h; ``previewed`` (cancel):
     the ids are those a preview listed. Raises ValueError.
     """
