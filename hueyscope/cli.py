@@ -18,6 +18,8 @@ COMMANDS = {
     "discard": "hueyscope.commands.failed:discard_command",
     "revoke": "hueyscope.commands.revoke:revoke_command",
     "restore": "hueyscope.commands.revoke:restore_command",
+    "pause": "hueyscope.commands.pause:pause_command",
+    "resume": "hueyscope.commands.pause:resume_command",
     "report": "hueyscope.reports.command:report",
     "browse": "hueyscope.browse.command:browse",
     "prune": "hueyscope.events.retention:prune",

@@ -301,3 +301,64 @@ def test_revoke_and_restore_say_what_they_did(queue):
     assert seen == [("revoke", "revoke by hand (every task of the name), "
                                "asked by ops@example"),
                     ("restore", "restore by hand (this task)")]
+
+
+# -- pause and resume (hueyscope.queue.control) -------------------------------
+
+def test_a_paused_name_stays_queued_in_order_and_resumes(queue):
+    _, _, huey = queue
+    storage = huey.storage
+    for n in range(3):
+        huey.enqueue(huey.add.s(n, 0))
+        huey.enqueue(huey.boom.s())
+    seen = listen(huey)
+    done = operations.pause(huey, ["add"], actor="ops@example")
+    name = huey._registry.task_to_string(huey.add.task_class)
+    assert done.touched == [{"task_id": None, "task": name}]
+    assert [p["task"] for p in operations.paused(huey)] == [name]
+    # Only boom is taken; the adds keep their place.
+    assert [take(huey).name for _ in range(3)] == ["boom"] * 3
+    assert storage.dequeue() is None
+    status = operations.status(huey)[NAME]
+    assert [(p["task"], p["held_back"]) for p in status["paused"]] == [(name, 3)]
+    # A second pause changes nothing; a pause of the whole queue holds all.
+    assert operations.pause(huey, ["add"]).touched == []
+    operations.pause(huey, every=True)
+    operations.resume(huey, ["add"])
+    assert storage.dequeue() is None
+    operations.resume(huey, every=True)
+    assert [take(huey).args[0] for _ in range(3)] == [0, 1, 2]
+    assert [s for s, _ in seen] == ["pause", "pause", "resume", "resume"]
+    assert seen[0][1] == "pause by hand (every task of the name), asked by ops@example"
+
+
+def test_a_paused_message_put_back_by_recovery_stays_paused(queue):
+    _, _, huey = queue
+    huey.enqueue(huey.add.s(1, 1))
+    take(huey)
+    operations.pause(huey, ["add"])
+    # This process stops with the lease: it goes back on the queue, named.
+    assert recovery.recover(huey, own_pids=[os.getpid()]).requeued
+    assert huey.storage.dequeue() is None
+    assert operations.status(huey)[NAME]["paused"][0]["held_back"] == 1
+    operations.resume(huey, ["add"])
+    assert take(huey).args == (1, 1)
+
+
+def test_pause_and_resume_refuse_bad_input_and_change_nothing(queue):
+    _, _, huey = queue
+    operations.pause(huey, ["boom"])
+    for call, message in [
+            (lambda: operations.pause(huey), "give --task NAME or --all"),
+            (lambda: operations.pause(huey, ["add"], every=True), "not both"),
+            (lambda: operations.pause(huey, ["nope"]), "no task 'nope'"),
+            (lambda: operations.resume(huey, ["add", "boom"]),
+             "not paused in queue contract"),
+            (lambda: operations.resume(huey, every=True), "the queue not paused")]:
+        with pytest.raises(ValueError) as raised:
+            call()
+        assert message in str(raised.value)
+        assert "\n" not in str(raised.value)
+    assert [p["task"].rsplit(".", 1)[-1] for p in operations.paused(huey)] == ["boom"]
+    dry = operations.resume(huey, ["boom"], dry_run=True)
+    assert dry.dry_run and dry.count == 1 and operations.paused(huey)

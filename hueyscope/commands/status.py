@@ -76,3 +76,8 @@ def status(settings, as_json):
                 item["lock"], item["age"], _holder_text(item)))
         click.echo("  failed     %6d   the failed set: failed for good, lost or "
                    "dropped (hueyscope failed)" % q["parked"])
+        for item in q.get("paused", []):
+            click.echo("  PAUSED     %6d   %s since %s%s (hueyscope resume)" % (
+                item["held_back"], "the whole queue" if item["whole_queue"]
+                else "task %s" % item["task"], _when(item["since"]),
+                ", by %s" % item["actor"] if item["actor"] else ""))

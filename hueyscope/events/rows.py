@@ -27,7 +27,7 @@ FINAL_STATUS = {
 # Signals that make a task ready to run (again).
 READY_SIGNALS = ("enqueued", "scheduled", "recovered", "requeued")
 # Signals that say something of a task and leave its status as it is.
-NOTE_SIGNALS = ("revoke", "restore")
+NOTE_SIGNALS = ("revoke", "restore", "pause", "resume")
 STATUS = dict(FINAL_STATUS, enqueued="enqueued", scheduled="scheduled",
               executing="executing", retrying="retrying", recovered="enqueued",
               requeued="enqueued", **{s: "waiting" for s in NOTE_SIGNALS})

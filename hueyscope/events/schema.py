@@ -35,9 +35,9 @@ SIGNALS = (
     # Not huey's: hueyscope's recovery of a dead consumer's leased task, a
     # message no task could be built from, an enqueue that raised, a task
     # put back on the queue from the failed set, a revocation and a
-    # restore asked for by hand.
+    # restore asked for by hand, a pause and a resume of a task name.
     "recovered", "lost", "dropped", "not-queued", "requeued", "revoke",
-    "restore",
+    "restore", "pause", "resume",
 )
 # Signals after which an execution attempt is over (duration is measured to them).
 TERMINAL_SIGNALS = frozenset((

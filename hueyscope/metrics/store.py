@@ -113,6 +113,11 @@ METRICS = (
            "Tasks in the failed set (hueyscope failed) by kind: failed for "
            "good, lost after too many recoveries, dropped (no such task).",
            "queue: hueyscope_dead_letter"),
+    Metric("hueyscope_queue_paused_tasks", "gauge",
+           ("messaging_destination_name", "task"),
+           "Tasks held back by a pause (hueyscope pause), per paused task "
+           "name (* for the whole queue); 0 for a pause that holds none.",
+           "queue: hueyscope_paused, hueyscope_name of huey's task table"),
     Metric("hueyscope_event_store_up", "gauge", (),
            "1 when the event store could be read at this scrape, else 0.",
            "the event store"),

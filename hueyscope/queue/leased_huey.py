@@ -46,11 +46,20 @@ class LeasedHuey:
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.storage.run_id_source = self._run_id
+        self.storage.describe = self._describe
 
     def create_storage(self):
         storage = super().create_storage()
         storage.run_id_source = self._run_id
+        storage.describe = self._describe
         return storage
+
+    def _describe(self, data):
+        """What the queue writes beside message ``data``: its task's name."""
+        try:
+            return self.serializer.deserialize(data).name
+        except Exception:
+            return None  # never held back by a pause
 
     @property
     def _leases(self):

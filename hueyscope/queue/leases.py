@@ -78,6 +78,9 @@ class LeaseKeeping:
     """
 
     record_outcomes = False
+    #: Set by LeasedHuey: what the queue writes beside a message, its task's
+    #: name (see :mod:`hueyscope.queue.control`), read from the message.
+    describe = None
 
     def _reset_lease_state(self):
         self._pid = os.getpid()
@@ -160,6 +163,16 @@ class LeaseKeeping:
                     (time.time(), self._run_id(), self._holder))
         except Exception:
             pass  # the next beat tries again; a busy queue is no failure
+
+    # -- messages, written with their task's name ------------------------
+
+    def _insert_message(self, curs, data, priority):
+        """Write ``data`` on the queue, named, inside the open transaction."""
+        name = self.describe(data) if self.describe is not None else None
+        QueueCursor(self, curs).execute(
+            "insert into {task} (queue, data, priority, hueyscope_name) "
+            "values (?, ?, ?, ?)",
+            (self.name, self.to_blob(data), priority or 0, name))
 
     # -- what LeasedHuey tells the storage --------------------------------
 
@@ -444,9 +457,9 @@ class LeaseKeeping:
     def _put_back(self, curs, ids):
         """Put the leases ``ids`` back on the queue as they were taken."""
         marks = ",".join("?" * len(ids))
-        curs.execute("insert into {task} (queue, data, priority) select queue, "
-                     "data, priority from hueyscope_lease where id in (%s) "
-                     "order by id" % marks, ids)
+        curs.execute("insert into {task} (queue, data, priority, hueyscope_name) "
+                     "select queue, data, priority, task from hueyscope_lease "
+                     "where id in (%s) order by id" % marks, ids)
         curs.execute("delete from hueyscope_lease where id in (%s)" % marks, ids)
 
     # -- locks, with their holder --------------------------------------------

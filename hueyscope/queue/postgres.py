@@ -44,7 +44,9 @@ from hueyscope.queue.contract import LeasedStorage
 from hueyscope.queue.leases import LeaseKeeping
 from hueyscope.queue.periodic import OncePerTick, enqueue_unclaimed
 from hueyscope.queue.pg_retries import RetryingCalls, with_retries
-from hueyscope.queue.tables import DEAD_LETTER_COLUMNS, POSTGRES_TYPES, lease_tables
+from hueyscope.queue.control import NOT_PAUSED
+from hueyscope.queue.tables import (DEAD_LETTER_COLUMNS, NAME_COLUMNS,
+                                    POSTGRES_TYPES, lease_tables)
 
 try:
     import psycopg
@@ -62,6 +64,17 @@ LEASE_DDL = lease_tables(POSTGRES_TYPES) + [
 SCHEMA_LOCK = "select pg_advisory_lock(hashtext('hueyscope_schema'))"
 # One recovery at a time across every consumer of the database.
 RECOVERY_LOCK = "select pg_advisory_xact_lock(hashtext('hueyscope_recovery'))"
+
+# The dequeue: the next message not paused, moved into a lease in one
+# statement; %s is huey's task table.
+TAKE = (
+    "with moved as (delete from %s where id = ("
+    "select id from %s t where queue = %%s and " + NOT_PAUSED.replace("%", "%%") +
+    " order by priority desc, id limit 1 for update skip locked) "
+    "returning queue, data, priority, hueyscope_name) "
+    "insert into hueyscope_lease (queue, data, priority, holder, taken, task) "
+    "select queue, data, priority, %%s, %%s, hueyscope_name from moved "
+    "returning id, data")
 
 _CREATES = re.compile(r"\s*create (?:table|index) if not exists (\w+)", re.I)
 _ADDS = re.compile(r"\s*alter table (\w+) add column if not exists (\w+)", re.I)
@@ -195,7 +208,10 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage, LeasedStorage
 
     def __init__(self, name="huey", create_tables=True, **kwargs):
         super().__init__(name, create_tables=False, **kwargs)
-        self.ddl = self.ddl + LEASE_DDL
+        self.ddl = self.ddl + LEASE_DDL + [
+            "alter table %s add column if not exists %s %s"
+            % (table.format(**self.queue_tables), column, kind)
+            for table, column, kind in NAME_COLUMNS]
         self.run_id_source = None
         self._reset_lease_state()
         self._reset_connections()
@@ -339,6 +355,11 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage, LeasedStorage
         self._ensure_holder()
         return super().put_if_empty(key, value, ttl)
 
+    def enqueue(self, data, priority=None):
+        with self.db(commit=True) as curs:
+            self._insert_message(curs, data, priority)
+            curs.execute("select pg_notify(%s, %s)", (self.channel, ""))
+
     # -- writes that make an outcome durable ------------------------------
 
     def put_data(self, key, value, is_result=False):
@@ -364,15 +385,8 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage, LeasedStorage
             return None
         holder = self._ensure_holder()
         with self._take_lock, self.db(commit=True) as curs:
-            curs.execute(
-                "with moved as (delete from {t} where id = ("
-                "select id from {t} where queue = %s "
-                "order by priority desc, id limit 1 for update skip locked) "
-                "returning queue, data, priority) "
-                "insert into hueyscope_lease (queue, data, priority, holder, taken) "
-                "select queue, data, priority, %s, %s from moved "
-                "returning id, data".format(t=self.table_task),
-                (self.name, holder, time.time()))
+            curs.execute(TAKE % (self.table_task, self.table_task),
+                         (self.name, holder, time.time()))
             row = curs.fetchone()
             if row is None:
                 return None

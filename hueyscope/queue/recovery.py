@@ -194,9 +194,7 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
                 if nxt is not None:
                     outcome.continued.append(dict(entry, next_id=nxt.id,
                                                   next_task=nxt.name))
-                    curs.execute("insert into {task} (queue, data, priority) "
-                                 "values (?, ?, ?)", (storage.name, storage.to_blob(
-                                     nxt.data), nxt.priority or 0))
+                    storage._insert_message(curs.cursor, nxt.data, nxt.priority)
                     later.append(("enqueued", nxt.data, {}))
                 curs.execute("delete from hueyscope_lease where id = ?", (lease_id,))
                 if storage.record_outcomes and task_id is not None:
@@ -234,8 +232,9 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
                 outcome.parked.append(entry)
                 later.append(("lost", data, {"exc": PoisonTask(why), "run_id": h.run_id}))
             else:
-                curs.execute("insert into {task} (queue, data, priority) "
-                             "values (?, ?, ?)", (storage.name, data, priority))
+                curs.execute("insert into {task} (queue, data, priority, "
+                             "hueyscope_name) values (?, ?, ?, ?)",
+                             (storage.name, data, priority, name))
                 outcome.requeued.append(entry)
                 later.append(("recovered", data, {
                     "exc": LeaseRecovered(reason), "run_id": h.run_id}))

@@ -27,7 +27,9 @@ from hueyscope.queue.files import check_queue_file
 from hueyscope.queue.leased_huey import LeasedHuey
 from hueyscope.queue.leases import LeaseKeeping, _Held
 from hueyscope.queue.periodic import TICK_DDL, OncePerTick, enqueue_unclaimed
-from hueyscope.queue.tables import DDL, DEAD_LETTER_COLUMNS, LEASE_SCHEMA, QueueCursor
+from hueyscope.queue.control import NOT_PAUSED
+from hueyscope.queue.tables import (DDL, DEAD_LETTER_COLUMNS, LEASE_SCHEMA,
+                                    NAME_COLUMNS, QueueCursor)
 
 
 class DurableSqliteStorage(SqliteStorage):
@@ -102,6 +104,10 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage, LeasedStorage):
     def lock_for_recovery(self, curs):
         """Nothing to do: every write transaction here is exclusive."""
 
+    def enqueue(self, data, priority=None):
+        with self.db(commit=True) as curs:
+            self._insert_message(curs, data, priority)
+
     def initialize_schema(self):
         super().initialize_schema()
         # A queue made by lease schema 1: the dead-letter table becomes the
@@ -113,6 +119,13 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage, LeasedStorage):
                 if column not in have:
                     curs.execute("alter table hueyscope_dead_letter add "
                                  "column %s text" % column)
+            # Lease schema 3: messages and leases name their task.
+            for table, column, kind in NAME_COLUMNS:
+                table = table.format(**self.queue_tables)
+                if column not in {row[1] for row in curs.execute(
+                        "pragma table_info(%s)" % table)}:
+                    curs.execute("alter table %s add column %s %s"
+                                 % (table, column, kind))
             curs.execute("update hueyscope_meta set value = ? where key = "
                          "'lease_schema' and value < ?",
                          (LEASE_SCHEMA, LEASE_SCHEMA))
@@ -273,19 +286,23 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage, LeasedStorage):
             return self._take(cursor, max(self._waiting, 1)) if has_task else []
 
     def _take(self, curs, n):
-        """Lease the next ``n`` messages, inside the open transaction."""
+        """Lease the next ``n`` messages, inside the open transaction.
+
+        Those of a paused task stay where they are (see queue.control).
+        """
         rows = curs.execute(
-            "select id, data, priority from task where queue = ? "
-            "order by priority desc, id limit ?", (self.name, n)).fetchall()
+            "select id, data, priority, hueyscope_name from task t where "
+            "queue = ? and " + NOT_PAUSED + " order by priority desc, id "
+            "limit ?", (self.name, n)).fetchall()
         if not rows:
             return []
         holder, now = self._holder_in(curs), time.time()
         taken = []
-        for row_id, data, priority in rows:
+        for row_id, data, priority, name in rows:
             curs.execute(
                 "insert into hueyscope_lease (queue, data, priority, holder, "
-                "taken) values (?, ?, ?, ?, ?)",
-                (self.name, data, priority, holder, now))
+                "taken, task) values (?, ?, ?, ?, ?, ?)",
+                (self.name, data, priority, holder, now, name))
             self._taken += 1
             taken.append((curs.lastrowid, data, self._taken))
         ids = [r[0] for r in rows]

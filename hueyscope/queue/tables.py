@@ -8,7 +8,9 @@ huey's tables as ``{kv}`` and ``{task}`` and run through
 :mod:`hueyscope.queue.leases`.
 """
 
-LEASE_SCHEMA = 2  # 2: the dead-letter table is the failed set (kind, error)
+# 2: the dead-letter table is the failed set (kind, error); 3: messages and
+# leases name their task (hueyscope_name, task), pauses (hueyscope_paused)
+LEASE_SCHEMA = 3
 LOCK_MARK = ".lock."  # huey's lock keys are "<queue>.lock.<name>"
 
 # The tables of record, written once: ``{id}`` is a row id (``{never_reused}``
@@ -25,7 +27,7 @@ TABLES = [
     "create table if not exists hueyscope_lease ("
     "id {never_reused}, queue text not null, data {blob} not null, "
     "priority {real} not null default 0, holder {bigint} not null, "
-    "taken {real} not null)",
+    "taken {real} not null, task text)",
     "create index if not exists hueyscope_lease_holder on hueyscope_lease (holder)",
     # Who holds each lock_task lock (the lock itself is huey's kv row).
     "create table if not exists hueyscope_lock ("
@@ -50,6 +52,10 @@ TABLES = [
     "id {id}, queue text not null, "
     "task_id text not null, task text, signal text not null, priority {real}, "
     "run_id text, ts {real} not null)",
+    # Paused task names of a queue ('*': all of them), see queue.control.
+    "create table if not exists hueyscope_paused ("
+    "queue text not null, task text not null, paused {real} not null, "
+    "actor text, primary key (queue, task))",
 ]
 SQLITE_TYPES = {"id": "integer primary key",
                 "never_reused": "integer primary key autoincrement",
@@ -76,6 +82,10 @@ DDL = [
 
 # Columns lease schema 2 added to hueyscope_dead_letter.
 DEAD_LETTER_COLUMNS = ("kind", "error_type", "fingerprint")
+# Columns lease schema 3 added: (table, column, type); {task} is huey's
+# task table (see queue.control).
+NAME_COLUMNS = (("{task}", "hueyscope_name", "text"),
+                ("hueyscope_lease", "task", "text"))
 
 
 class QueueCursor:

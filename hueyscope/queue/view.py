@@ -8,7 +8,8 @@ is a lock held by a running task, ``r:<task id>`` a revocation, anything
 else a result waiting to be read. On a leased queue (at-least-once, see
 :mod:`hueyscope.queue.leases`) it also lists the tasks each consumer holds, the
 consumers that died holding some (their work goes back on the queue at the
-next recovery), each lock's holder and age, and the parked tasks.
+next recovery), each lock's holder and age, the parked tasks, and the
+paused task names with the messages each holds back.
 """
 import os
 import sqlite3
@@ -75,6 +76,27 @@ def _lease_status(conn, entry, lease_timeout):
         entry(name)["parked"] = count
 
 
+def _pause_status(conn, entry, task_table):
+    """Add each queue's pauses, with the messages each holds back."""
+    from hueyscope.queue.control import ALL, held_back
+
+    pauses = conn.execute(
+        "select queue, task, paused, actor from hueyscope_paused "
+        "order by queue, task").fetchall()
+    if not pauses:
+        return
+    pending = {}
+    for queue, name, n in conn.execute(
+            "select queue, hueyscope_name, count(*) from %s group by 1, 2"
+            % task_table):
+        pending.setdefault(queue, {})[name] = n
+    for queue, name, when, actor in pauses:
+        entry(queue)["paused"].append({
+            "task": name, "since": when, "actor": actor,
+            "held_back": held_back({name}, pending.get(queue, {})),
+            "whole_queue": name == ALL})
+
+
 def sqlite_status(path, lease_timeout=DEFAULT_LEASE_TIMEOUT):
     """{queue name: counts} for the SQLite queue file at ``path``.
 
@@ -112,7 +134,8 @@ def _read_status(conn, path, lease_timeout):
             queues[name] = {"pending": 0, "scheduled": 0, "next_due": None,
                             "results": 0, "revoked": 0, "locks": []}
             if leased:
-                queues[name].update(leases=[], lock_holders=[], parked=0)
+                queues[name].update(leases=[], lock_holders=[], parked=0,
+                                    paused=[])
         return queues[name]
 
     for name, count in conn.execute(
@@ -129,6 +152,9 @@ def _read_status(conn, path, lease_timeout):
         entry(name).update(locks=locks, revoked=revoked, results=results)
     if leased:
         _lease_status(conn, entry, lease_timeout)
+        names = {row[1] for row in conn.execute("pragma table_info(task)")}
+        if "hueyscope_paused" in tables and "hueyscope_name" in names:
+            _pause_status(conn, entry, "task")
     return queues
 
 
@@ -173,9 +199,11 @@ def huey_status(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT):
         queues[name].setdefault("leases", [])
         queues[name].setdefault("lock_holders", [])
         queues[name].setdefault("parked", 0)
+        queues[name].setdefault("paused", [])
         return queues[name]
 
     entry(huey.name)
     with huey.storage.db() as curs:
         _lease_status(QueueCursor(huey.storage, curs), entry, lease_timeout)
+        _pause_status(QueueCursor(huey.storage, curs), entry, "{task}")
     return queues
