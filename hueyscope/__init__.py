@@ -12,12 +12,16 @@ def attach(huey, events=None, **options):
 
 
 def __getattr__(name):
-    # hueyscope.SqliteHuey, imported only when asked for.
+    # hueyscope.SqliteHuey and Deduplicated, imported only when asked for.
     if name == "SqliteHuey":
         from hueyscope.queue.sqlite import SqliteHuey
 
         return SqliteHuey
+    if name == "Deduplicated":
+        from hueyscope.queue.control import Deduplicated
+
+        return Deduplicated
     raise AttributeError(name)
 
 
-__all__ = ["attach", "SqliteHuey"]
+__all__ = ["attach", "Deduplicated", "SqliteHuey"]

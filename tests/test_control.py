@@ -1,9 +1,11 @@
-"""Control of what consumers take, with real consumers: pause and resume.
+"""Control of what consumers take, with real processes: pause and resume,
+unique tasks.
 
 Consumers run ``hueyscope consume --app ledger_app:huey`` on one SQLite
 queue file; the tasks write a ledger (tests/ledger_app.py), so a test
 knows which task started, in which order and in which process.
 """
+import contextlib
 import json
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import ledger_app
-from conftest import assert_one_line_error, query, wait_until
+from conftest import assert_one_line_error, postgres_schema, query, wait_until
 
 TESTS = Path(__file__).parent
 
@@ -107,3 +109,103 @@ def test_pause_and_resume_refuse_bad_input_and_change_nothing(app):
     dry = app.run("pause", "--all", "--dry-run")
     assert dry.stdout.strip() == "would pause the whole queue"
     assert status(app)["paused"] == []
+
+
+# -- unique tasks ---------------------------------------------------------------
+
+# A producer that enqueues the same unique task ``count`` times once told
+# to start, and prints how many of its enqueues were written.
+RACER = """
+import sys
+import hueyscope
+engine, where, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if engine == "sqlite":
+    from hueyscope.queue.sqlite import SqliteHuey
+    huey = SqliteHuey("race", filename=where, timeout=60)
+else:
+    from hueyscope.queue.postgres import LeasedPostgresHuey
+    huey = LeasedPostgresHuey("race", dsn=where, blocking=False, utc=True)
+
+@huey.task(unique=True)
+def once(n):
+    return n
+
+huey.storage.queue_size()  # the queue is open before the start
+print("ready", flush=True)
+sys.stdin.readline()
+print(sum(not isinstance(once(1), hueyscope.Deduplicated)
+          for _ in range(count)), flush=True)
+"""
+
+
+@contextlib.contextmanager
+def race_queue(engine, tmp_path):
+    if engine == "sqlite":
+        yield str(tmp_path / "race.db")
+    else:
+        with postgres_schema() as (_, _, where):
+            yield where
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_two_producers_racing_one_key_a_thousand_times_leave_one_task(
+        engine, tmp_path):
+    from hueyscope.queue import control
+    from hueyscope.queue.postgres import LeasedPostgresHuey
+    from hueyscope.queue.sqlite import SqliteHuey
+
+    with race_queue(engine, tmp_path) as where:
+        racers = [subprocess.Popen(
+            [sys.executable, "-c", RACER, engine, where, "1000"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True) for _ in range(2)]
+        try:
+            for racer in racers:  # both ready, then both go
+                assert racer.stdout.readline().strip() == "ready", \
+                    racer.stderr.read()
+            for racer in racers:
+                racer.stdin.write("go\n")
+                racer.stdin.flush()
+            written = []
+            for racer in racers:
+                out, err = racer.communicate(timeout=540)
+                assert racer.returncode == 0, err
+                written.append(int(out))
+        finally:
+            for racer in racers:
+                if racer.poll() is None:
+                    racer.kill()
+        assert sum(written) == 1, written
+        huey = SqliteHuey("race", filename=where) if engine == "sqlite" else \
+            LeasedPostgresHuey("race", dsn=where, blocking=False, utc=True)
+        try:
+            assert huey.pending_count() == 1
+            assert len(control.held_keys(huey.storage)) == 1
+        finally:
+            huey.storage.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_deduplicated_enqueue_is_recorded_and_the_key_freed_by_the_outcome(app):
+    out = produce(app, "import hueyscope; first = a.unique_work(1); "
+                  "again = a.unique_work(1); "
+                  "print(first.id, again.task_id, again.__class__.__name__, "
+                  "hueyscope.Deduplicated.__name__)")
+    first, holder, kind, _ = out.split()
+    assert (holder, kind) == (first, "Deduplicated")
+    wait_until(lambda: query(app.events, "select status from tasks where "
+                             "status = 'deduplicated'"), timeout=30,
+               message="the deduplicated enqueue recorded")
+    (task_id, error), = query(app.events, "select task_id, error from events "
+                              "where signal = 'deduplicated'")
+    assert task_id != first and error.endswith("is held by task %s" % first)
+    consumer = consume(app, "--workers", "1")
+    wait_done(app, 1)
+    # Its outcome freed the key: the same task may be enqueued again.
+    wait_until(lambda: produce(app, "import hueyscope; print(isinstance("
+                               "a.unique_work(1), hueyscope.Deduplicated))"
+                               ).strip() == "False", timeout=30,
+               message="the key freed")
+    wait_until(lambda: done_ns(app) == [1, 1], timeout=60, message="run again")
+    assert consumer.stop() == 0, consumer.describe()

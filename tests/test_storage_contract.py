@@ -362,3 +362,95 @@ def test_pause_and_resume_refuse_bad_input_and_change_nothing(queue):
     assert [p["task"].rsplit(".", 1)[-1] for p in operations.paused(huey)] == ["boom"]
     dry = operations.resume(huey, ["boom"], dry_run=True)
     assert dry.dry_run and dry.count == 1 and operations.paused(huey)
+
+
+# -- unique tasks (hueyscope.queue.control) -----------------------------------
+
+def unique_tasks(huey):
+    """Tasks ``once`` (keyed by its arguments) and ``flaky`` (keyed by n % 2,
+    one retry) on ``huey``."""
+    @huey.task(unique=True)
+    def once(n):
+        return n
+
+    @huey.task(unique=lambda n, fail=False: n % 2, retries=1)
+    def flaky(n, fail=False):
+        if fail:
+            raise ValueError("flaky")
+        return n
+
+    return once, flaky
+
+
+def held(huey):
+    from hueyscope.queue import control
+
+    return [(k["key"].rsplit(":", 1)[-1], k["task_id"])
+            for k in control.held_keys(huey.storage)]
+
+
+def run_next(huey):
+    """Take the next task and run it as a worker does; returns it."""
+    task = huey.dequeue()
+    assert task is not None
+    huey.execute(task)
+    huey.storage.release_pending()
+    return task
+
+
+def test_a_unique_key_is_held_until_the_outcome(queue):
+    import hueyscope
+
+    _, _, huey = queue
+    once, flaky = unique_tasks(huey)
+    first = once(1)
+    seen = listen(huey)
+    again = once(1)
+    assert isinstance(again, hueyscope.Deduplicated)
+    assert (again.task_id, again.key.rsplit(":", 1)[0]) == (
+        first.id, huey._registry.task_to_string(once.task_class))
+    assert seen == [("deduplicated", "unique key %s is held by task %s" % (
+        again.key, first.id))]
+    assert not isinstance(once(2), hueyscope.Deduplicated)
+    assert len(queued(huey.storage)) == 2
+    # Running, it still holds the key; its outcome frees it.
+    task = huey.dequeue()
+    assert isinstance(once(1), hueyscope.Deduplicated)
+    huey.execute(task)
+    huey.storage.release_pending()
+    assert again.get() == 1  # the holder's result
+    assert not isinstance(once(1), hueyscope.Deduplicated)
+    # A retry keeps the key; the failure for good frees it.
+    while huey.storage.dequeue() is not None:
+        pass
+    huey.storage.release_pending()
+    huey.storage.flush_all()
+    failing = flaky(1, fail=True)
+    run_next(huey)  # fails, and is enqueued again to retry
+    assert held(huey) == [("1", failing.id)]
+    assert isinstance(flaky(3), hueyscope.Deduplicated)
+    run_next(huey)  # fails for good: the failed set
+    assert held(huey) == []
+    assert not isinstance(flaky(3), hueyscope.Deduplicated)
+
+
+def test_a_dead_holders_unique_key_stays_until_its_task_is_parked(queue):
+    import hueyscope
+
+    engine, where, huey = queue
+    once, _ = unique_tasks(huey)
+    task_id = once(7).id
+
+    def dies_holding():
+        child = subprocess.run([sys.executable, "-c", DIES_HOLDING, engine,
+                                where], capture_output=True, text=True, timeout=60)
+        assert child.returncode == 0, child.stderr
+
+    dies_holding()
+    assert recovery.recover(huey).requeued  # back on the queue: still held
+    assert held(huey) == [("%s" % held(huey)[0][0], task_id)]
+    assert isinstance(once(7), hueyscope.Deduplicated)
+    dies_holding()
+    assert recovery.recover(huey, max_recoveries=1).parked  # lost: freed
+    assert held(huey) == []
+    assert not isinstance(once(7), hueyscope.Deduplicated)

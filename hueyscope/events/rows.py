@@ -23,6 +23,7 @@ FINAL_STATUS = {
     "lost": "lost",  # parked by recovery after too many deaths
     "dropped": "dropped",  # the consumer does not have the task
     "not-queued": "not-queued",  # the enqueue raised: never in the queue
+    "deduplicated": "deduplicated",  # its unique key was held: not enqueued
 }
 # Signals that make a task ready to run (again).
 READY_SIGNALS = ("enqueued", "scheduled", "recovered", "requeued")

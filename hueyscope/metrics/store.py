@@ -35,13 +35,13 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # hueyscope_task_outcomes_total (the label value is the signal's name).
 OUTCOMES = ("complete", "error", "retrying", "locked", "revoked", "expired",
             "canceled", "interrupted", "timeout", "rate-limited", "recovered",
-            "lost", "dropped", "not-queued", "requeued")
+            "lost", "dropped", "not-queued", "requeued", "deduplicated")
 # Every tasks.status (hueyscope/events/writer.py), each given as a series
 # from zero so an alert on one needs no "absent()".
 STATUSES = ("waiting", "enqueued", "scheduled", "executing", "retrying",
             "complete", "failed", "locked", "revoked", "expired", "canceled",
             "interrupted", "timeout", "rate-limited", "lost", "dropped",
-            "not-queued")
+            "not-queued", "deduplicated")
 # Statuses of a task that is on the queue or in its schedule.
 QUEUED = ("enqueued", "scheduled", "retrying")
 UNNAMED = "(unnamed)"

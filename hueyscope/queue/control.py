@@ -1,4 +1,4 @@
-"""Control of what consumers take: paused task names.
+"""Control of what consumers take: paused task names, unique tasks.
 
 huey's message is an opaque blob in its task table; to choose messages in
 SQL, a leased queue writes each message's task name beside it, in a column
@@ -15,8 +15,24 @@ taken; a pause outlives every consumer, since it is a row of the queue.
 Writing a row is all a pause does: consumers that run see it at their
 next dequeue. :func:`hueyscope.queue.operations.pause` and ``resume`` are
 what callers use.
+
+**Unique tasks.** A task declared ``@huey.task(unique=True)`` (keyed by its
+name and arguments) or ``unique=callable`` (keyed by what the callable
+returns for the task's arguments) holds its key in ``hueyscope_unique`` from its enqueue until its
+outcome: pending, scheduled, retrying or running, it holds it. An enqueue
+of another task with a key held is not written: the transaction that
+would write it finds the key's row (a primary key, not a read then a
+write), and the enqueue returns a :class:`Deduplicated` result, the
+handle of the task holding the key; the task is recorded
+``deduplicated``. The row is deleted in the transaction that releases
+the holder's lease for its outcome (or by recovery, when it parks or
+settles a dead holder's task); a retry, a delay or a task put back on
+the queue keeps it.
 """
+import hashlib
 import time
+
+from huey.api import Result
 
 from hueyscope.queue.tables import QueueCursor
 
@@ -74,3 +90,65 @@ def held_back(paused_names, pending):
     if ALL in paused_names:
         return sum(pending.values())
     return sum(n for name, n in pending.items() if name in paused_names)
+
+
+# -- unique tasks -------------------------------------------------------------
+
+class Deduplicated(Result):
+    """What enqueuing a unique task returns when its key is held.
+
+    huey's result handle of the task that holds the key (``task_id``), so
+    ``get()`` gives that task's result; ``key`` is the key. Nothing was
+    enqueued. Test for it with ``isinstance(result, Deduplicated)``.
+    """
+
+    deduplicated = True
+
+    def __init__(self, huey, task_id, key):
+        super().__init__(huey, _Holder(task_id))
+        self.task_id, self.key = task_id, key
+
+    def __repr__(self):
+        return "<Deduplicated: key %s held by task %s>" % (self.key, self.task_id)
+
+
+class _Holder:
+    """What huey's Result needs of a task: its id."""
+
+    def __init__(self, task_id):
+        self.id = task_id
+        self.revoke_id = "r:%s" % task_id
+
+
+class KeyHeld(Exception):
+    """Why an enqueue was not written (the error of a ``deduplicated`` event)."""
+
+
+def unique_key(task, name):
+    """The unique key of ``task`` (its registry ``name``), or None.
+
+    The key is the task's name then what tells its tasks apart: what the
+    task's ``unique`` callable returns for its arguments, or
+    (``unique=True``) a digest of its arguments. Made of the message alone,
+    so every process that enqueues the task again (a retry, a delayed task
+    now due) finds the same key.
+    """
+    spec = getattr(type(task), "unique", None)
+    if not spec:
+        return None
+    args, kwargs = task.args or (), task.kwargs or {}
+    if callable(spec):
+        return "%s:%s" % (name, spec(*args, **kwargs))
+    digest = hashlib.sha1(repr((tuple(args), sorted(kwargs.items())))
+                          .encode("utf-8", "backslashreplace")).hexdigest()
+    return "%s:%s" % (name, digest)
+
+
+def held_keys(storage):
+    """[{"key", "task_id", "since"}] of the unique keys held in the queue."""
+    with storage.db() as curs:
+        rows = QueueCursor(storage, curs).execute(
+            "select key, task_id, since from hueyscope_unique where queue = ? "
+            "order by since", (storage.name,)).fetchall()
+    return [{"key": key, "task_id": task_id, "since": since}
+            for key, task_id, since in rows]

@@ -51,6 +51,8 @@ HEARTBEAT_INTERVAL = 5.0  # seconds between a holder's heartbeats
 # Seconds between recoveries run from the dequeue path (huey's own health
 # check interval).
 RECOVER_EVERY = 10.0
+# Outcomes after which the task is on the queue again (its unique key kept).
+AGAIN = frozenset((S.SIGNAL_RETRYING, S.SIGNAL_SCHEDULED))
 # Final outcomes that release a lease through the next write of the process.
 NOTED_OUTCOMES = frozenset((S.SIGNAL_REVOKED, S.SIGNAL_EXPIRED, S.SIGNAL_CANCELED,
                             S.SIGNAL_LOCKED, S.SIGNAL_RATE_LIMITED))
@@ -102,6 +104,11 @@ class LeaseKeeping:
         self._exit_hook = None
         self._recover_lock = threading.Lock()
         self._next_recovery = 0.0
+        # Lease id -> unique key of a message taken with one (queue.control);
+        # then, once its outcome is final, lease id -> (key, task id) of the
+        # row its releasing transaction deletes. Empty when no task is unique.
+        self._unique_leases = {}
+        self._unique_drop = {}
 
     # -- the holder: this process, as recovery sees it ---------------------
 
@@ -166,13 +173,68 @@ class LeaseKeeping:
 
     # -- messages, written with their task's name ------------------------
 
-    def _insert_message(self, curs, data, priority):
+    def _insert_message(self, curs, data, priority, unique=None):
         """Write ``data`` on the queue, named, inside the open transaction."""
         name = self.describe(data) if self.describe is not None else None
         QueueCursor(self, curs).execute(
-            "insert into {task} (queue, data, priority, hueyscope_name) "
-            "values (?, ?, ?, ?)",
-            (self.name, self.to_blob(data), priority or 0, name))
+            "insert into {task} (queue, data, priority, hueyscope_name, "
+            "hueyscope_unique) values (?, ?, ?, ?, ?)",
+            (self.name, self.to_blob(data), priority or 0, name, unique))
+
+    def _wake(self, curs):
+        """Tell waiting consumers a message was written (PostgreSQL's NOTIFY)."""
+
+    def enqueue_unique(self, data, priority, key, task_id):
+        """Write ``data`` unless another task holds ``key``; returns the id
+        of the task holding it, or None once written.
+
+        One transaction takes the key (its row's primary key decides a race)
+        and writes the message; the task holding the key already (a retry,
+        a delayed task now due) writes it again.
+        """
+        for _ in range(3):  # the holder's row deleted between two statements
+            with self.db(commit=True) as raw:
+                curs = QueueCursor(self, raw)
+                curs.execute(
+                    "insert into hueyscope_unique (queue, key, task_id, since) "
+                    "values (?, ?, ?, ?) on conflict do nothing",
+                    (self.name, key, task_id, time.time()))
+                if raw.rowcount != 1:
+                    row = curs.execute(
+                        "select task_id from hueyscope_unique where queue = ? "
+                        "and key = ?", (self.name, key)).fetchone()
+                    if row is None:
+                        continue
+                    if row[0] != task_id:
+                        return row[0]
+                self._insert_message(raw, data, priority, key)
+                self._wake(raw)
+                return None
+        raise RuntimeError("unique key %s: its holder changed three times "
+                           "in a row" % key)
+
+    def _took_unique(self, lease, key):
+        """Lease ``lease`` was taken with unique ``key`` (None: not unique)."""
+        if key is not None:
+            self._unique_leases[lease] = key
+
+    def _unique_outcome(self, held, final):
+        """The task of ``held`` reached an outcome: its key is dropped with
+        the lease if ``final``; a retry or a delay keeps it."""
+        if not self._unique_leases:
+            return
+        key = self._unique_leases.pop(held.lease, None)
+        if key is not None and final and held.task is not None:
+            self._unique_drop[held.lease] = (key, held.task[0])
+
+    def _drop_unique(self, curs, ids):
+        """Delete the unique keys of the leases ``ids`` released for good."""
+        rows = [(self.name,) + self._unique_drop.pop(lease)
+                for lease in ids if lease in self._unique_drop]
+        if rows:
+            QueueCursor(self, curs).executemany(
+                "delete from hueyscope_unique where queue = ? and key = ? "
+                "and task_id = ?", rows)
 
     # -- what LeasedHuey tells the storage --------------------------------
 
@@ -224,6 +286,7 @@ class LeaseKeeping:
         held = self._find(task_id, pop=True)
         if held is not None:
             self._settle(held, signal)
+            self._unique_outcome(held, signal not in AGAIN)
             self._thread().release.append(held.lease)
 
     def note_signal(self, task_id, signal):
@@ -294,6 +357,7 @@ class LeaseKeeping:
         held = self._find(task_id, pop=True)
         if held is not None and not held.keep:
             self._settle(held)
+            self._unique_outcome(held, True)
             self._pending.append(held.lease)
         # Releases this thread marked for a write that never came (a result
         # of None is not stored, a revoked task writes nothing): any write
@@ -313,6 +377,7 @@ class LeaseKeeping:
         held = self._find(task_id, pop=True) if task_id is not None else None
         if held is not None:
             lease = held.lease
+            self._unique_outcome(held, True)
         else:
             local = self._thread()
             lease, local.lease = local.lease, None
@@ -331,6 +396,7 @@ class LeaseKeeping:
                 (text(task_id), text(name), text(reason), text(self._run_id()),
                  time.time(), kind, text(error_type), fingerprint, lease))
             curs.execute("delete from hueyscope_lease where id = ?", (lease,))
+            self._drop_unique(curs.cursor, [lease])
             if held is not None:
                 self._settle(held, "error" if kind == "failed" else kind)
                 self._write_outcomes(curs.cursor, [lease])
@@ -376,6 +442,8 @@ class LeaseKeeping:
             "delete from hueyscope_lease where id in (%s)"
             % ",".join("?" * len(ids)), ids)
         self._write_outcomes(curs, ids)
+        if self._unique_drop:
+            self._drop_unique(curs, ids)
 
     def _unrelease(self, released):
         """The transaction of :meth:`_release_in` rolled back: the leases are
@@ -457,9 +525,12 @@ class LeaseKeeping:
     def _put_back(self, curs, ids):
         """Put the leases ``ids`` back on the queue as they were taken."""
         marks = ",".join("?" * len(ids))
-        curs.execute("insert into {task} (queue, data, priority, hueyscope_name) "
-                     "select queue, data, priority, task from hueyscope_lease "
-                     "where id in (%s) order by id" % marks, ids)
+        curs.execute("insert into {task} (queue, data, priority, hueyscope_name, "
+                     "hueyscope_unique) select queue, data, priority, task, "
+                     "unique_key from hueyscope_lease where id in (%s) "
+                     "order by id" % marks, ids)
+        for lease in ids:  # back on the queue, holding its key
+            self._unique_leases.pop(lease, None)
         curs.execute("delete from hueyscope_lease where id in (%s)" % marks, ids)
 
     # -- locks, with their holder --------------------------------------------

@@ -71,10 +71,10 @@ TAKE = (
     "with moved as (delete from %s where id = ("
     "select id from %s t where queue = %%s and " + NOT_PAUSED.replace("%", "%%") +
     " order by priority desc, id limit 1 for update skip locked) "
-    "returning queue, data, priority, hueyscope_name) "
-    "insert into hueyscope_lease (queue, data, priority, holder, taken, task) "
-    "select queue, data, priority, %%s, %%s, hueyscope_name from moved "
-    "returning id, data")
+    "returning queue, data, priority, hueyscope_name, hueyscope_unique) "
+    "insert into hueyscope_lease (queue, data, priority, holder, taken, task, "
+    "unique_key) select queue, data, priority, %%s, %%s, hueyscope_name, "
+    "hueyscope_unique from moved returning id, data, unique_key")
 
 _CREATES = re.compile(r"\s*create (?:table|index) if not exists (\w+)", re.I)
 _ADDS = re.compile(r"\s*alter table (\w+) add column if not exists (\w+)", re.I)
@@ -358,7 +358,10 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage, LeasedStorage
     def enqueue(self, data, priority=None):
         with self.db(commit=True) as curs:
             self._insert_message(curs, data, priority)
-            curs.execute("select pg_notify(%s, %s)", (self.channel, ""))
+            self._wake(curs)
+
+    def _wake(self, curs):
+        curs.execute("select pg_notify(%s, %s)", (self.channel, ""))
 
     # -- writes that make an outcome durable ------------------------------
 
@@ -392,6 +395,7 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage, LeasedStorage
                 return None
             self._taken += 1  # under the take lock: the order of taking
             seq = self._taken
+        self._took_unique(row[0], row[2])
         local = self._thread()
         local.lease, local.seq = row[0], seq
         self._ensure_heartbeat()
@@ -410,6 +414,7 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage, LeasedStorage
     def flush_all(self):
         super().flush_all()
         self.sql("delete from hueyscope_lease where queue = %s", (self.name,))
+        self.sql("delete from hueyscope_unique where queue = %s", (self.name,))
 
 
 class LeasedPostgresHuey(OncePerTick, LeasedHuey, _HueyPostgresHuey):

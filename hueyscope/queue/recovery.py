@@ -178,10 +178,10 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
         marks = ",".join("?" * len(dead))
         ids = list(dead)
         leases = curs.execute(
-            "select id, data, priority, holder from hueyscope_lease "
+            "select id, data, priority, holder, unique_key from hueyscope_lease "
             "where queue = ? and holder in (%s) order by priority desc, id"
             % marks, [storage.name] + ids).fetchall()
-        for lease_id, data, priority, holder in leases:
+        for lease_id, data, priority, holder, unique in leases:
             h, reason = dead[holder]
             task_id, name = _message(huey, data)
             entry = {"lease": lease_id, "task_id": task_id, "task": name,
@@ -197,6 +197,7 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
                     storage._insert_message(curs.cursor, nxt.data, nxt.priority)
                     later.append(("enqueued", nxt.data, {}))
                 curs.execute("delete from hueyscope_lease where id = ?", (lease_id,))
+                _drop_unique(curs, storage, unique, task_id)
                 if storage.record_outcomes and task_id is not None:
                     # Its holder died after storing the result and before
                     # the write that releases the lease with its outcome
@@ -230,11 +231,14 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
                     (storage.name, task_id, name, data, priority, why, count - 1,
                      h.run_id, now))
                 outcome.parked.append(entry)
+                _drop_unique(curs, storage, unique, task_id)
                 later.append(("lost", data, {"exc": PoisonTask(why), "run_id": h.run_id}))
             else:
+                # Back on the queue, named, still holding its unique key.
                 curs.execute("insert into {task} (queue, data, priority, "
-                             "hueyscope_name) values (?, ?, ?, ?)",
-                             (storage.name, data, priority, name))
+                             "hueyscope_name, hueyscope_unique) values "
+                             "(?, ?, ?, ?, ?)",
+                             (storage.name, data, priority, name, unique))
                 outcome.requeued.append(entry)
                 later.append(("recovered", data, {
                     "exc": LeaseRecovered(reason), "run_id": h.run_id}))
@@ -250,6 +254,13 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
         if dry_run:
             raise _DryRun()
     return later
+
+
+def _drop_unique(curs, storage, key, task_id):
+    """A dead holder's task reached its outcome: its unique key is free."""
+    if key is not None:
+        curs.execute("delete from hueyscope_unique where queue = ? and key = ? "
+                     "and task_id = ?", (storage.name, key, task_id))
 
 
 def _orphans(curs):

@@ -108,6 +108,12 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage, LeasedStorage):
         with self.db(commit=True) as curs:
             self._insert_message(curs, data, priority)
 
+    def flush_all(self):
+        super().flush_all()
+        with self.db(commit=True) as curs:  # nothing holds a key any more
+            curs.execute("delete from hueyscope_unique where queue = ?",
+                         (self.name,))
+
     def initialize_schema(self):
         super().initialize_schema()
         # A queue made by lease schema 1: the dead-letter table becomes the
@@ -291,18 +297,19 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage, LeasedStorage):
         Those of a paused task stay where they are (see queue.control).
         """
         rows = curs.execute(
-            "select id, data, priority, hueyscope_name from task t where "
-            "queue = ? and " + NOT_PAUSED + " order by priority desc, id "
-            "limit ?", (self.name, n)).fetchall()
+            "select id, data, priority, hueyscope_name, hueyscope_unique "
+            "from task t where queue = ? and " + NOT_PAUSED +
+            " order by priority desc, id limit ?", (self.name, n)).fetchall()
         if not rows:
             return []
         holder, now = self._holder_in(curs), time.time()
         taken = []
-        for row_id, data, priority, name in rows:
+        for row_id, data, priority, name, unique in rows:
             curs.execute(
                 "insert into hueyscope_lease (queue, data, priority, holder, "
-                "taken, task) values (?, ?, ?, ?, ?, ?)",
-                (self.name, data, priority, holder, now, name))
+                "taken, task, unique_key) values (?, ?, ?, ?, ?, ?, ?)",
+                (self.name, data, priority, holder, now, name, unique))
+            self._took_unique(curs.lastrowid, unique)
             self._taken += 1
             taken.append((curs.lastrowid, data, self._taken))
         ids = [r[0] for r in rows]

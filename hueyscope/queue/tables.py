@@ -9,7 +9,8 @@ huey's tables as ``{kv}`` and ``{task}`` and run through
 """
 
 # 2: the dead-letter table is the failed set (kind, error); 3: messages and
-# leases name their task (hueyscope_name, task), pauses (hueyscope_paused)
+# leases name their task (hueyscope_name, task) and unique key
+# (hueyscope_unique, unique_key); pauses, unique keys held
 LEASE_SCHEMA = 3
 LOCK_MARK = ".lock."  # huey's lock keys are "<queue>.lock.<name>"
 
@@ -27,7 +28,7 @@ TABLES = [
     "create table if not exists hueyscope_lease ("
     "id {never_reused}, queue text not null, data {blob} not null, "
     "priority {real} not null default 0, holder {bigint} not null, "
-    "taken {real} not null, task text)",
+    "taken {real} not null, task text, unique_key text)",
     "create index if not exists hueyscope_lease_holder on hueyscope_lease (holder)",
     # Who holds each lock_task lock (the lock itself is huey's kv row).
     "create table if not exists hueyscope_lock ("
@@ -56,6 +57,12 @@ TABLES = [
     "create table if not exists hueyscope_paused ("
     "queue text not null, task text not null, paused {real} not null, "
     "actor text, primary key (queue, task))",
+    # The unique keys held, each by the task that holds it (queue.control).
+    "create table if not exists hueyscope_unique ("
+    "queue text not null, key text not null, task_id text not null, "
+    "since {real} not null, primary key (queue, key))",
+    "create index if not exists hueyscope_unique_task on hueyscope_unique "
+    "(queue, task_id)",
 ]
 SQLITE_TYPES = {"id": "integer primary key",
                 "never_reused": "integer primary key autoincrement",
@@ -85,7 +92,9 @@ DEAD_LETTER_COLUMNS = ("kind", "error_type", "fingerprint")
 # Columns lease schema 3 added: (table, column, type); {task} is huey's
 # task table (see queue.control).
 NAME_COLUMNS = (("{task}", "hueyscope_name", "text"),
-                ("hueyscope_lease", "task", "text"))
+                ("{task}", "hueyscope_unique", "text"),
+                ("hueyscope_lease", "task", "text"),
+                ("hueyscope_lease", "unique_key", "text"))
 
 
 class QueueCursor:
