@@ -209,3 +209,86 @@ def test_a_deduplicated_enqueue_is_recorded_and_the_key_freed_by_the_outcome(app
                message="the key freed")
     wait_until(lambda: done_ns(app) == [1, 1], timeout=60, message="run again")
     assert consumer.stop() == 0, consumer.describe()
+
+
+# -- concurrency limits -----------------------------------------------------------
+
+def most_running(lines, killed=None, at=None):
+    """The most tasks running at once by the ledger ``lines``.
+
+    The process ``killed`` was killed once the ledger had ``at`` lines:
+    what it was running stopped there.
+    """
+    running, most = set(), 0
+    for i, (kind, task_id, _, pid) in enumerate(lines):
+        if i == at:
+            running = {(t, p) for t, p in running if p != killed}
+        if kind == "start":
+            running.add((task_id, pid))
+        elif kind == "done":
+            running.discard((task_id, pid))
+        most = max(most, len(running))
+    return most
+
+
+@contextlib.contextmanager
+def queue_of(app, engine):
+    if engine == "sqlite":
+        yield
+    else:
+        with postgres_schema() as (_, _, where):
+            app.env["HUEYSCOPE_QUEUE"] = where
+            yield
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_a_limit_of_two_over_three_consumers_holds_when_one_is_killed(app, engine):
+    with queue_of(app, engine):
+        produce(app, "[a.capped(n, 1.5) for n in range(8)]")
+        consumers = [consume(app, "--workers", "2", name="consumer%d" % i)
+                     for i in range(3)]
+        pids = {str(c.pid): c for c in consumers}
+
+        def holding():
+            """A consumer running a task now: (its pid, the task id)."""
+            lines = ledger_app.ledger(app.ledger)
+            done = {(t, p) for kind, t, _, p in lines if kind == "done"}
+            for kind, task_id, _, pid in lines:
+                if kind == "start" and (task_id, pid) not in done and pid in pids:
+                    return pid, task_id
+            return None
+
+        victim, task_id = wait_until(holding, timeout=120,
+                                     message="a consumer running a task")
+        pids[victim].kill()  # SIGKILL, holding a slot; returns once it is gone
+        lines = ledger_app.ledger(app.ledger)
+        killed_at = len(lines)
+        assert ("done", task_id, victim) not in {(k, t, p) for k, t, _, p in lines}, \
+            "the task finished before its consumer was killed"
+        wait_until(lambda: {int(n) for kind, _, n, pid in ledger_app.ledger(
+            app.ledger) if kind == "done" and pid != victim} == set(range(8)),
+            timeout=240, message="every task done by the live consumers")
+        lines = ledger_app.ledger(app.ledger)
+        assert most_running(lines, victim, killed_at) == 2, lines
+        for consumer in consumers:
+            if str(consumer.pid) != victim:
+                assert consumer.stop() == 0, consumer.describe()
+
+
+@pytest.mark.timeout(120)
+def test_a_limit_of_zero_is_refused_with_one_line_and_nothing_made(cli):
+    (cli.folder / "zero_app.py").write_text(
+        "from hueyscope.queue import make_huey\n"
+        "from hueyscope.settings import Settings\n"
+        "huey = make_huey(Settings.build(), name='zero')\n\n"
+        "@huey.task(concurrency=0)\n"
+        "def never(n):\n"
+        "    return n\n")
+    for args in (("consume", "--app", "zero_app.py:huey"),
+                 ("pause", "--all", "--app", "zero_app.py:huey")):
+        result = cli.run(*args)
+        assert_one_line_error(result)
+        assert "task zero_app.never: concurrency=0: give a whole number of 1 " \
+               "or more" in result.stderr
+        assert not cli.queue.exists()

@@ -454,3 +454,87 @@ def test_a_dead_holders_unique_key_stays_until_its_task_is_parked(queue):
     assert recovery.recover(huey, max_recoveries=1).parked  # lost: freed
     assert held(huey) == []
     assert not isinstance(once(7), hueyscope.Deduplicated)
+
+
+# -- concurrency limits (hueyscope.queue.control) ------------------------------
+
+def limited_tasks(huey):
+    """``capped`` (2 at a time) and ``per_user`` (1 at a time per user)."""
+    @huey.task(concurrency=2)
+    def capped(n):
+        return n
+
+    @huey.task(concurrency=1, concurrency_key=lambda user, n: user)
+    def per_user(user, n):
+        return n
+
+    return capped, per_user
+
+
+def test_a_concurrency_limit_is_held_by_leases_and_keeps_the_order(queue):
+    _, _, huey = queue
+    capped, per_user = limited_tasks(huey)
+    for n in range(4):
+        capped(n)
+    huey.add(9, 0)
+    first, second, third = huey.dequeue(), huey.dequeue(), huey.dequeue()
+    assert [(t.name, t.args[0]) for t in (first, second, third)] == [
+        ("capped", 0), ("capped", 1), ("add", 9)]
+    assert huey.dequeue() is None  # capped 2 and 3 wait, in their place
+    huey.execute(first)
+    huey.storage.release_pending()
+    assert huey.dequeue().args == (2,)
+    assert huey.dequeue() is None
+    # A key of the arguments: one per user.
+    for user, n in [("a", 1), ("a", 2), ("b", 3)]:
+        per_user(user, n)
+    assert [huey.dequeue().args for _ in range(2)] == [("a", 1), ("b", 3)]
+    assert huey.dequeue() is None
+
+
+def test_one_transaction_taking_for_many_workers_keeps_the_limit(queue):
+    engine, _, huey = queue
+    if engine != "sqlite":
+        pytest.skip("PostgreSQL takes one message per transaction")
+    capped, _ = limited_tasks(huey)
+    for n in range(4):
+        capped(n)
+    huey.add(9, 0)
+    huey.storage._waiting = 4  # four workers waiting: one transaction for all
+    huey.storage.dequeue()
+    assert rows(huey.storage, "select slot, count(*) from hueyscope_lease "
+                "group by slot order by slot") == [
+        (None, 1), (huey._registry.task_to_string(capped.task_class), 2)]
+
+
+def test_a_dead_holders_slot_is_freed_by_recovery(queue):
+    engine, where, huey = queue
+    capped, _ = limited_tasks(huey)
+    capped.task_class.concurrency = 1
+    capped(1)
+    capped(2)
+    child = subprocess.run([sys.executable, "-c", DIES_HOLDING, engine, where],
+                           capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    # capped 1 is held by the dead holder: capped 2 waits for the slot.
+    assert huey.dequeue() is None
+    assert recovery.recover(huey).requeued  # capped 1, back behind capped 2
+    assert huey.dequeue().args == (2,)  # the freed slot
+    assert huey.dequeue() is None
+
+
+def test_a_bad_limit_is_refused_at_enqueue_and_nothing_is_written(queue):
+    from hueyscope.queue import control
+
+    _, _, huey = queue
+
+    @huey.task(concurrency=0)
+    def never(n):
+        return n
+
+    with pytest.raises(ValueError) as raised:
+        never(1)
+    assert "concurrency=0: give a whole number of 1 or more" in str(raised.value)
+    assert queued(huey.storage) == []
+    with pytest.raises(ValueError):
+        control.check_tasks(huey)

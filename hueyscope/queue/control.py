@@ -1,4 +1,5 @@
-"""Control of what consumers take: paused task names, unique tasks.
+"""Control of what consumers take: paused task names, unique tasks,
+concurrency limits.
 
 huey's message is an opaque blob in its task table; to choose messages in
 SQL, a leased queue writes each message's task name beside it, in a column
@@ -28,6 +29,19 @@ handle of the task holding the key; the task is recorded
 the holder's lease for its outcome (or by recovery, when it parks or
 settles a dead holder's task); a retry, a delay or a task put back on
 the queue keeps it.
+
+**Concurrency limits.** A task declared ``@huey.task(concurrency=N)`` runs
+at most N at a time across every consumer of the queue; with
+``concurrency_key=callable``, at most N per key the callable returns for
+the task's arguments. Its messages carry their slot (``hueyscope_slot``:
+the name, or name and key) and limit (``hueyscope_limit``), and so do
+their leases: a running task holds its slot by its lease. The dequeue
+counts the leases of a message's slot in the transaction that would lease
+it and skips the message while the slot is full; it keeps its place and is
+taken once a slot frees. A consumer that dies holding a slot holds it
+until recovery puts its lease back. On PostgreSQL, the count is made
+under an advisory lock of the slot, so two consumers never both see the
+last free slot.
 """
 import hashlib
 import time
@@ -38,10 +52,14 @@ from hueyscope.queue.tables import QueueCursor
 
 ALL = "*"  # the task name of a pause of a whole queue
 
-# The dequeue's condition on a message of huey's task table aliased ``t``.
+# The dequeue's conditions on a message of huey's task table aliased ``t``.
 NOT_PAUSED = (
     "not exists (select 1 from hueyscope_paused p where p.queue = t.queue "
     "and (p.task = '*' or p.task = t.hueyscope_name))")
+# The leases holding the slot of message ``t``.
+RUNNING = ("(select count(*) from hueyscope_lease l where l.queue = t.queue "
+           "and l.slot = t.hueyscope_slot)")
+SLOT_FREE = "(t.hueyscope_limit is null or %s < t.hueyscope_limit)" % RUNNING
 
 
 def _named(names):
@@ -152,3 +170,47 @@ def held_keys(storage):
             "order by since", (storage.name,)).fetchall()
     return [{"key": key, "task_id": task_id, "since": since}
             for key, task_id, since in rows]
+
+
+# -- concurrency limits ---------------------------------------------------------
+
+def slot_of(task_class, message):
+    """(slot, limit) of ``message`` of ``task_class``; (None, None) if unlimited.
+
+    The slot is the message's task name, and with ``concurrency_key`` the
+    key it gives for the message's arguments.
+    """
+    limit = getattr(task_class, "concurrency", None)
+    if limit is None:
+        return None, None
+    _check_limit(message.name, limit)
+    keyed = getattr(task_class, "concurrency_key", None)
+    if keyed is None:
+        return message.name, limit
+    return "%s:%s" % (message.name, keyed(*(message.args or ()),
+                                          **(message.kwargs or {}))), limit
+
+
+def check_tasks(huey):
+    """Raise ValueError (one line) for a task declaring a control wrongly:
+    a concurrency that is not a whole number of 1 or more, a
+    concurrency_key without a concurrency or not callable, a unique that is
+    neither a flag nor callable."""
+    for name, cls in sorted(huey._registry._registry.items()):
+        limit = getattr(cls, "concurrency", None)
+        keyed = getattr(cls, "concurrency_key", None)
+        unique = getattr(cls, "unique", None)
+        if limit is not None:
+            _check_limit(name, limit)
+        if keyed is not None and (limit is None or not callable(keyed)):
+            raise ValueError("task %s: concurrency_key needs a concurrency and "
+                             "must be callable" % name)
+        if unique is not None and not (isinstance(unique, bool) or callable(unique)):
+            raise ValueError("task %s: unique=%r: give True or a callable of "
+                             "the task's arguments" % (name, unique))
+
+
+def _check_limit(name, limit):
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError("task %s: concurrency=%r: give a whole number of 1 "
+                         "or more" % (name, limit))

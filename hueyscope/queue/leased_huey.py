@@ -56,11 +56,16 @@ class LeasedHuey:
         return storage
 
     def _describe(self, data):
-        """What the queue writes beside message ``data``: its task's name."""
+        """What the queue writes beside message ``data``: its task's name,
+        concurrency slot and limit (see :mod:`hueyscope.queue.control`)."""
         try:
-            return self.serializer.deserialize(data).name
+            message = self.serializer.deserialize(data)
         except Exception:
-            return None  # never held back by a pause
+            return None, None, None  # never held back
+        cls = self._registry._registry.get(message.name)
+        if cls is None:  # a task this process does not have: no limit known
+            return message.name, None, None
+        return (message.name,) + control.slot_of(cls, message)
 
     @property
     def _leases(self):

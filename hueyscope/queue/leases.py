@@ -174,12 +174,16 @@ class LeaseKeeping:
     # -- messages, written with their task's name ------------------------
 
     def _insert_message(self, curs, data, priority, unique=None):
-        """Write ``data`` on the queue, named, inside the open transaction."""
-        name = self.describe(data) if self.describe is not None else None
+        """Write ``data`` on the queue, inside the open transaction, with its
+        task's name, unique key and concurrency slot (queue.control)."""
+        name, slot, limit = (self.describe(data) if self.describe is not None
+                             else (None, None, None))
         QueueCursor(self, curs).execute(
             "insert into {task} (queue, data, priority, hueyscope_name, "
-            "hueyscope_unique) values (?, ?, ?, ?, ?)",
-            (self.name, self.to_blob(data), priority or 0, name, unique))
+            "hueyscope_unique, hueyscope_slot, hueyscope_limit) "
+            "values (?, ?, ?, ?, ?, ?, ?)",
+            (self.name, self.to_blob(data), priority or 0, name, unique, slot,
+             limit))
 
     def _wake(self, curs):
         """Tell waiting consumers a message was written (PostgreSQL's NOTIFY)."""
@@ -526,8 +530,9 @@ class LeaseKeeping:
         """Put the leases ``ids`` back on the queue as they were taken."""
         marks = ",".join("?" * len(ids))
         curs.execute("insert into {task} (queue, data, priority, hueyscope_name, "
-                     "hueyscope_unique) select queue, data, priority, task, "
-                     "unique_key from hueyscope_lease where id in (%s) "
+                     "hueyscope_unique, hueyscope_slot, hueyscope_limit) "
+                     "select queue, data, priority, task, unique_key, slot, "
+                     "slot_limit from hueyscope_lease where id in (%s) "
                      "order by id" % marks, ids)
         for lease in ids:  # back on the queue, holding its key
             self._unique_leases.pop(lease, None)

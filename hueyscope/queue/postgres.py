@@ -44,7 +44,7 @@ from hueyscope.queue.contract import LeasedStorage
 from hueyscope.queue.leases import LeaseKeeping
 from hueyscope.queue.periodic import OncePerTick, enqueue_unclaimed
 from hueyscope.queue.pg_retries import RetryingCalls, with_retries
-from hueyscope.queue.control import NOT_PAUSED
+from hueyscope.queue.control import NOT_PAUSED, SLOT_FREE
 from hueyscope.queue.tables import (DEAD_LETTER_COLUMNS, NAME_COLUMNS,
                                     POSTGRES_TYPES, lease_tables)
 
@@ -65,16 +65,38 @@ SCHEMA_LOCK = "select pg_advisory_lock(hashtext('hueyscope_schema'))"
 # One recovery at a time across every consumer of the database.
 RECOVERY_LOCK = "select pg_advisory_xact_lock(hashtext('hueyscope_recovery'))"
 
-# The dequeue: the next message not paused, moved into a lease in one
-# statement; %s is huey's task table.
-TAKE = (
-    "with moved as (delete from %s where id = ("
-    "select id from %s t where queue = %%s and " + NOT_PAUSED.replace("%", "%%") +
-    " order by priority desc, id limit 1 for update skip locked) "
-    "returning queue, data, priority, hueyscope_name, hueyscope_unique) "
+# The dequeue, in one statement: the next message neither paused nor of a
+# full concurrency slot, not among those skipped already (%s: their ids),
+# moved into a lease unless it has a concurrency limit; returns (message id,
+# its limit, its slot, lease id, data, unique key), the last three null
+# when a limit left it to TAKE_LIMITED. %(task)s is huey's task table.
+_MOVED = ("returning queue, data, priority, hueyscope_name, hueyscope_unique, "
+          "hueyscope_slot, hueyscope_limit")
+_LEASE = (
     "insert into hueyscope_lease (queue, data, priority, holder, taken, task, "
-    "unique_key) select queue, data, priority, %%s, %%s, hueyscope_name, "
-    "hueyscope_unique from moved returning id, data, unique_key")
+    "unique_key, slot, slot_limit) select queue, data, priority, %%s, %%s, "
+    "hueyscope_name, hueyscope_unique, hueyscope_slot, hueyscope_limit "
+    "from moved")
+TAKE = (
+    "with picked as (select id, hueyscope_limit as lim, hueyscope_slot as slot "
+    "from %(task)s t where queue = %%s and " + NOT_PAUSED.replace("%", "%%") +
+    " and " + SLOT_FREE.replace("%", "%%") + " and not (id = any(%%s::bigint[])) "
+    "order by priority desc, id limit 1 for update skip locked), "
+    "moved as (delete from %(task)s where id = (select id from picked where "
+    "lim is null) " + _MOVED + "), "
+    "leased as (" + _LEASE + " returning id, data, unique_key) "
+    "select p.id, p.lim, p.slot, l.id, l.data, l.unique_key from picked p "
+    "left join leased l on true")
+# A message with a concurrency limit, once its slot is known to be free:
+# %%s its id.
+TAKE_LIMITED = (
+    "with moved as (delete from %(task)s where id = %%s " + _MOVED + ") " +
+    _LEASE + " returning id, data, unique_key")
+# Taken before its slot's leases are counted, and held to the commit that
+# writes the lease: two consumers never both count the last free slot.
+SLOT_LOCK = "select pg_advisory_xact_lock(hashtext(%s))"
+SLOT_COUNT = "select count(*) from hueyscope_lease where queue = %s and slot = %s"
+SKIPS = 20  # messages of full slots passed over in one dequeue, at most
 
 _CREATES = re.compile(r"\s*create (?:table|index) if not exists (\w+)", re.I)
 _ADDS = re.compile(r"\s*alter table (\w+) add column if not exists (\w+)", re.I)
@@ -388,9 +410,7 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage, LeasedStorage
             return None
         holder = self._ensure_holder()
         with self._take_lock, self.db(commit=True) as curs:
-            curs.execute(TAKE % (self.table_task, self.table_task),
-                         (self.name, holder, time.time()))
-            row = curs.fetchone()
+            row = self._take(curs, holder)
             if row is None:
                 return None
             self._taken += 1  # under the take lock: the order of taking
@@ -400,6 +420,29 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage, LeasedStorage
         local.lease, local.seq = row[0], seq
         self._ensure_heartbeat()
         return bytes(row[1])
+
+    def _take(self, curs, holder):
+        """(lease id, data, unique key) of the next message, leased inside
+        the open transaction; None if none may be taken."""
+        tables = {"task": self.table_task}
+        skipped = []
+        while len(skipped) <= SKIPS:
+            curs.execute(TAKE % tables, (self.name, skipped, holder, time.time()))
+            row = curs.fetchone()
+            if row is None:
+                return None
+            message, limit, slot = row[:3]
+            if limit is None:
+                return row[3:]
+            # Counted again under the slot's lock, in a snapshot taken after
+            # every earlier holder of the lock committed its lease.
+            curs.execute(SLOT_LOCK, ("hueyscope_slot:%s:%s" % (self.name, slot),))
+            curs.execute(SLOT_COUNT, (self.name, slot))
+            if curs.fetchone()[0] < limit:
+                curs.execute(TAKE_LIMITED % tables, (message, holder, time.time()))
+                return curs.fetchone()
+            skipped.append(message)  # full after all: it keeps its place
+        return None
 
     def _has_task(self):
         with self.db() as curs:

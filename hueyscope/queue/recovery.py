@@ -178,10 +178,10 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
         marks = ",".join("?" * len(dead))
         ids = list(dead)
         leases = curs.execute(
-            "select id, data, priority, holder, unique_key from hueyscope_lease "
-            "where queue = ? and holder in (%s) order by priority desc, id"
-            % marks, [storage.name] + ids).fetchall()
-        for lease_id, data, priority, holder, unique in leases:
+            "select id, data, priority, holder, unique_key, slot, slot_limit "
+            "from hueyscope_lease where queue = ? and holder in (%s) "
+            "order by priority desc, id" % marks, [storage.name] + ids).fetchall()
+        for lease_id, data, priority, holder, unique, slot, limit in leases:
             h, reason = dead[holder]
             task_id, name = _message(huey, data)
             entry = {"lease": lease_id, "task_id": task_id, "task": name,
@@ -234,11 +234,13 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
                 _drop_unique(curs, storage, unique, task_id)
                 later.append(("lost", data, {"exc": PoisonTask(why), "run_id": h.run_id}))
             else:
-                # Back on the queue, named, still holding its unique key.
+                # Back on the queue as it was taken: named, holding its
+                # unique key, with its concurrency slot.
                 curs.execute("insert into {task} (queue, data, priority, "
-                             "hueyscope_name, hueyscope_unique) values "
-                             "(?, ?, ?, ?, ?)",
-                             (storage.name, data, priority, name, unique))
+                             "hueyscope_name, hueyscope_unique, hueyscope_slot, "
+                             "hueyscope_limit) values (?, ?, ?, ?, ?, ?, ?)",
+                             (storage.name, data, priority, name, unique, slot,
+                              limit))
                 outcome.requeued.append(entry)
                 later.append(("recovered", data, {
                     "exc": LeaseRecovered(reason), "run_id": h.run_id}))

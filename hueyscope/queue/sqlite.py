@@ -27,9 +27,18 @@ from hueyscope.queue.files import check_queue_file
 from hueyscope.queue.leased_huey import LeasedHuey
 from hueyscope.queue.leases import LeaseKeeping, _Held
 from hueyscope.queue.periodic import TICK_DDL, OncePerTick, enqueue_unclaimed
-from hueyscope.queue.control import NOT_PAUSED
+from hueyscope.queue.control import NOT_PAUSED, RUNNING, SLOT_FREE
 from hueyscope.queue.tables import (DDL, DEAD_LETTER_COLUMNS, LEASE_SCHEMA,
                                     NAME_COLUMNS, QueueCursor)
+
+
+# The dequeue: the next messages neither paused nor of a full concurrency
+# slot (see queue.control), with their slot's leases.
+TAKE = (
+    "select id, data, priority, hueyscope_name, hueyscope_unique, "
+    "hueyscope_slot, hueyscope_limit, case when hueyscope_limit is null "
+    "then 0 else " + RUNNING + " end from task t where queue = ? and " +
+    NOT_PAUSED + " and " + SLOT_FREE + " order by priority desc, id limit ?")
 
 
 class DurableSqliteStorage(SqliteStorage):
@@ -296,23 +305,28 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage, LeasedStorage):
 
         Those of a paused task stay where they are (see queue.control).
         """
-        rows = curs.execute(
-            "select id, data, priority, hueyscope_name, hueyscope_unique "
-            "from task t where queue = ? and " + NOT_PAUSED +
-            " order by priority desc, id limit ?", (self.name, n)).fetchall()
+        rows = curs.execute(TAKE, (self.name, n)).fetchall()
         if not rows:
             return []
         holder, now = self._holder_in(curs), time.time()
-        taken = []
-        for row_id, data, priority, name, unique in rows:
+        taken, ids, more = [], [], {}
+        for row_id, data, priority, name, unique, slot, limit, running in rows:
+            if limit is not None:
+                # Its slot's leases, and those this batch took already.
+                if running + more.get(slot, 0) >= limit:
+                    continue  # stays queued where it is
+                more[slot] = more.get(slot, 0) + 1
             curs.execute(
                 "insert into hueyscope_lease (queue, data, priority, holder, "
-                "taken, task, unique_key) values (?, ?, ?, ?, ?, ?, ?)",
-                (self.name, data, priority, holder, now, name, unique))
+                "taken, task, unique_key, slot, slot_limit) "
+                "values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.name, data, priority, holder, now, name, unique, slot, limit))
             self._took_unique(curs.lastrowid, unique)
             self._taken += 1
             taken.append((curs.lastrowid, data, self._taken))
-        ids = [r[0] for r in rows]
+            ids.append(row_id)
+        if not ids:
+            return []
         curs.execute("delete from task where id in (%s)" % ",".join("?" * len(ids)),
                      ids)
         return taken

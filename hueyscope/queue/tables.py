@@ -9,8 +9,9 @@ huey's tables as ``{kv}`` and ``{task}`` and run through
 """
 
 # 2: the dead-letter table is the failed set (kind, error); 3: messages and
-# leases name their task (hueyscope_name, task) and unique key
-# (hueyscope_unique, unique_key); pauses, unique keys held
+# leases name their task (hueyscope_name, task), unique key (hueyscope_unique,
+# unique_key) and concurrency slot (hueyscope_slot and _limit, slot and
+# slot_limit); pauses, unique keys held
 LEASE_SCHEMA = 3
 LOCK_MARK = ".lock."  # huey's lock keys are "<queue>.lock.<name>"
 
@@ -28,7 +29,8 @@ TABLES = [
     "create table if not exists hueyscope_lease ("
     "id {never_reused}, queue text not null, data {blob} not null, "
     "priority {real} not null default 0, holder {bigint} not null, "
-    "taken {real} not null, task text, unique_key text)",
+    "taken {real} not null, task text, unique_key text, slot text, "
+    "slot_limit integer)",
     "create index if not exists hueyscope_lease_holder on hueyscope_lease (holder)",
     # Who holds each lock_task lock (the lock itself is huey's kv row).
     "create table if not exists hueyscope_lock ("
@@ -93,8 +95,12 @@ DEAD_LETTER_COLUMNS = ("kind", "error_type", "fingerprint")
 # task table (see queue.control).
 NAME_COLUMNS = (("{task}", "hueyscope_name", "text"),
                 ("{task}", "hueyscope_unique", "text"),
+                ("{task}", "hueyscope_slot", "text"),
+                ("{task}", "hueyscope_limit", "integer"),
                 ("hueyscope_lease", "task", "text"),
-                ("hueyscope_lease", "unique_key", "text"))
+                ("hueyscope_lease", "unique_key", "text"),
+                ("hueyscope_lease", "slot", "text"),
+                ("hueyscope_lease", "slot_limit", "integer"))
 
 
 class QueueCursor:
