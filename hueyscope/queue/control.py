@@ -98,6 +98,7 @@ def resume(storage, names):
         for name in _named(names):
             curs.execute("delete from hueyscope_paused where queue = ? and "
                          "task = ?", (storage.name, name))
+        storage._wake(raw)  # consumers waiting for a message look again
     return _named(names)
 
 

@@ -80,8 +80,8 @@ class LeaseKeeping:
     """
 
     record_outcomes = False
-    #: Set by LeasedHuey: what the queue writes beside a message, its task's
-    #: name (see :mod:`hueyscope.queue.control`), read from the message.
+    #: Set by LeasedHuey: what the queue writes beside a message, read from
+    #: it: (task name, concurrency slot, limit) (see queue.control).
     describe = None
 
     def _reset_lease_state(self):
@@ -385,6 +385,9 @@ class LeaseKeeping:
         else:
             local = self._thread()
             lease, local.lease = local.lease, None
+            key = self._unique_leases.pop(lease, None)
+            if key is not None and task_id is not None:  # parked for good
+                self._unique_drop[lease] = (key, task_id)
         if lease is None:
             return
         name = getattr(message, "name", None)
