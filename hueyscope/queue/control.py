@@ -53,9 +53,12 @@ from hueyscope.queue.tables import QueueCursor
 ALL = "*"  # the task name of a pause of a whole queue
 
 # The dequeue's conditions on a message of huey's task table aliased ``t``.
+# Two lookups of the primary key: an OR of both costs a dequeue five times
+# as much while nothing is paused.
 NOT_PAUSED = (
     "not exists (select 1 from hueyscope_paused p where p.queue = t.queue "
-    "and (p.task = '*' or p.task = t.hueyscope_name))")
+    "and p.task = t.hueyscope_name) and not exists (select 1 from "
+    "hueyscope_paused p where p.queue = t.queue and p.task = '*')")
 # The leases holding the slot of message ``t``.
 RUNNING = ("(select count(*) from hueyscope_lease l where l.queue = t.queue "
            "and l.slot = t.hueyscope_slot)")
