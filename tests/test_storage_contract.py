@@ -413,6 +413,7 @@ def test_a_unique_key_is_held_until_the_outcome(queue):
         again.key, first.id))]
     assert not isinstance(once(2), hueyscope.Deduplicated)
     assert len(queued(huey.storage)) == 2
+    assert operations.status(huey)[NAME]["unique_keys"] == 2
     # Running, it still holds the key; its outcome frees it.
     task = huey.dequeue()
     assert isinstance(once(1), hueyscope.Deduplicated)
@@ -485,6 +486,9 @@ def test_a_concurrency_limit_is_held_by_leases_and_keeps_the_order(queue):
     huey.storage.release_pending()
     assert huey.dequeue().args == (2,)
     assert huey.dequeue() is None
+    name = huey._registry.task_to_string(capped.task_class)
+    assert operations.status(huey)[NAME]["slots"] == [
+        {"slot": name, "running": 2, "limit": 2, "waiting": 1}]
     # A key of the arguments: one per user.
     for user, n in [("a", 1), ("a", 2), ("b", 3)]:
         per_user(user, n)
