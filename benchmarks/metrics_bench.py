@@ -3,7 +3,7 @@
 Builds (or reuses) a synthetic store (tests/synthetic.py), starts
 ``hueyscope metrics --serve 127.0.0.1:0`` on it as a process, and times
 ``--repeat`` scrapes of /metrics over loopback, each a full computation in
-SQL (nothing is cached between scrapes). Prints the median, the fastest and
+SQL (``--min-interval 0``: nothing is cached between scrapes). Prints the median, the fastest and
 the slowest, and the time the collector itself reports
 (hueyscope_metrics_collect_seconds) at the median scrape.
 
@@ -32,7 +32,9 @@ def build(path, events, seed):
 def serve(path):
     """Start the command on ``path``; (process, URL) once it answers."""
     proc = subprocess.Popen(
+        # --min-interval 0: every scrape a computation of its own.
         [sys.executable, "-m", "hueyscope", "metrics", "--serve", "127.0.0.1:0",
+         "--min-interval", "0",
          # No queue beside a synthetic store: only the store is read.
          "--events", str(path), "--queue", str(Path(path).with_suffix(".queue.db"))],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -11,12 +11,20 @@ def attach(huey, events=None, **options):
     return _attach(huey, events=events, **options)
 
 
+# What a running task can ask (see hueyscope.control), imported when asked for.
+_CONTROL = ("cancelled", "check_cancelled", "sleep", "progress", "TaskCanceled")
+
+
 def __getattr__(name):
     # hueyscope.SqliteHuey and Deduplicated, imported only when asked for.
     if name == "SqliteHuey":
         from hueyscope.queue.sqlite import SqliteHuey
 
         return SqliteHuey
+    if name in _CONTROL:
+        from hueyscope import control
+
+        return getattr(control, name)
     if name == "Deduplicated":
         from hueyscope.queue.control import Deduplicated
 
@@ -24,4 +32,4 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["attach", "Deduplicated", "SqliteHuey"]
+__all__ = ["attach", "SqliteHuey", "Deduplicated", *_CONTROL]

@@ -18,6 +18,7 @@ COMMANDS = {
     "discard": "hueyscope.commands.failed:discard_command",
     "revoke": "hueyscope.commands.revoke:revoke_command",
     "restore": "hueyscope.commands.revoke:restore_command",
+    "cancel": "hueyscope.commands.cancel:cancel_command",
     "pause": "hueyscope.commands.pause:pause_command",
     "resume": "hueyscope.commands.pause:resume_command",
     "report": "hueyscope.reports.command:report",

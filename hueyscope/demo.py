@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from hueyscope.options import CAPTURE_FIELDS, BadInput, Path as PathType, capture_options
+from hueyscope.readonly import sqlite_uri
 from hueyscope.settings import Settings
 
 MARKER = ".hueyscope-demo"
@@ -73,7 +74,7 @@ class Demo:
     def events(self, sql, params=()):
         """Rows from events.db, after flushing what this process buffered."""
         self.recorder.flush()
-        conn = sqlite3.connect("file:%s?mode=ro" % self.settings.events,
+        conn = sqlite3.connect(sqlite_uri(self.settings.events, "mode=ro"),
                                uri=True, timeout=10)
         try:
             return conn.execute(sql, params).fetchall()

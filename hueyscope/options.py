@@ -9,8 +9,7 @@ import functools
 import click
 
 from hueyscope.settings import (DEFAULT_KEEP_FAILED, DEFAULT_LEASE_TIMEOUT,
-                                DEFAULT_MAX_RECOVERIES, DEFAULT_REDACT,
-                                DEFAULT_RETENTION, DELIVERY, DURABILITY, ENV, Settings,
+                                DEFAULT_MAX_RECOVERIES, DEFAULT_RETENTION, DELIVERY, DURABILITY, ENV, Settings,
                                 parse_duration, parse_retention)
 
 
@@ -198,6 +197,17 @@ datasette_url_option = _setting_option(
          "http://localhost:8001): numbers also link to its rows and queries.")
 
 
+def allow_host_option(fn):
+    return click.option(
+        "--allow-host", "allow_hosts", metavar="NAME", multiple=True,
+        help="Also answer requests for this host name (repeatable), e.g. "
+             "the name a reverse proxy or other machines use; * answers any. "
+             "By default only the address listened on is answered (and "
+             "localhost for a loopback or wildcard address), so a web page "
+             "cannot reach the server by pointing its own name at it.",
+    )(fn)
+
+
 # What the recorder keeps of task arguments: Settings fields set by
 # capture_options.
 CAPTURE_FIELDS = ("no_args", "max_arg_chars", "redact")
@@ -208,16 +218,19 @@ def capture_options(fn):
 
     Each passes ``None`` when neither given nor set in the environment, so
     that :meth:`Settings.build` applies its default (and an empty
-    HUEYSCOPE_REDACT, which click reads as unset, still redacts nothing).
+    HUEYSCOPE_REDACT, which click reads as unset, still adds no key).
     Combined with :func:`settings_options` they go into ``settings``; a
     command without it builds its settings with them.
     """
     fn = click.option(
         "--redact", "redact", default=None, metavar="KEYS",
         envvar=ENV["redact"], show_envvar=True,
-        help="Comma-separated key names whose values, at any depth of args "
-             "and kwargs, are stored as *** (default: %s; '' redacts "
-             "nothing)." % DEFAULT_REDACT,
+        help="Comma-separated key names added to the redacted ones "
+             "(password, secret, token, api_key, authorization, cookie, "
+             "session, dsn and more: see the Security page); a value under "
+             "a key ending with one is stored as ***, in args, kwargs and "
+             "text; -NAME drops a default one. Credentials in text (URL "
+             "passwords, Bearer tokens) are redacted whatever this says.",
     )(fn)
     fn = click.option(
         "--max-arg-chars", "max_arg_chars", type=IntRange(min=0),

@@ -18,6 +18,7 @@ import re
 from typing import Optional
 from urllib.parse import urlparse
 
+from hueyscope.redaction import Redaction, keys_of
 from hueyscope.signals import STALE_SECONDS
 
 DEFAULT_QUEUE = "queue.db"
@@ -26,8 +27,9 @@ DEFAULT_SITE = "site"
 DEFAULT_APP = "hueyscope.demo_tasks:huey"
 DURABILITY = ("full", "normal")
 DELIVERY = ("at-least-once", "at-most-once")
-# Keys whose values the recorder stores as "***", at any depth of args/kwargs.
-DEFAULT_REDACT = "password,token,secret,api_key,authorization"
+# Key names added to the redaction's own (hueyscope.redaction.DEFAULT_KEYS)
+# by default: none. ``--redact pin,-session`` adds one and drops one.
+DEFAULT_REDACT = ""
 # How long a consumer keeps events and finished tasks in the event store
 # (``consume --retention``). Without a bound the store grows by about
 # 1.2 kB per task for ever, usually on the disk that holds the queue, and a
@@ -135,7 +137,7 @@ class Settings:
     app: str = DEFAULT_APP
     no_args: bool = False  # record no task arguments at all
     max_arg_chars: int = 2000  # longest args/kwargs JSON kept (0: no limit)
-    redact: str = DEFAULT_REDACT  # comma-separated key names ("": none)
+    redact: str = DEFAULT_REDACT  # key names added to the defaults, -name drops
     delivery: str = "at-least-once"  # SQLite queues: leased, or huey's delete
     # Recovery of leased queues (consume, recover, status).
     lease_timeout: float = _setting(DEFAULT_LEASE_TIMEOUT, _number(
@@ -165,7 +167,8 @@ class Settings:
             if value is None:
                 value = os.environ.get(ENV[field.name])
                 # An empty variable counts as unset, except for the redaction
-                # list, where it is how "redact nothing" reaches a child.
+                # list, where it is how "add no key" reaches a child (whose
+                # --redact '' then beats a parent's variable).
                 if value == "" and field.name != "redact":
                     value = None
             if value is None:
@@ -206,9 +209,9 @@ class Settings:
 
     @property
     def redact_keys(self):
-        """The redaction list as lower-case key names."""
-        return tuple(k.strip().lower() for k in self.redact.split(",")
-                     if k.strip())
+        """The key names redacted: the defaults with ``redact`` applied,
+        normalised (see :func:`hueyscope.redaction.keys_of`)."""
+        return keys_of(self.redact)
 
     @property
     def queue_scheme(self):
@@ -251,3 +254,13 @@ def _shown(field, value):
     if isinstance(value, bool):
         return "1" if value else "0"
     return str(value)
+
+
+def configured_redaction():
+    """The :class:`~hueyscope.redaction.Redaction` the environment asks for
+    (HUEYSCOPE_REDACT, as a command exports ``--redact``): for text shown
+    again, and for a failed set written by a queue with no recorder."""
+    try:
+        return Redaction(Settings.build(only=("redact",)).redact)
+    except ValueError:
+        return Redaction()

@@ -8,6 +8,9 @@ waiting for 10 minutes, a run silent for 5, a periodic tick missed) -- and
 stays quiet on a healthy one. Exit codes come from real ``hueyscope check``
 processes.
 """
+import email
+import email.policy
+import html
 import http.server
 import json
 import re
@@ -20,6 +23,7 @@ import time
 import pytest
 
 from conftest import assert_one_line_error, query, scalar, wait_until
+from smtp_sink import SmtpSink
 from hueyscope.events.schema import open_event_store
 
 RULE_NAMES = ("oldest_pending", "failure_rate", "lost_task", "no_consumer",
@@ -362,6 +366,38 @@ def test_notify_sends_each_firing_alert_through_apprise(cli, hook):
     assert check(cli, "--rules", rules, "--notify",
                  "json://127.0.0.1:%d/hook" % port)[:2] == (0, {})
     assert received == []
+
+
+HOSTILE = '<img src=x onerror="alert(1)">'
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("form", ["", "&format=html"])
+def test_a_mailed_alert_carries_store_text_as_text(cli, form):
+    """A task name with markup reaches a local SMTP sink as characters: the
+    mail is text/plain, or, when HTML is asked for, escaped in it."""
+    db, _ = crafted_store(cli, beat_age=1.0, periodic=())
+    add_task(db, "old-1", "enqueued", time.time() - 600,
+             task=HOSTILE + " token=tok-in-a-task-name")
+    db.close()
+    with SmtpSink() as sink:
+        code, fired, result = check(
+            cli, "--notify", "mailto://127.0.0.1:%d?from=hueyscope@example.com"
+            "&to=ops@example.com&mode=insecure%s" % (sink.port, form))
+        assert code == 1 and set(fired) == {"oldest_pending"}, result.stderr
+        assert sink.arrived.wait(20), result.stderr
+    (raw,) = sink.messages
+    mail = email.message_from_bytes(raw, policy=email.policy.default)
+    parts = {part.get_content_type(): part.get_content()
+             for part in mail.walk() if not part.is_multipart()}
+    assert "tok-in-a-task-name" not in raw.decode("ascii", "replace")
+    if not form:
+        assert set(parts) == {"text/plain"}
+        assert HOSTILE + " token=***" in parts["text/plain"]
+    else:
+        markup = parts["text/html"]
+        assert "<" not in markup and "&lt;img" in markup, markup
+        assert HOSTILE + " token=***" in html.unescape(markup).replace("\xa0", " ")
 
 
 # -- bad input -----------------------------------------------------------------

@@ -21,7 +21,7 @@ NOT_SQLITE = b"id,name\n1,not a database\n"
     (["produce", "mixed", "--app", "os:path"],
      "No such option '--app' (see hueyscope produce --help)"),
     (["status", "--durability", "full"], "No such option '--durability'"),
-    (["status", "--events", "x.db"], "No such option '--events'"),
+    (["status", "--delivery", "at-least-once"], "No such option '--delivery'"),
     (["recover", "--delivery", "at-most-once"], "recover needs at-least-once delivery"),
     (["produce"], "Missing argument 'SCENARIO'. Choose from: flaky, load,"),
     (["consume", "extra"], "unexpected extra argument (extra)"),

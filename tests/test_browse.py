@@ -345,6 +345,61 @@ def test_sql_editor_cannot_change_the_store(recorded, sql):
     assert table_counts(path) == before
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("sql", [
+    "select fts3_tokenizer('simple')",
+    "select hex(fts3_tokenizer('porter'))",
+    "select fts3_tokenizer('simple', x'0000000000000000')",
+    "select * from (select FTS3_TOKENIZER('unicode61'))",
+    "select load_extension('/tmp/nope')",
+])
+def test_sql_editor_refuses_unsafe_functions(known, sql):
+    """fts3_tokenizer() leaks a pointer into libsqlite3 (and with two
+    arguments installs one); load_extension() loads native code."""
+    path, ds = known
+    assert not ds.sqlite_extensions
+    response = get(ds, "/known.json?" + str(httpx.QueryParams(sql=sql)))
+    assert response.status_code == 400, response.text
+    assert "not authorized to use function" in response.json()["error"]
+    assert response.json()["rows"] == []
+    # The next query is answered as usual.
+    assert rows(ds, "known", "lock_contention")[0]["locked"] == 3
+
+
+PAGES = ("/", "/.json", "/-/databases", "/-/databases.json", "/-/metadata",
+         "/-/metadata.json", "/-/versions.json", "/-/settings.json",
+         "/-/plugins.json", "/-/threads.json", "/-/actor.json", "/known",
+         "/known.json", "/known/tasks", "/known/tasks.json",
+         "/known/recent_failures.json", "/known.json?sql=select+nope",
+         "/known/nope", "/_internal/databases.json")
+
+
+@pytest.mark.timeout(60)
+def test_no_page_shows_where_the_stores_are(known):
+    path, ds = known
+    listed = get(ds, "/-/databases.json").json()
+    assert [(d["name"], d["path"]) for d in listed] == [("known", "known.db")]
+    folder = str(path.parent)
+    for page in PAGES:
+        response = get(ds, page)
+        assert folder not in response.text, page
+        assert response.status_code in (200, 400, 403, 404), page
+
+
+@pytest.mark.timeout(60)
+def test_only_the_servers_own_host_names_are_answered(known):
+    path, ds = known
+
+    def status(host):
+        return asyncio.run(ds.client.get("/known.json",
+                                         headers={"host": host})).status_code
+
+    for host in ("localhost", "127.0.0.1:8001", "[::1]:8001"):
+        assert status(host) == 200, host
+    for host in ("attacker.example", "attacker.example:8001", "127.0.0.1.nip.io"):
+        assert status(host) == 400, host
+
+
 # -- several stores, bad input -----------------------------------------------
 
 def test_several_stores_get_unique_names(tmp_path, known):
@@ -448,6 +503,67 @@ def test_served_over_http_sees_live_writes(served):
         db.close()
 
 
+@pytest.mark.timeout(60)
+def test_served_refuses_foreign_hosts_and_unsafe_sql(served):
+    started, url, store = served
+    port = url.rsplit(":", 1)[1].strip("/")
+    refused = httpx.get(url + "events/tasks.json",
+                        headers={"Host": "attacker.example"}, timeout=10)
+    assert refused.status_code == 400
+    assert "task" not in refused.text.split("Host")[0]
+    assert httpx.get(url + "events/tasks.json",
+                     headers={"Host": "127.0.0.1:%s" % port},
+                     timeout=10).status_code == 200
+    listed = httpx.get(url + "-/databases.json", timeout=10).json()
+    assert [d["path"] for d in listed] == ["events.db"]
+    for _ in range(5):
+        leak = httpx.get(url + "events.json", params={
+            "sql": "select fts3_tokenizer('simple')"}, timeout=10)
+        assert leak.status_code == 400
+        assert "not authorized" in leak.json()["error"]
+    assert started.proc.poll() is None, started.describe()
+    assert httpx.get(url + "events.json", timeout=10).status_code == 200
+
+
+@pytest.mark.timeout(90)
+def test_password_env_asks_every_request_for_it(cli, known):
+    store = shutil.copy(known[0], cli.folder / "events.db")
+    started = cli.start("browse", store, "--port", "0", "--password-env",
+                        "BROWSE_PASSWORD", "--allow-host", "tasks.example.org",
+                        BROWSE_PASSWORD="correct horse:battery")
+    url = wait_until(lambda: _served_url(started) or started.proc.poll(),
+                     timeout=30, message="the server to start")
+    assert isinstance(url, str), started.describe()
+    assert "correct horse" not in started.stdout + started.stderr
+    for page in ("", "events/tasks.json", "-/databases.json", "-/static/app.css"):
+        response = httpx.get(url + page, timeout=10)
+        assert response.status_code == 401, page
+        assert response.headers["www-authenticate"].startswith("Basic ")
+        assert "task" not in response.text
+    assert httpx.get(url + "events/tasks.json", auth=("me", "wrong"),
+                     timeout=10).status_code == 401
+    ok = httpx.get(url + "events/tasks.json?_shape=objects",
+                   auth=("anyone", "correct horse:battery"), timeout=10)
+    assert ok.status_code == 200 and len(ok.json()["rows"]) == 21
+    assert httpx.get(url + "events.json", auth=("x", "correct horse:battery"),
+                     headers={"Host": "tasks.example.org"},
+                     timeout=10).status_code == 200
+    # The right password for the wrong host is still refused.
+    assert httpx.get(url + "events.json", auth=("x", "correct horse:battery"),
+                     headers={"Host": "attacker.example"},
+                     timeout=10).status_code == 400
+    assert started.stop(signal.SIGTERM, timeout=20) == 0, started.describe()
+
+
+@pytest.mark.timeout(60)
+def test_password_env_unset_is_one_line_exit_2(cli, known):
+    store = shutil.copy(known[0], cli.folder / "events.db")
+    result = cli.run("browse", store, "--port", "0", "--password-env",
+                     "NO_SUCH_VARIABLE_HERE", timeout=30)
+    assert_one_line_error(result)
+    assert "NO_SUCH_VARIABLE_HERE" in result.stderr
+
+
 def test_browse_stops_on_sigterm(served):
     started, url, _ = served
     code = started.stop(signal.SIGTERM, timeout=20)
@@ -469,7 +585,7 @@ def test_public_host_warns_opens_browser_stops_on_sigint(cli, known):
     url = wait_until(lambda: _served_url(started) or started.proc.poll(),
                      timeout=30, message="the server to start")
     assert isinstance(url, str), started.describe()
-    assert "datasette-auth-passwords" in started.stderr
+    assert "--password-env" in started.stderr
     assert "task arguments" in started.stderr
     assert httpx.get(url + "events.json", timeout=10).status_code == 200
     wait_until(lambda: opened.exists() and opened.read_text(), timeout=20,

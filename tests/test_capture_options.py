@@ -65,8 +65,8 @@ def test_redaction_list_from_flag_and_variable(cli):
     assert cli.run("produce", "mixed").returncode == 0
     result = cli.run("produce", "mixed", "--redact", "Seed, password")
     assert result.returncode == 0, result.stderr
-    # The variable reaches the recorder too, and '' redacts nothing even
-    # though the variable asks for something.
+    # The variable reaches the recorder too, and '' adds no key even
+    # though the variable asks for one.
     result = cli.run("produce", "mixed", HUEYSCOPE_REDACT="samples")
     assert result.returncode == 0, result.stderr
     result = cli.run("produce", "mixed", "--redact", "",
@@ -131,10 +131,12 @@ def test_demo_passes_the_flags_to_its_settings(tmp_path, monkeypatch):
     assert Demo(tmp_path).settings.no_args is True
     assert Demo(tmp_path).settings.max_arg_chars == 2000
     assert Demo(tmp_path, max_arg_chars=10).settings.max_arg_chars == 10
-    assert Demo(tmp_path).settings.redact_keys == (
-        "password", "token", "secret", "api_key", "authorization")
-    assert Demo(tmp_path, redact=" Seed,,PIN ").settings.redact_keys == (
-        "seed", "pin")
+    defaults = Demo(tmp_path).settings.redact_keys
+    assert {"password", "token", "secret", "apikey", "authorization",
+            "cookie"} <= set(defaults)
+    # Names are added to the defaults, normalised; -name drops one.
+    assert Demo(tmp_path, redact=" Seed,,PIN, -Session ").settings.redact_keys \
+        == tuple(k for k in defaults if k != "session") + ("seed", "pin")
 
 
 def test_demo_runs_the_demo_catalogue_on_its_own_files(tmp_path, monkeypatch):

@@ -1,294 +1,327 @@
-"""Control of what consumers take, with real processes: pause and resume,
-unique tasks.
+"""Control of running work: cancel and time limits, with real consumers.
 
-Consumers run ``hueyscope consume --app ledger_app:huey`` on one SQLite
-queue file; the tasks write a ledger (tests/ledger_app.py), so a test
-knows which task started, in which order and in which process.
+Each test runs ``hueyscope consume --app control_app:huey`` as a process of
+its own and a producer process (tests/control_app.py). The stop of a
+canceled pure-Python loop is measured between two times the event store
+records (the request's ``revoke`` and the task's ``canceled``), printed,
+and held to a bound far under the 30 s the loop would run.
 """
-import contextlib
-import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-import ledger_app
-from conftest import assert_one_line_error, postgres_schema, query, wait_until
+from conftest import assert_one_line_error, query, scalar, wait_until
 
 TESTS = Path(__file__).parent
+# Far above what the stop takes (under a second on an idle machine), far
+# below the 30 s the loop runs if nothing stops it.
+STOP_BOUND = 10.0
 
 
 @pytest.fixture
 def app(cli):
-    """The ``cli`` fixture, set up for ledger_app."""
-    cli.env.update(PYTHONPATH=str(TESTS), LEDGER=str(cli.folder / "ledger.txt"),
-                   HUEYSCOPE_APP="ledger_app:huey")
-    cli.ledger = cli.folder / "ledger.txt"
+    cli.env.update(PYTHONPATH=str(TESTS), HUEYSCOPE_APP="control_app:huey")
     return cli
 
 
-def produce(cli, code):
-    """Run ``code`` with ledger_app imported as ``a``, in a producer process."""
-    proc = subprocess.run(
-        [sys.executable, "-c", "import ledger_app as a; " + code],
-        cwd=cli.folder, env=cli.env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+def enqueue(cli, call):
+    code = "import control_app as a; r = a.%s; print(r.id)" % call
+    done = subprocess.run([sys.executable, "-c", code], cwd=cli.folder,
+                          env=cli.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
-def consume(cli, *args, name="consumer"):
-    return cli.start("consume", "--no-periodic", "--max-delay", "0.1",
-                     "--health-check-interval", "0.5", "--heartbeat-every", "0.5",
-                     *args, name=name)
+def events_of(cli, task_id):
+    return query(cli.events, "select signal, ts, error from events where "
+                 "task_id = ? order by ts, id", (task_id,))
 
 
-def done_ns(cli):
-    """The ``n`` of each finished task, in the order they finished."""
-    return [int(n) for kind, _, n, _ in ledger_app.ledger(cli.ledger)
-            if kind == "done"]
+def signals_of(cli, task_id):
+    return [row[0] for row in events_of(cli, task_id)]
 
 
-def wait_done(cli, n, timeout=60):
-    wait_until(lambda: n in done_ns(cli), timeout=timeout,
-               message="task %d done" % n)
+def wait_signal(cli, task_id, name, timeout=60):
+    wait_until(lambda: name in signals_of(cli, task_id), timeout=timeout,
+               message="%s of task %s" % (name, task_id))
 
 
-def status(cli):
-    result = cli.run("status", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)["queues"]["ledger"]
+def consume(cli, *args):
+    return cli.start("consume", "--workers", "2", "--no-periodic",
+                     "--max-delay", "0.2", *args, name="consumer")
 
 
 @pytest.mark.timeout(180)
-def test_a_pause_outlives_a_restart_and_resume_keeps_the_order(app):
-    paused = app.run("pause", "--task", "work")
-    assert paused.returncode == 0, paused.stderr
-    assert paused.stdout.strip() == "paused ledger_app.work"
-    produce(app, "[a.work(n) for n in range(5)]; a.locked(100)")
-    consumer = consume(app, "--workers", "1")
-    # The consumer took the task behind the paused ones, and none of these.
-    wait_done(app, 100)
-    assert done_ns(app) == [100]
-    held = status(app)["paused"]
-    assert [(p["task"], p["held_back"]) for p in held] == [("ledger_app.work", 5)]
-    assert consumer.stop() == 0, consumer.describe()
-
-    consumer = consume(app, "--workers", "1", name="again")
-    produce(app, "a.locked(101)")
-    wait_done(app, 101)
-    assert done_ns(app) == [100, 101]
-    resumed = app.run("resume", "--task", "work")
-    assert resumed.returncode == 0, resumed.stderr
-    wait_until(lambda: len(done_ns(app)) == 7, timeout=60, message="all done")
-    assert done_ns(app) == [100, 101, 0, 1, 2, 3, 4]  # the order they were queued
-    assert consumer.stop() == 0, consumer.describe()
-    assert status(app)["paused"] == []
-    wait_until(lambda: query(app.events, "select signal, task from events where "
-                             "signal in ('pause', 'resume') order by id"),
-               timeout=30, message="pause and resume recorded")
-    assert query(app.events, "select signal, task, error from events where "
-                 "signal in ('pause', 'resume') order by id") == [
-        ("pause", "ledger_app.work", "pause by hand (every task of the name)"),
-        ("resume", "ledger_app.work", "resume by hand (every task of the name)")]
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_cancel_stops_a_running_pure_python_loop(app, worker_type):
+    consumer = consume(app, "--worker-type", worker_type)
+    task_id = enqueue(app, "spin(30)")
+    wait_signal(app, task_id, "executing")
+    done = app.run("cancel", task_id)
+    assert done.returncode == 0, done.stderr
+    assert "canceled spin %s (running" % task_id in done.stdout
+    wait_signal(app, task_id, "canceled")
+    events = {name: (ts, error) for name, ts, error in events_of(app, task_id)}
+    took = events["canceled"][0] - events["revoke"][0]
+    print("\n%s worker: canceled %.2f s after the request" % (worker_type, took))
+    assert took < STOP_BOUND
+    # Who asked is on record, and the task's status says canceled.
+    assert "canceled by hand, asked by" in events["canceled"][1]
+    assert app.task_statuses().get("canceled") == 1
+    # The lease is settled, the request gone; the worker runs the next task.
+    wait_until(lambda: scalar(app.queue, "select count(*) from hueyscope_lease")
+               == 0 and scalar(app.queue, "select count(*) from "
+                               "hueyscope_cancel") == 0,
+               message="the lease and the request to go")
+    after = enqueue(app, "spin(0.1)")
+    wait_signal(app, after, "complete")
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+    # Never run again: one execution, nothing left to recover.
+    assert signals_of(app, task_id).count("executing") == 1
+    assert scalar(app.queue, "select count(*) from task") == 0
 
 
 @pytest.mark.timeout(120)
-def test_pause_and_resume_refuse_bad_input_and_change_nothing(app):
-    produce(app, "a.work(0)")
-    for args, message in [
-            (("pause",), "give --task NAME or --all, not neither"),
-            (("pause", "--task", "work", "--all"), "not both"),
-            (("pause", "--task", "nope"), "no task 'nope'"),
-            (("resume", "--task", "work"), "task ledger_app.work not paused"),
-            (("resume", "--all"), "the queue not paused")]:
-        result = app.run(*args)
+def test_cancel_of_a_waiting_task_revokes_it(app):
+    task_id = enqueue(app, "spin(1)")
+    done = app.run("cancel", task_id, "--dry-run")
+    assert done.stdout.strip() == "would cancel spin %s (pending)" % task_id
+    assert "revoke" not in signals_of(app, task_id)
+    done = app.run("cancel", task_id)
+    assert done.stdout.strip() == "canceled spin %s (pending)" % task_id
+    consumer = consume(app)
+    wait_signal(app, task_id, "revoked")
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+    assert "executing" not in signals_of(app, task_id)
+
+
+@pytest.mark.timeout(120)
+def test_cancel_of_a_finished_or_unknown_task_is_bad_input(app):
+    consumer = consume(app)
+    finished = enqueue(app, "spin(0.1)")
+    wait_signal(app, finished, "complete")
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+    waiting = enqueue(app, "spin(1)")
+    before = query(app.queue, "select key from kv order by key")
+    for args in ([finished], ["no-such-id"], [waiting, "no-such-id"],
+                 ["--task", "spin_limited"], [waiting, "--task", "spin"], []):
+        result = app.run("cancel", *args)
         assert_one_line_error(result)
-        assert message in result.stderr
-    assert status(app)["paused"] == []
-    dry = app.run("pause", "--all", "--dry-run")
-    assert dry.stdout.strip() == "would pause the whole queue"
-    assert status(app)["paused"] == []
+    assert "finished already" in app.run("cancel", finished).stderr
+    # Nothing changed: no revocation, no request, the waiting task waits.
+    assert query(app.queue, "select key from kv order by key") == before
+    assert scalar(app.queue, "select count(*) from hueyscope_cancel") == 0
+    assert scalar(app.queue, "select count(*) from task") == 1
+    assert "revoke" not in signals_of(app, waiting)
 
 
-# -- unique tasks ---------------------------------------------------------------
-
-# A producer that enqueues the same unique task ``count`` times once told
-# to start, and prints how many of its enqueues were written.
-RACER = """
-import sys
-import hueyscope
-engine, where, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if engine == "sqlite":
-    from hueyscope.queue.sqlite import SqliteHuey
-    huey = SqliteHuey("race", filename=where, timeout=60)
-else:
-    from hueyscope.queue.postgres import LeasedPostgresHuey
-    huey = LeasedPostgresHuey("race", dsn=where, blocking=False, utc=True)
-
-@huey.task(unique=True)
-def once(n):
-    return n
-
-huey.storage.queue_size()  # the queue is open before the start
-print("ready", flush=True)
-sys.stdin.readline()
-print(sum(not isinstance(once(1), hueyscope.Deduplicated)
-          for _ in range(count)), flush=True)
-"""
+@pytest.mark.timeout(120)
+def test_a_thread_worker_enforces_a_time_limit(app):
+    consumer = consume(app, "--worker-type", "thread")
+    task_id = enqueue(app, "spin_limited(30)")
+    wait_signal(app, task_id, "timeout")
+    started = dict((n, ts) for n, ts, _ in events_of(app, task_id))
+    took = started["timeout"] - started["executing"]
+    print("\nthread worker: a 1 s limit stopped the loop after %.2f s" % took)
+    assert 1.0 <= took < STOP_BOUND
+    assert app.task_statuses() == {"timeout": 1}
+    # huey's rule: no retries left, so it joins the failed set.
+    assert scalar(app.queue, "select kind from hueyscope_dead_letter") == "failed"
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
 
 
-@contextlib.contextmanager
-def race_queue(engine, tmp_path):
-    if engine == "sqlite":
-        yield str(tmp_path / "race.db")
-    else:
-        with postgres_schema() as (_, _, where):
-            yield where
+@pytest.mark.timeout(120)
+def test_a_default_timeout_limits_tasks_without_their_own(app):
+    consumer = consume(app, "--worker-type", "thread", "--default-timeout", "1")
+    task_id = enqueue(app, "spin(30)")
+    wait_signal(app, task_id, "timeout")
+    error = [e for n, _, e in events_of(app, task_id) if n == "timeout"][0]
+    assert error == "timeout (1.0s)"
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
 
 
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
-def test_two_producers_racing_one_key_a_thousand_times_leave_one_task(
-        engine, tmp_path):
-    from hueyscope.queue import control
-    from hueyscope.queue.postgres import LeasedPostgresHuey
-    from hueyscope.queue.sqlite import SqliteHuey
-
-    with race_queue(engine, tmp_path) as where:
-        racers = [subprocess.Popen(
-            [sys.executable, "-c", RACER, engine, where, "1000"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True) for _ in range(2)]
-        try:
-            for racer in racers:  # both ready, then both go
-                assert racer.stdout.readline().strip() == "ready", \
-                    racer.stderr.read()
-            for racer in racers:
-                racer.stdin.write("go\n")
-                racer.stdin.flush()
-            written = []
-            for racer in racers:
-                out, err = racer.communicate(timeout=540)
-                assert racer.returncode == 0, err
-                written.append(int(out))
-        finally:
-            for racer in racers:
-                if racer.poll() is None:
-                    racer.kill()
-        assert sum(written) == 1, written
-        huey = SqliteHuey("race", filename=where) if engine == "sqlite" else \
-            LeasedPostgresHuey("race", dsn=where, blocking=False, utc=True)
-        try:
-            assert huey.pending_count() == 1
-            assert len(control.held_keys(huey.storage)) == 1
-        finally:
-            huey.storage.close()
+@pytest.mark.timeout(120)
+def test_a_task_waiting_through_hueyscope_stops_at_once(app):
+    consumer = consume(app, "--worker-type", "thread")
+    task_id = enqueue(app, "polite(30)")
+    wait_signal(app, task_id, "executing")
+    assert app.run("cancel", "--task", "polite").returncode == 0
+    wait_signal(app, task_id, "canceled")
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
 
 
 @pytest.mark.timeout(180)
-def test_a_deduplicated_enqueue_is_recorded_and_the_key_freed_by_the_outcome(app):
-    out = produce(app, "import hueyscope; first = a.unique_work(1); "
-                  "again = a.unique_work(1); "
-                  "print(first.id, again.task_id, again.__class__.__name__, "
-                  "hueyscope.Deduplicated.__name__)")
-    first, holder, kind, _ = out.split()
-    assert (holder, kind) == (first, "Deduplicated")
-    wait_until(lambda: query(app.events, "select status from tasks where "
-                             "status = 'deduplicated'"), timeout=30,
-               message="the deduplicated enqueue recorded")
-    (task_id, error), = query(app.events, "select task_id, error from events "
-                              "where signal = 'deduplicated'")
-    assert task_id != first and error.endswith("is held by task %s" % first)
-    consumer = consume(app, "--workers", "1")
-    wait_done(app, 1)
-    # Its outcome freed the key: the same task may be enqueued again.
-    wait_until(lambda: produce(app, "import hueyscope; print(isinstance("
-                               "a.unique_work(1), hueyscope.Deduplicated))"
-                               ).strip() == "False", timeout=30,
-               message="the key freed")
-    wait_until(lambda: done_ns(app) == [1, 1], timeout=60, message="run again")
-    assert consumer.stop() == 0, consumer.describe()
+def test_cancel_on_postgresql(app):
+    from conftest import postgres_schema
+
+    with postgres_schema() as (admin, schema, dsn):
+        app.env.update(HUEYSCOPE_QUEUE=dsn)
+        consumer = consume(app, "--worker-type", "thread")
+        task_id = enqueue(app, "spin(30)")
+        wait_signal(app, task_id, "executing")
+        assert app.run("cancel", task_id).returncode == 0
+        wait_signal(app, task_id, "canceled")
+        wait_until(lambda: admin.execute(
+            "select count(*) from %s.hueyscope_cancel" % schema).fetchone()[0]
+            == 0, message="the request to go")
+        assert_one_line_error(app.run("cancel", task_id))
+        assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+        assert admin.execute("select count(*) from %s.hueyscope_lease"
+                             % schema).fetchone()[0] == 0
 
 
-# -- concurrency limits -----------------------------------------------------------
+# -- progress and log lines ----------------------------------------------------
 
-def most_running(lines, killed=None, at=None):
-    """The most tasks running at once by the ledger ``lines``.
-
-    The process ``killed`` was killed once the ledger had ``at`` lines:
-    what it was running stopped there.
-    """
-    running, most = set(), 0
-    for i, (kind, task_id, _, pid) in enumerate(lines):
-        if i == at:
-            running = {(t, p) for t, p in running if p != killed}
-        if kind == "start":
-            running.add((task_id, pid))
-        elif kind == "done":
-            running.discard((task_id, pid))
-        most = max(most, len(running))
-    return most
+def progress_of(cli, task_id):
+    rows = query(cli.events, "select fraction, message from task_progress "
+                 "where task_id = ?", (task_id,))
+    return rows[0] if rows else None
 
 
-@contextlib.contextmanager
-def queue_of(app, engine):
-    if engine == "sqlite":
-        yield
-    else:
-        with postgres_schema() as (_, _, where):
-            app.env["HUEYSCOPE_QUEUE"] = where
-            yield
+def logs_of(cli, task_id):
+    return query(cli.events, "select attempt, level, logger, message from "
+                 "task_logs where task_id = ? order by id", (task_id,))
 
 
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
-def test_a_limit_of_two_over_three_consumers_holds_when_one_is_killed(app, engine):
-    with queue_of(app, engine):
-        produce(app, "[a.capped(n, 1.5) for n in range(8)]")
-        consumers = [consume(app, "--workers", "2", name="consumer%d" % i)
-                     for i in range(3)]
-        pids = {str(c.pid): c for c in consumers}
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_progress_and_log_lines_of_a_running_task(app, worker_type):
+    consumer = consume(app, "--worker-type", worker_type)
+    release = app.folder / "release"
+    task_id = enqueue(app, "half_way(%r)" % str(release))
+    wait_until(lambda: progress_of(app, task_id) == (0.5, "half way"),
+               message="the task's progress")
+    shown = app.run("status")
+    assert "half_way %s   50%% half way" % task_id in shown.stdout, shown.stdout
+    release.touch()
+    wait_signal(app, task_id, "complete")
+    wait_until(lambda: progress_of(app, task_id) == (1.0, "done"),
+               message="the last progress")
+    assert "with progress" not in app.run("status").stdout
+    assert logs_of(app, task_id) == [
+        (1, "WARNING", "control_app", "waiting for %s" % release)]
+    # Redacted, bounded by level: steps logs password=hunter2 at INFO and
+    # a line at DEBUG.
+    steps = enqueue(app, "steps(2, 0)")
+    wait_signal(app, steps, "complete")
+    wait_until(lambda: len(logs_of(app, steps)) == 2, message="two log lines")
+    assert [m for *_, m in logs_of(app, steps)] == [
+        "step 1 of 2 password=***", "step 2 of 2 password=***"]
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
 
-        def holding():
-            """A consumer running a task now: (its pid, the task id)."""
-            lines = ledger_app.ledger(app.ledger)
-            done = {(t, p) for kind, t, _, p in lines if kind == "done"}
-            for kind, task_id, _, pid in lines:
-                if kind == "start" and (task_id, pid) not in done and pid in pids:
-                    return pid, task_id
-            return None
+    # On the report's task page, and in Datasette.
+    assert app.run("report").returncode == 0
+    page = next((app.site / "tasks").glob("half-way-*.html")).read_text()
+    assert 'id="progress"' in page and "50%" not in page and "100%" in page
+    assert 'id="logs"' in page and "waiting for" in page
+    from browse_helpers import get
+    from hueyscope.browse.app import make_datasette
 
-        victim, task_id = wait_until(holding, timeout=120,
-                                     message="a consumer running a task")
-        pids[victim].kill()  # SIGKILL, holding a slot; returns once it is gone
-        lines = ledger_app.ledger(app.ledger)
-        killed_at = len(lines)
-        assert ("done", task_id, victim) not in {(k, t, p) for k, t, _, p in lines}, \
-            "the task finished before its consumer was killed"
-        wait_until(lambda: {int(n) for kind, _, n, pid in ledger_app.ledger(
-            app.ledger) if kind == "done" and pid != victim} == set(range(8)),
-            timeout=240, message="every task done by the live consumers")
-        lines = ledger_app.ledger(app.ledger)
-        assert most_running(lines, victim, killed_at) == 2, lines
-        for consumer in consumers:
-            if str(consumer.pid) != victim:
-                assert consumer.stop() == 0, consumer.describe()
+    ds = make_datasette([str(app.events)])
+    response = get(ds, "/events/task_logs.json?_shape=objects&task_id=%s" % steps)
+    assert response.status_code == 200, response.text
+    assert [r["message"] for r in response.json()["rows"]] == [
+        "step 1 of 2 password=***", "step 2 of 2 password=***"]
 
 
 @pytest.mark.timeout(120)
-def test_a_limit_of_zero_is_refused_with_one_line_and_nothing_made(cli):
-    (cli.folder / "zero_app.py").write_text(
-        "from hueyscope.queue import make_huey\n"
-        "from hueyscope.settings import Settings\n"
-        "huey = make_huey(Settings.build(), name='zero')\n\n"
-        "@huey.task(concurrency=0)\n"
-        "def never(n):\n"
-        "    return n\n")
-    for args in (("consume", "--app", "zero_app.py:huey"),
-                 ("pause", "--all", "--app", "zero_app.py:huey")):
-        result = cli.run(*args)
-        assert_one_line_error(result)
-        assert "task zero_app.never: concurrency=0: give a whole number of 1 " \
-               "or more" in result.stderr
-        assert not cli.queue.exists()
+def test_log_lines_are_bounded_per_run(app):
+    consumer = consume(app)
+    task_id = enqueue(app, "chatty(300)")
+    wait_signal(app, task_id, "complete")
+    wait_until(lambda: len(logs_of(app, task_id)) == 201, message="201 lines")
+    lines = logs_of(app, task_id)
+    assert lines[199][3] == "line 199"
+    assert lines[200][1:] == ("WARNING", "hueyscope", "100 more log record(s) "
+                              "of this run not kept (at most 200 a run)")
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+
+
+# -- the lock, and recovery ----------------------------------------------------
+
+@pytest.mark.timeout(120)
+def test_a_canceled_task_frees_its_lock(app):
+    consumer = consume(app, "--worker-type", "thread")
+    task_id = enqueue(app, "locked_spin(30)")
+    wait_signal(app, task_id, "executing")
+    wait_until(lambda: scalar(app.queue, "select count(*) from hueyscope_lock"),
+               message="the lock to be held")
+    assert app.run("cancel", task_id).returncode == 0
+    wait_signal(app, task_id, "canceled")
+    wait_until(lambda: scalar(app.queue, "select count(*) from hueyscope_lock")
+               == 0, message="the lock to be freed")
+    assert not [k for k, in query(app.queue, "select key from kv")
+                if "lock" in str(k)]
+    # The next task of the lock runs at once.
+    after = enqueue(app, "locked_spin(0.1)")
+    wait_signal(app, after, "complete")
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+
+
+@pytest.mark.timeout(180)
+def test_a_task_canceled_after_its_consumer_died_is_never_run_again(app):
+    consumer = consume(app, "--worker-type", "thread")
+    task_id = enqueue(app, "spin(30)")
+    wait_signal(app, task_id, "executing")
+    consumer.kill()  # SIGKILL: the lease stays, its holder dead
+    done = app.run("cancel", task_id)
+    assert done.returncode == 0, done.stderr
+    assert "(running" in done.stdout
+    consumer = consume(app, "--worker-type", "thread")
+    # Recovery puts the message back; huey skips it, revoked.
+    wait_signal(app, task_id, "revoked")
+    wait_until(lambda: scalar(app.queue, "select count(*) from hueyscope_lease")
+               == 0 and scalar(app.queue, "select count(*) from "
+                               "hueyscope_cancel") == 0,
+               message="the lease and the request to go")
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+    assert signals_of(app, task_id).count("executing") == 1
+    assert scalar(app.queue, "select count(*) from task") == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_task_that_catches_the_forced_stop_gets_it_again(app):
+    consumer = consume(app, "--worker-type", "thread")
+    task_id = enqueue(app, "stubborn(30)")
+    wait_signal(app, task_id, "executing")
+    assert app.run("cancel", task_id).returncode == 0
+    wait_signal(app, task_id, "canceled")
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+
+
+@pytest.mark.timeout(120)
+def test_a_timed_out_thread_task_is_retried_as_huey_retries(app):
+    consumer = consume(app, "--worker-type", "thread")
+    task_id = enqueue(app, "spin_retried(30)")
+    wait_until(lambda: signals_of(app, task_id).count("timeout") == 2,
+               message="two timeouts")
+    assert signals_of(app, task_id) == [
+        "enqueued", "executing", "timeout", "retrying", "enqueued",
+        "executing", "timeout"]
+    assert app.task_statuses() == {"timeout": 1}
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_process_that_does_not_stop_is_replaced(app):
+    consumer = consume(app, "--worker-type", "process",
+                       "--health-check-interval", "0.5")
+    task_id = enqueue(app, "deaf(60)")
+    wait_signal(app, task_id, "executing")
+    assert app.run("cancel", task_id).returncode == 0
+    wait_signal(app, task_id, "canceled")
+    wait_until(lambda: "killing it" in consumer.stderr, message="the kill")
+    # Settled by the consumer: nothing for recovery to put back, no
+    # revocation left behind; a new worker takes the next task.
+    assert scalar(app.queue, "select count(*) from hueyscope_lease") == 0
+    assert not [k for k, in query(app.queue, "select key from kv")
+                if str(k).startswith("r:")]
+    after = enqueue(app, "spin(0.1)")
+    wait_signal(app, after, "complete")
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
+    assert signals_of(app, task_id).count("executing") == 1
+    assert "recovered" not in signals_of(app, task_id)
+    assert app.task_statuses()["canceled"] == 1

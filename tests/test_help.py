@@ -76,7 +76,7 @@ def test_the_configuration_page_lists_every_environment_variable_one_way():
 
 @pytest.mark.parametrize("name,offered,not_offered", [
     ("produce", {"--queue", "--events", "--durability", "--delivery"}, {"--app"}),
-    ("status", {"--queue", "--app"}, {"--events", "--durability", "--delivery"}),
+    ("status", {"--queue", "--app", "--events"}, {"--durability", "--delivery"}),
     ("recover", {"--queue", "--events", "--durability", "--delivery", "--app"}, set()),
     ("consume", {"--queue", "--events", "--durability", "--delivery", "--app"}, set()),
 ])

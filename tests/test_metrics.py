@@ -467,3 +467,98 @@ def test_a_redis_queue_leaves_the_queue_metrics_out(cli, recorded_store):
     assert "hueyscope_task_outcomes" in names
     assert not names & {"hueyscope_leases_held", "hueyscope_failed_set_tasks",
                         "hueyscope_queue_up"}
+
+
+# -- the endpoint: what it answers, to whom, how often ---------------------
+
+def http_get(url, host=None):
+    """(status, body) of a GET, with ``host`` as the Host header if given."""
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.mark.timeout(90)
+def test_serves_metrics_only_to_its_own_host_names(recorded_store, cli):
+    served = Served(cli, "--events", recorded_store, "--min-interval", "600",
+                    "--allow-host", "metrics.example.org")
+    base = "http://127.0.0.1:%d" % served.port
+    assert http_get(base + "/other")[0] == 404
+    assert http_get(base + "/metrics/x")[0] == 404
+    status, text = http_get(base + "/")
+    assert status == 200 and "/metrics" in text
+    # A page whose name was rebound to 127.0.0.1 sends its own name.
+    for host in ("attacker.example", "attacker.example:%d" % served.port,
+                 "127.0.0.1.nip.io"):
+        status, text = http_get(base + "/metrics", host=host)
+        assert status == 400, host
+        assert "hueyscope_" not in text
+    for host in ("127.0.0.1:%d" % served.port, "localhost",
+                 "metrics.example.org:%d" % served.port):
+        assert http_get(base + "/metrics", host=host)[0] == 200, host
+    assert "Traceback" not in served.proc.stderr
+
+
+@pytest.mark.timeout(90)
+def test_concurrent_scrapes_share_one_computation(recorded_store, cli):
+    """Scrapes within --min-interval, concurrent ones included, are one
+    computation: the counter of computations says 1 in every answer."""
+    import concurrent.futures
+
+    served = Served(cli, "--events", recorded_store, "--min-interval", "600")
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        texts = list(pool.map(lambda _: scrape(served.url)[1], range(8)))
+    assert len(set(texts)) == 1
+    assert values(samples(texts[0]), "hueyscope_metrics_computations_total") \
+        == {(): 1}
+
+
+@pytest.mark.timeout(90)
+def test_a_computation_past_its_time_limit_is_503(recorded_store, cli):
+    port = free_port()
+    proc = cli.start("metrics", "--serve", "127.0.0.1:%d" % port, "--events",
+                     recorded_store, "--time-limit", "0.000001", name="metrics")
+    url = "http://127.0.0.1:%d" % port
+
+    def answered():
+        assert proc.proc.poll() is None, proc.describe()
+        try:
+            return http_get(url + "/metrics")
+        except (urllib.error.URLError, ConnectionError):
+            return None
+
+    status, text = wait_until(answered, timeout=30, message="the endpoint")
+    assert status == 503 and "longer than 1e-06 s" in text
+    # Still serving; one line in the log, however many scrapes.
+    assert http_get(url + "/metrics")[0] == 503
+    assert http_get(url + "/")[0] == 200
+    assert proc.stop(signal.SIGTERM) == 0, proc.describe()
+    assert proc.stderr.count("longer than 1e-06 s") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(90)
+def test_a_public_bind_warns_and_prints_its_address(recorded_store, cli):
+    port = free_port()
+    proc = cli.start("metrics", "--serve", "0.0.0.0:%d" % port, "--events",
+                     recorded_store, name="metrics")
+    wait_until(lambda: "Serving" in proc.stdout or proc.proc.poll() is not None,
+               timeout=30, message="the server to start")
+    assert "Serving metrics at http://0.0.0.0:%d/metrics" % port in proc.stdout, \
+        proc.describe()
+    assert "Warning: listening on 0.0.0.0" in proc.stderr
+    base = "http://127.0.0.1:%d/metrics" % port
+    assert http_get(base)[0] == 200
+    assert http_get(base, host="attacker.example")[0] == 400
+    assert proc.stop(signal.SIGTERM) == 0, proc.describe()
+
+
+@pytest.mark.timeout(60)
+def test_a_loopback_bind_does_not_warn(recorded_store, cli):
+    served = Served(cli, "--events", recorded_store)
+    assert "Warning" not in served.proc.stderr
+    assert "Serving metrics at http://127.0.0.1:%d/metrics" % served.port \
+        in served.proc.stdout

@@ -220,9 +220,11 @@ def test_datasette_links(recorded_store, tmp_path):
     for path in pages(site):
         for _, _, url in parse(path).urls:
             if "://" in url:
-                assert url.startswith(DATASETTE + "/" + db + "/"), url
+                assert url.startswith((DATASETTE + "/" + db + "/",
+                                       DATASETTE + "/-/hueyscope/task/")), url
                 external.add(url)
     assert "%s/%s/task_history?task_id=%s" % (DATASETTE, db, task_id) in external
+    assert "%s/-/hueyscope/task/%s" % (DATASETTE, task_id) in external
     assert any(u.startswith("%s/%s/tasks?task=" % (DATASETTE, db)) for u in external)
     assert "%s/%s/recent_failures" % (DATASETTE, db) in external
     run_id = rows(recorded_store, "select id from runs where role = 'consumer'")[0][0]
@@ -265,6 +267,43 @@ def test_hostile_text_is_escaped_and_file_names_are_safe(recorded_store, tmp_pat
     # Nothing was written outside the site.
     assert {p.name for p in tmp_path.iterdir()
             if not p.name.startswith("hostile.db")} == {"site"}
+
+
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+
+
+def test_bidi_controls_are_shown_escaped(recorded_store, tmp_path):
+    """``safe\u202egnp.exe`` cannot display as ``safeexe.png``: every bidi
+    control in a task name, an error, a traceback or a host shows as its
+    escape, in the text, in attributes and in the charts' JSON."""
+    store = copy_store(recorded_store, tmp_path / "bidi.db")
+    name = "safe\u202egnp.exe"
+    message = "cannot open \u2066invoice\u2069 " + BIDI
+    db = sqlite_utils.Database(store)
+    now = rows(store, "select max(ts) from events")[0][0]
+    db["tasks"].insert({
+        "task_id": "bidi-1", "task": name, "queue": "q", "status": "failed",
+        "enqueued": now - 2, "started": now - 1, "finished": now, "attempts": 1,
+        "wait": 0.5, "duration": 1.0, "error_type": "Err\u200f",
+        "error": message, "fingerprint": "fp-bidi", "updated": now})
+    db["events"].insert({
+        "ts": now, "task_id": "bidi-1", "task": name, "signal": "error",
+        "attempt": 1, "retries_left": 0, "duration": 1.0,
+        "error_type": "Err\u200f", "error": message, "fingerprint": "fp-bidi",
+        "traceback": "Traceback\n" + message, "host": "host\u061c"})
+    db.close()
+    site = tmp_path / "site"
+    build_report([store], site)
+    texts = {p: p.read_text(encoding="utf-8") for p in pages(site)}
+    for page, text in texts.items():
+        found = sorted({"U+%04X" % ord(c) for c in text if c in BIDI})
+        assert not found, (page.name, found)
+    everything = "".join(texts.values())
+    assert "safe\\u202egnp.exe" in everything
+    assert "cannot open \\u2066invoice\\u2069" in everything
+    assert "host\\u061c" in everything
+    page = site / "tasks" / ("%s.html" % slug(name))
+    assert "safe\\u202egnp.exe" in chart_specs(page)["histogram"]["title"]
 
 
 def test_synthetic_store_numbers(synthetic_store, tmp_path):
@@ -585,3 +624,32 @@ def test_busy_stores_draw_task_pages_from_the_roll_ups(tmp_path, monkeypatch):
     (completed,), = rows(store, "select count(*) from events where "
                          "task = 'slow_io' and signal = 'complete'")
     assert sum(c for c, _, _ in throughput_of(task).values()) == completed
+
+
+@pytest.mark.timeout(300)
+def test_report_reads_more_stores_than_sqlite_attaches(tmp_path):
+    """Twelve hosts' stores, more than this SQLite's attach limit of ten:
+    every host's tasks and runs are in the one report."""
+    stores, tasks = [], 0
+    for i in range(12):
+        path = tmp_path / ("host%02d.db" % i)
+        build_synthetic(path, events=1500, seed=100 + i, days=1)
+        with sqlite3.connect(str(path)) as conn:
+            conn.execute("update runs set host = ?", ("host-%02d" % i,))
+            conn.execute("update tasks set task = ? where rowid = "
+                         "(select min(rowid) from tasks)", ("only_on_%02d" % i,))
+        conn.close()
+        tasks += rows(path, "select count(*) from tasks")[0][0]
+        stores.append(path)
+    site = tmp_path / "site"
+    result = run_cli(["report", *stores, "--out", site], tmp_path,
+                     env=cli_env(tmp_path), timeout=240)
+    assert result.returncode == 0, result.stderr
+    stats = {k: as_int(v) for k, v in parse(site / "index.html").stats.items()}
+    assert stats["Tasks"] == tasks
+    index = (site / "index.html").read_text()
+    runs = (site / "runs.html").read_text()
+    for i in range(12):
+        assert "only_on_%02d" % i in index
+        assert "host-%02d" % i in runs
+        assert "host%02d" % i in index  # each file named among the sources

@@ -104,7 +104,7 @@ def test_leaves_no_wal_or_shm_beside_a_queue_nobody_has_open(cli):
 
 def test_offers_only_the_options_it_reads(cli):
     help_text = cli.run("status", "--help").stdout
-    for option in ("--queue", "--app", "--json", "--lease-timeout"):
+    for option in ("--queue", "--app", "--json", "--lease-timeout", "--events"):
         assert option in help_text
-    for option in ("--events", "--durability", "--delivery"):
+    for option in ("--durability", "--delivery"):
         assert option not in help_text

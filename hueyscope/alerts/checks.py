@@ -7,8 +7,10 @@ was measured and both numbers. Quiet findings are kept too, so ``hueyscope
 check -v`` can say what every rule saw.
 
 The event store is read read-only (no ``-wal`` or ``-shm`` left beside a
-store nobody has open); times are compared with ``now`` (unix seconds), not
-with SQLite's clock, so a check is repeatable.
+store nobody has open), after its schema is found to be ours
+(:func:`hueyscope.events.schema.check_store`), each query within :data:`QUERY_SECONDS`;
+times are compared with ``now`` (unix seconds), not with SQLite's clock, so
+a check is repeatable.
 """
 import dataclasses
 import datetime
@@ -18,7 +20,13 @@ import sqlite3
 import time
 
 from hueyscope.events.queries import FAILED_OUTCOMES, OUTCOMES, last_beat, sql_list, task_lost
+from hueyscope.events.schema import check_store
 from hueyscope.readonly import read_only
+from hueyscope.signals import STALE_SECONDS
+
+# Seconds one query of a check may run; each takes milliseconds on a
+# million events.
+QUERY_SECONDS = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,12 +57,17 @@ class Sources:
 
 
 def evaluate(rules, sources):
-    """A :class:`Finding` per configured rule, in the order of ``rules``."""
+    """A :class:`Finding` per configured rule, in the order of ``rules``.
+
+    Raises sqlite3.Error for a store that cannot be read, ValueError (one
+    line) for one whose schema is not ours.
+    """
     def read(conn):
+        check_store(conn, sources.events)
         return [CHECKS[name](conn, params, sources)
                 for name, params in rules.items()]
 
-    return read_only(sources.events, read)
+    return read_only(sources.events, read, seconds=QUERY_SECONDS)
 
 
 def firing(findings):
@@ -140,12 +153,22 @@ def _paused_names(path):
 
 
 def _queue_messages(path):
-    """Messages in the SQLite queue at ``path``; None if unknown."""
+    """Messages in the SQLite queue at ``path``; None if unknown.
+
+    Raises ValueError (one line) for a queue whose schema is not ours
+    (:func:`hueyscope.queue.files.check_queue_schema`).
+    """
+    from hueyscope.queue.files import check_queue_schema
+
     if not path or not os.path.isfile(path):
         return None
+
+    def count(conn):
+        check_queue_schema(conn, path)
+        return conn.execute("select count(*) from task").fetchone()[0]
+
     try:
-        return read_only(path, lambda conn: conn.execute(
-            "select count(*) from task").fetchone()[0])
+        return read_only(path, count, seconds=QUERY_SECONDS)
     except sqlite3.Error:
         return None
 
@@ -300,7 +323,7 @@ def missed_tick(conn, params, sources):
         round(late, 3), threshold)
 
 
-def _declared_periodic(conn, now, live_within=60.0):
+def _declared_periodic(conn, now, live_within=STALE_SECONDS):
     """{periodic task name: when the first run declaring it started}.
 
     Names come from the runs still beating, or the newest consumer run if

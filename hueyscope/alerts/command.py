@@ -4,6 +4,8 @@
 2: bad input (a bad rules file, a missing store, --notify without apprise),
 one ``Error: ...`` line on stderr. Made for cron, systemd's OnFailure= and CI.
 """
+import sqlite3
+
 import click
 
 from hueyscope.alerts.checks import Sources, evaluate, firing
@@ -69,8 +71,12 @@ def check(settings, notify_urls, verbose):
         targets = notifier(notify_urls)
     check_event_store(settings.events, must_exist=True)
     queue = settings.queue_path if settings.queue_scheme == "sqlite" else None
-    findings = evaluate(rules, Sources(settings.events, queue=queue,
-                                       app=app_loader(settings)))
+    try:
+        findings = evaluate(rules, Sources(settings.events, queue=queue,
+                                           app=app_loader(settings)))
+    except sqlite3.Error as exc:  # a ValueError is bad input already
+        raise ValueError("cannot read event store %s: %s" % (
+            settings.events, exc))
     alerts = firing(findings)
     for finding in findings:
         if finding.fired:

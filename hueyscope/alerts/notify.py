@@ -5,6 +5,13 @@ apprise speaks to about a hundred services from one URL each: mail
 posts ``{"title": ..., "message": ..., "type": ...}``). It is an optional
 extra: a command given ``--notify`` without it installed fails at once,
 before it checks anything, rather than finding out after an alert fired.
+
+A message quotes the store (task names, task ids, run ids), which is text
+any task or any copied-in file can put there. It is sent as plain text: a
+mail goes out as text/plain, and a service asked for HTML (``mailto://...
+?format=html``) gets it escaped by apprise, so ``<img onerror=...>`` in a
+task name arrives as those characters, never as markup. Credentials in it
+are redacted as everywhere else (:mod:`hueyscope.redaction`).
 """
 import logging
 
@@ -40,11 +47,15 @@ def send(targets, alerts):
     """
     import apprise
 
+    from hueyscope.settings import configured_redaction
+
+    scrub = configured_redaction().text
     sent = 0
     for alert in alerts:
         ok = targets.notify(title="hueyscope alert: %s" % alert.rule,
-                            body=alert.message,
-                            notify_type=apprise.NotifyType.FAILURE)
+                            body=scrub(alert.message),
+                            notify_type=apprise.NotifyType.FAILURE,
+                            body_format=apprise.NotifyFormat.TEXT)
         if ok:
             sent += 1
         else:

@@ -9,8 +9,17 @@ Event stores are served in Datasette's normal, mutable mode. Immutable mode
 write-ahead log, so tasks a running consumer has committed would look
 missing. Mutable databases are still read through ``mode=ro`` connections,
 and no writable canned query is configured, so browsing cannot change a store.
+
+Every connection Datasette opens refuses the SQL functions that are unsafe
+on input from a browser (:func:`hueyscope.readonly.deny_dangerous`), and no
+extension is loaded. Requests go through :func:`guard` first: only the host
+names the server was started for are answered, and a password, if one is
+set, is asked for. ``/-/databases.json`` shows file names, not the
+absolute paths of the stores.
 """
 import datetime
+import json
+import os
 import pathlib
 import sqlite3
 
@@ -23,6 +32,8 @@ from markupsafe import Markup, escape
 
 from hueyscope.browse.metadata import TIME_COLUMNS, build_metadata
 from hueyscope.events.schema import check_event_store, database_names
+from hueyscope.readonly import deny_dangerous, sqlite_uri
+from hueyscope.serving import HostNames, basic_auth_ok, is_loopback
 
 # Tuned for stores of millions of events on a small machine.
 SETTINGS = {
@@ -38,8 +49,6 @@ SETTINGS = {
     "truncate_cells_html": 300,
 }
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
 # Five digits of year 2000 onwards: a float this big in a time column is a
 # timestamp, not a count that happens to share a column name.
 _EPOCH_2000 = 946684800
@@ -47,7 +56,8 @@ _EPOCH_2000 = 946684800
 
 def internal_tables(path):
     """Tables of ``path`` nobody needs to browse: ours (``_...``) and FTS."""
-    conn = sqlite3.connect("file:%s?mode=ro" % pathlib.Path(path).resolve(), uri=True)
+    conn = sqlite3.connect(sqlite_uri(pathlib.Path(path).resolve(), "mode=ro"),
+                           uri=True)
     try:
         rows = conn.execute(
             "select name, coalesce(sql, '') from sqlite_master where type = 'table'"
@@ -63,12 +73,18 @@ def internal_tables(path):
     )
 
 
-def make_datasette(paths, settings=None, metadata=None):
+def make_datasette(paths, settings=None, metadata=None, hosts=None,
+                   password=None, console=None):
     """A Datasette serving each event store in ``paths``, read-only.
 
     Raises ValueError (one line) if a path is not an event store. ``settings``
     override :data:`SETTINGS`; ``metadata`` replaces the generated metadata
     (tests use it to check a configuration, users should not need it).
+    ``hosts`` (a :class:`hueyscope.serving.HostNames`; default: loopback
+    names only) are the Host headers answered; with ``password`` every
+    request needs it (HTTP Basic, any user name). ``console``: the
+    configuration of the console plugin (:mod:`hueyscope.console.plugin`),
+    e.g. ``{"queue": ..., "app": ...}``; without a queue there is no console.
     """
     paths = [str(p) for p in paths]
     if not paths:
@@ -79,6 +95,8 @@ def make_datasette(paths, settings=None, metadata=None):
     if metadata is None:
         metadata = build_metadata(
             {name: internal_tables(path) for name, path in zip(names, paths)})
+    metadata = dict(metadata, plugins=dict(metadata.get("plugins") or {}))
+    metadata["plugins"]["hueyscope-console"] = dict(console or {"queue": None})
     # Before Datasette(): it builds its routes (and client) when created.
     _register_plugin()
     ds = Datasette(
@@ -89,8 +107,36 @@ def make_datasette(paths, settings=None, metadata=None):
     if "_memory" in ds.databases:
         ds.remove_database("_memory")
     for name, path in zip(names, paths):
-        ds.add_database(Database(ds, path=path, is_mutable=True), name=name)
+        ds.add_database(StoreDatabase(ds, path=path, is_mutable=True), name=name)
+    # Read by guard() at each request: Datasette builds its app (and the
+    # wrappers around it) as it is created, before these are known.
+    ds.hueyscope_access = Access(hosts or HostNames("127.0.0.1"), password)
     return ds
+
+
+class StoreDatabase(Database):
+    """A Datasette database whose connections are read-only, by quoted URI.
+
+    Datasette puts the path into a ``file:`` URI as it is: a ``#`` or ``?``
+    in a file name would cut the name short (and open, even create, another
+    file). Browsing never writes, so every connection, a "write" one
+    included, is ``mode=ro``.
+    """
+
+    def connect(self, write=False):
+        query = "mode=ro&nolock=1" if self.ds.nolock else "mode=ro"
+        conn = sqlite3.connect(sqlite_uri(self.path, query), uri=True,
+                               check_same_thread=False)
+        self._all_file_connections.append(conn)
+        return conn
+
+
+class Access:
+    """Who ``guard`` lets in: requests for ``hosts``, with ``password`` if set."""
+
+    def __init__(self, hosts, password=None):
+        self.hosts = hosts
+        self.password = password or None
 
 
 def store_names(ds):
@@ -100,7 +146,7 @@ def store_names(ds):
 
 def is_local(host):
     """True if ``host`` only accepts connections from this machine."""
-    return host in LOCAL_HOSTS or host.startswith("127.")
+    return is_loopback(host)
 
 
 def _register_plugin():
@@ -109,6 +155,12 @@ def _register_plugin():
     module = sys.modules[__name__]
     if not pm.is_registered(module):
         pm.register(module, name="hueyscope")
+    # The console, also registered by its entry point when installed.
+    from hueyscope.console import plugin as console_plugin
+
+    if not pm.is_registered(console_plugin) and \
+            pm.get_plugin("hueyscope_console") is None:
+        pm.register(console_plugin, name="hueyscope_console")
 
 
 def iso(ts):
@@ -150,9 +202,76 @@ async def _css(request):
     return Response(CSS, content_type="text/css; charset=utf-8")
 
 
+def connected_databases(datasette):
+    """Datasette's ``/-/databases.json`` with each store's file name as its
+    path: where the stores live on the server is nobody's business."""
+    listed = datasette._connected_databases()
+    for entry in listed:
+        if entry.get("path"):
+            entry["path"] = os.path.basename(entry["path"])
+    return listed
+
+
+async def _databases(request, datasette):
+    await datasette.ensure_permissions(request.actor, ["view-instance"])
+    data = connected_databases(datasette)
+    if request.url_vars.get("format"):
+        return Response.json(data)
+    return Response.html(await datasette.render_template(
+        "show_json.html", {"filename": "databases.json",
+                           "data_json": json.dumps(data, indent=4)},
+        request=request))
+
+
 @hookimpl
 def register_routes():
-    return [(r"^/-/hueyscope\.css$", _css)]
+    # Plugin routes come before Datasette's own: this one replaces its
+    # /-/databases page.
+    return [(r"^/-/hueyscope\.css$", _css),
+            (r"^/-/databases(\.(?P<format>json))?$", _databases)]
+
+
+@hookimpl
+def prepare_connection(conn, database, datasette):
+    """Every connection refuses fts3_tokenizer() and load_extension()."""
+    deny_dangerous(conn)
+
+
+@hookimpl
+def asgi_wrapper(datasette):
+    return lambda app: guard(app, datasette)
+
+
+def guard(app, datasette):
+    """``app`` answering only allowed Host headers (else 400) and, with a
+    password set, only requests that give it (else 401)."""
+
+    async def guarded(scope, receive, send):
+        access = getattr(datasette, "hueyscope_access", None)
+        if scope["type"] != "http" or access is None:
+            return await app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", ())}
+        host = headers.get("host")
+        if not access.hosts.allows(host):
+            return await _plain(send, 400, access.hosts.refusal(host))
+        if access.password and not basic_auth_ok(headers.get("authorization"),
+                                                 access.password):
+            return await _plain(send, 401, "A password is needed (any user name).\n",
+                                [(b"www-authenticate",
+                                  b'Basic realm="hueyscope browse", charset="UTF-8"')])
+        return await app(scope, receive, send)
+
+    return guarded
+
+
+async def _plain(send, status, text, headers=()):
+    body = text.encode("utf-8")
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"cache-control", b"no-store"), *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 @hookimpl

@@ -13,7 +13,8 @@ import webbrowser
 
 import click
 
-from hueyscope.options import BadInput, IntRange, events_option
+from hueyscope.options import (BadInput, IntRange, allow_host_option,
+                               app_option, events_option)
 from hueyscope.settings import Settings
 
 
@@ -26,17 +27,39 @@ from hueyscope.settings import Settings
 @click.option("-p", "--port", default=8001, show_default=True,
               type=IntRange(0, 65535),
               help="Port to listen on (0: any free port).")
+@allow_host_option
+@click.option("--password-env", metavar="VAR", default=None,
+              help="Ask every request for the password held in environment "
+                   "variable VAR (HTTP Basic, any user name).")
 @click.option("--open", "open_browser", is_flag=True,
               help="Open a web browser once the server is up.")
-def browse(events_db, events, host, port, open_browser):
+@click.option("--queue", "queue", default=None, metavar="QUEUE",
+              help="Also serve the console of this queue (a SQLite file, "
+                   "postgresql:// URL) at /-/hueyscope: the queue live, and "
+                   "actions for operators (see --root).")
+@app_option
+@click.option("--root", is_flag=True,
+              help="Print a one-time URL that logs in as root, who may act "
+                   "in the console.")
+def browse(events_db, events, host, port, allow_hosts, password_env,
+           open_browser, queue, app, root):
     """Browse event stores in Datasette, read-only.
 
     EVENTS_DB are one or more event stores (default: the configured one,
     --events or HUEYSCOPE_EVENTS). Each becomes a database named after its
     file; tables and columns are described, and the questions the report
     answers are there as canned queries. Ctrl-C or SIGTERM stops the server.
+
+    Only requests for the host listened on (and localhost) are answered;
+    --allow-host adds names. With --password-env VAR every request needs
+    the password in $VAR:
+
+    \b
+        BROWSE_PASSWORD=... hueyscope browse --host 0.0.0.0 \\
+            --password-env BROWSE_PASSWORD --allow-host tasks.example.org
     """
     from hueyscope.browse.app import is_local, make_datasette, store_names
+    from hueyscope.serving import HostNames
 
     if not events_db:
         events_db = (Settings.build(only=("events",), events=events).events,)
@@ -46,12 +69,17 @@ def browse(events_db, events, host, port, open_browser):
         if os.path.realpath(path) not in seen:
             seen.add(os.path.realpath(path))
             paths.append(path)
-    ds = make_datasette(paths)
-    if not is_local(host):
+    password = _password(password_env)
+    console = _console_config(queue, app, events, host, root or password)
+    ds = make_datasette(paths, hosts=HostNames(host, allow_hosts),
+                        password=password, console=console)
+    if console is not None:
+        _open_console(ds)
+    if not is_local(host) and not password:
         click.secho(
             "Warning: listening on %s: anyone who can reach this machine can "
-            "read the event store, and it may hold task arguments. Put it "
-            "behind a password, e.g. `pip install datasette-auth-passwords`." % host,
+            "read the event store, and it may hold task arguments. Ask for a "
+            "password: --password-env VAR." % host,
             fg="yellow", err=True)
     sock = _listen(host, port)
     url = "http://%s:%d/" % (_url_host(host), sock.getsockname()[1])
@@ -59,9 +87,70 @@ def browse(events_db, events, host, port, open_browser):
     for name in names:
         click.echo("%s: %s" % (name, ds.databases[name].path))
     click.echo("Serving at %s (Ctrl-C to stop)" % url)
+    if console is not None:
+        click.echo("Console: %s-/hueyscope" % url)
+    if root:
+        click.echo("Log in as root: %s-/auth-token?token=%s" % (url, ds._root_token))
     # One store: open its page, with the tables and canned queries.
     open_url = url + (names[0] if len(names) == 1 else "")
     _serve(ds, sock, open_url if open_browser else None)
+
+
+def _console_config(queue, app, events, host, authenticated):
+    """The console plugin's configuration, or None without --queue.
+
+    Acting on the queue needs an authenticated operator: on an address
+    other people can reach, refuse to serve actions with no authentication
+    at all (``authenticated``: --root or --password-env; or an installed
+    authentication plugin).
+    """
+    from hueyscope.browse.app import is_local
+
+    if not queue:
+        return None
+    if not is_local(host) and not authenticated and not _authentication_plugins():
+        raise BadInput("refusing to serve the console's actions on %s with no "
+                       "authentication: use --root or --password-env, install "
+                       "an authentication plugin (e.g. datasette-auth-passwords), "
+                       "or listen on 127.0.0.1" % host)
+    config = {"queue": queue}
+    if app:
+        config["app"] = app
+    if events:
+        config["events"] = events
+    return config
+
+
+def _authentication_plugins():
+    """Installed Datasette plugins that say who a request is from."""
+    from datasette.plugins import pm
+
+    ours = ("datasette.actor_auth_cookie", "datasette.default_permissions")
+    return [impl.plugin_name for impl in
+            pm.hook.actor_from_request.get_hookimpls()
+            if impl.plugin_name not in ours]
+
+
+def _open_console(ds):
+    """Open the console's queue now: a bad --queue or --app is one line, exit 2."""
+    from hueyscope.console.plugin import console
+
+    try:
+        console(ds).open_now()
+    except ValueError as exc:
+        raise BadInput(str(exc))
+
+
+def _password(variable):
+    """The password held in environment variable ``variable`` (None without
+    the option); unset or empty is bad input, not an open server."""
+    if variable is None:
+        return None
+    password = os.environ.get(variable, "")
+    if not password:
+        raise BadInput("--password-env %s: the environment variable %s is "
+                       "unset or empty" % (variable, variable))
+    return password
 
 
 def _listen(host, port):

@@ -40,7 +40,7 @@ _SHARED = {
     "priority": "Huey priority: higher runs first.",
     "eta": "When a scheduled task was due (unix seconds, UTC).",
     "error_type": "Exception class of the error.",
-    "error": "Exception message (truncated).",
+    "error": "Exception message (redacted, truncated).",
     "fingerprint": "Stable hash of error type, normalised message and innermost "
                    "frame: the same bug gets the same fingerprint.",
     "host": "Host name of the process.",
@@ -73,7 +73,7 @@ TABLES = {
             "wait": "On executing: seconds from enqueue (or eta) to executing.",
             "error_type": _SHARED["error_type"],
             "error": _SHARED["error"],
-            "traceback": "Python traceback of the error.",
+            "traceback": "Python traceback of the error (redacted).",
             "fingerprint": _SHARED["fingerprint"],
             "args": "Task positional arguments as a JSON array (redacted). "
                     + _TRUNCATED,

@@ -115,8 +115,11 @@ def retry_command(settings, ids, task, fingerprint, since, kind, dry_run):
 @_options
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted.")
 def discard_command(settings, ids, task, fingerprint, since, kind, dry_run):
-    """Delete tasks from the failed set for good. Name them by IDS or filters."""
-    huey = _open(settings)
+    """Delete tasks from the failed set for good. Name them by IDS or filters.
+
+    Each is recorded as a discard event of its task in the event store.
+    """
+    huey = _open(settings, record=not dry_run)
     done = operations.discard(huey, ids, task, fingerprint, since, kind,
                             dry_run=dry_run)
     for entry in done.touched:

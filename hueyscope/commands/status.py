@@ -3,6 +3,7 @@ import json
 
 import click
 
+from hueyscope.events.task_view import progress_text, running_progress
 from hueyscope.options import settings_options
 from hueyscope.queue import operations
 
@@ -25,7 +26,7 @@ def _holder_text(item):
 
 
 @click.command(short_help="Show what is queued, scheduled, leased and locked.")
-@settings_options(only=("queue", "app", "lease_timeout"))
+@settings_options(only=("queue", "events", "app", "lease_timeout"))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(settings, as_json):
     """Show queue depth, scheduled tasks, results, leases and locks with holders.
@@ -34,7 +35,9 @@ def status(settings, as_json):
     time, next to running consumers. On a leased (at-least-once) queue it
     lists the tasks each consumer holds, consumers that died holding some
     (hueyscope recover or the next consumer puts them back), each lock's
-    holder and age, and the tasks parked in the dead-letter table.
+    holder and age, and the tasks parked in the dead-letter table. Running
+    tasks that report progress (hueyscope.progress) are listed with their
+    last value, read from the event store.
 
     --app is read for a PostgreSQL or Redis queue only: a SQLite file is
     read directly.
@@ -46,8 +49,10 @@ def status(settings, as_json):
 
         queue = open_app(settings, events=False)
     queues = operations.status(queue, settings.lease_timeout)
+    progress = running_progress(settings.events)
     if as_json:
-        click.echo(json.dumps({"queue": settings.queue, "queues": queues},
+        click.echo(json.dumps({"queue": settings.queue, "queues": queues,
+                               "progress": progress},
                               indent=2, sort_keys=True))
         return
     click.echo("%s: %s" % ("queue file" if settings.queue_scheme == "sqlite"
@@ -87,3 +92,14 @@ def status(settings, as_json):
                 item["held_back"], "the whole queue" if item["whole_queue"]
                 else "task %s" % item["task"], _when(item["since"]),
                 ", by %s" % item["actor"] if item["actor"] else ""))
+    _show_progress(progress)
+
+
+def _show_progress(progress):
+    # From the event store: what running tasks said of themselves.
+    if not progress:
+        return
+    click.echo("running tasks with progress (hueyscope.progress)")
+    for item in progress:
+        click.echo("  %s %s  %s" % (item["task"], item["task_id"],
+                                    progress_text(item)))

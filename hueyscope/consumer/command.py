@@ -95,14 +95,32 @@ class _NotShownYet(logging.Filter):
         return True
 
 
-def configure_logging(level):
+class _Redacting(logging.Formatter):
+    """The log line, traceback included, redacted as the event store's
+    errors are: huey logs a failed task's exception, secrets and all."""
+
+    def __init__(self, fmt, redaction):
+        super().__init__(fmt)
+        self.redaction = redaction
+
+    def format(self, record):
+        return self.redaction.text(super().format(record))
+
+
+def configure_logging(level, redact=None):
+    """Log to stderr at ``level``, redacted (``redact``: the --redact value)."""
+    from hueyscope.redaction import Redaction
+
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(_Redacting(LOG_FORMAT, Redaction(redact)))
         handler.addFilter(_NotShownYet())
         root.addHandler(handler)
     root.setLevel(level)
+
+
+TASK_LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "off"]
 
 
 @click.command()
@@ -150,12 +168,23 @@ def configure_logging(level):
 @click.option("--heartbeat-every", type=FloatRange(min=0.1), default=2.0,
               show_default=True,
               help="Seconds between heartbeats and queue samples in the event store.")
+@click.option("--default-timeout", type=FloatRange(min=0.001), default=None,
+              metavar="SECONDS",
+              help="Stop a task without a timeout= of its own after SECONDS "
+                   "(recorded timeout; retries apply). Enforced in thread "
+                   "and process workers alike.")
+@click.option("--task-logs", type=Choice(TASK_LOG_LEVELS, case_sensitive=False),
+              default="INFO", show_default=True,
+              help="Keep the log records a running task emits at this level "
+                   "or above in the event store (task_logs, at most 200 a "
+                   "run), or none (off).")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
 def consume(settings, workers, worker_type, periodic, initial_delay,
             max_delay, backoff, scheduler_interval, health_check_interval,
             health_check, shutdown_timeout, report_every, flush_locks,
-            check_every, heartbeat_every, quiet, verbose):
+            check_every, heartbeat_every, default_timeout, task_logs, quiet,
+            verbose):
     """Run the consumer: execute the tasks of the configured queue.
 
     \b
@@ -185,7 +214,8 @@ def consume(settings, workers, worker_type, periodic, initial_delay,
     # kept until the consumer exists, then handed to it (see _EarlyStop).
     early = _EarlyStop()
     configure_logging(logging.WARNING if quiet else
-                      logging.DEBUG if verbose else logging.INFO)
+                      logging.DEBUG if verbose else logging.INFO,
+                      redact=settings.redact)
     if 60 % scheduler_interval:
         raise BadInput("--scheduler-interval must be a factor of 60, not %d"
                        % scheduler_interval)
@@ -213,7 +243,9 @@ def consume(settings, workers, worker_type, periodic, initial_delay,
             shutdown_timeout=shutdown_timeout, flush_locks=flush_locks,
             lease_timeout=settings.lease_timeout,
             max_recoveries=settings.max_recoveries,
-            keep_failed=settings.keep_failed)
+            keep_failed=settings.keep_failed, default_timeout=default_timeout,
+            task_log_level=None if task_logs.lower() == "off"
+            else logging.getLevelName(task_logs.upper()))
     except ConfigurationError as exc:
         raise BadInput(str(exc))
     early.hand_to(consumer)

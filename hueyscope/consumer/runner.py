@@ -39,6 +39,8 @@ from huey import consumer as huey_consumer
 from huey.constants import WORKER_PROCESS
 
 from hueyscope.consumer.chores import Chore
+from hueyscope.consumer.control import (CANCEL_GRACE, POLL_EVERY, Canceller,
+                                        ControlledThreadEnvironment, Watchdog)
 from hueyscope.consumer.workers import (GRACEFUL_SIGNALS, RESTART_SIGNAL,
                                         GracefulProcessEnvironment, Scheduler,
                                         TakenLog, Worker, _Counter)
@@ -62,6 +64,15 @@ class Consumer(huey_consumer.Consumer):
         slow recovery never makes the run look silent.
     ``lease_timeout``, ``max_recoveries``, ``keep_failed``
         recovery of a leased queue (see :func:`hueyscope.queue.recovery.recover`).
+    ``default_timeout``
+        seconds a task without a ``timeout=`` of its own may run; thread
+        workers enforce time limits too (see :mod:`hueyscope.consumer.control`).
+    ``cancel_grace``
+        seconds a canceled task has to stop by itself before it is stopped.
+    ``task_log_level``, ``task_log_limit``
+        the log records kept with a running task's record: at or above this
+        level (None: none kept), at most this many a run (see
+        :mod:`hueyscope.events.task_logs`).
 
     Run it with :meth:`run` (blocks until stopped) in any thread; stop it
     with :meth:`request_stop` from any thread, or SIGINT / SIGTERM when it
@@ -73,8 +84,17 @@ class Consumer(huey_consumer.Consumer):
 
     def __init__(self, huey, recorder=None, app=None, sample_interval=2.0,
                  lease_timeout=None, max_recoveries=None,
-                 keep_failed=None, **options):
+                 keep_failed=None, default_timeout=None,
+                 cancel_grace=CANCEL_GRACE, task_log_level=logging.INFO,
+                 task_log_limit=200, **options):
         self.leased = getattr(huey.storage, "leased", False)
+        self.default_timeout = default_timeout
+        self.task_log_level = task_log_level
+        self.task_log_limit = task_log_limit
+        self._task_logs = None  # the handler, while the consumer runs
+        # Raises time limits and forced cancels in worker threads; its
+        # thread starts at the first one.
+        self.watchdog = Watchdog()
         self.lease_timeout = lease_timeout or DEFAULT_LEASE_TIMEOUT
         self.keep_failed = keep_failed
         self.max_recoveries = DEFAULT_MAX_RECOVERIES \
@@ -107,6 +127,11 @@ class Consumer(huey_consumer.Consumer):
         self.sample_interval = float(sample_interval)
         self._heartbeats = Chore("heartbeat", self.sample_interval,
                                  self._heartbeat, first_at=0)
+        # Cancel requests are looked for in the queue; a queue that leases
+        # nothing says nothing of who runs what.
+        self.canceller = Canceller(self, grace=cancel_grace)
+        self._cancels = Chore("cancels", POLL_EVERY, self.canceller.poll) \
+            if self.leased else None
         self.run_id = None
         self.stop_reason = None
         self.health_checks = 0
@@ -128,6 +153,9 @@ class Consumer(huey_consumer.Consumer):
     def get_environment(self, worker_type):
         if worker_type == WORKER_PROCESS:
             return GracefulProcessEnvironment(*GRACEFUL_SIGNALS)
+        if worker_type == "thread":
+            return ControlledThreadEnvironment(
+                self.watchdog, self._graceful_sig, self._interrupt_sig)
         return super().get_environment(worker_type)
 
     def _create_worker(self):
@@ -135,7 +163,8 @@ class Consumer(huey_consumer.Consumer):
             huey=self.huey, stop_flag=self.stop_flag,
             default_delay=self.default_delay, max_delay=self.max_delay,
             backoff=self.backoff, max_tasks=self.max_tasks,
-            in_flight=self.in_flight, taken=self.taken)
+            in_flight=self.in_flight, taken=self.taken,
+            default_timeout=self.default_timeout, watchdog=self.watchdog)
 
     def _set_signal_handlers(self):
         # Only the main thread may install signal handlers; embedded in any
@@ -246,9 +275,12 @@ class Consumer(huey_consumer.Consumer):
         if self._flush_lock_names is not None:
             super().flush_locks(*self._flush_lock_names)
         reason = "error"
+        self._keep_task_logs(True)
         try:
             self.start()
             self._heartbeats.start()
+            if self._cancels is not None:
+                self._cancels.start()
             self.started.set()
             reason = self._supervise()
         finally:
@@ -256,6 +288,9 @@ class Consumer(huey_consumer.Consumer):
                 # Something raised in the loop: stop without waiting.
                 self.stop(graceful=False)
             self._heartbeats.stop()
+            if self._cancels is not None:
+                self._cancels.stop()
+            self._keep_task_logs(False)
             self._restore_signal_handlers()
             self.huey.notify_interrupted_tasks()
             self._put_back_own_work()
@@ -267,6 +302,19 @@ class Consumer(huey_consumer.Consumer):
             self.stopped.set()
         logger.info("Consumer exiting (%s).", reason)
         return reason
+
+    def _keep_task_logs(self, on):
+        # The handler is on the root logger while the consumer runs; forked
+        # worker processes inherit it.
+        from hueyscope.events import task_logs
+
+        if on and self.recorder is not None and self.task_log_level is not None \
+                and self._task_logs is None:
+            self._task_logs = task_logs.install(self.task_log_level,
+                                                self.task_log_limit)
+        elif not on and self._task_logs is not None:
+            task_logs.uninstall(self._task_logs)
+            self._task_logs = None
 
     def _supervise(self):
         next_health = time.monotonic() + self._health_check_interval

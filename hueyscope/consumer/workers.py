@@ -16,6 +16,9 @@ import time
 
 from huey import consumer as huey_consumer
 
+from hueyscope import control
+from hueyscope.consumer.control import CancelBoard, interrupt_handler
+
 logger = logging.getLogger("hueyscope.consumer")
 
 GRACEFUL_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -86,13 +89,22 @@ class TakenLog:
 
 
 class Worker(huey_consumer.Worker):
-    """huey's worker, counting the task it is running in a shared counter."""
+    """huey's worker, counting the task it is running in a shared counter.
+
+    Each task it runs is registered (:mod:`hueyscope.control`) while it
+    runs, so that it can be canceled, report progress and keep its log
+    lines; a task without a ``timeout=`` gets ``default_timeout``.
+    """
 
     def __init__(self, huey, stop_flag, default_delay, max_delay, backoff,
-                 max_tasks=None, in_flight=None, taken=None):
+                 max_tasks=None, in_flight=None, taken=None,
+                 default_timeout=None, watchdog=None):
         super().__init__(huey, stop_flag, default_delay, max_delay, backoff,
                          max_tasks=max_tasks)
         self.in_flight = in_flight
+        # Seconds a task without its own timeout= may run (None: no limit).
+        self.default_timeout = default_timeout
+        self.watchdog = watchdog
         # A blocking storage waits inside dequeue(): never under a lock. A
         # leased one numbers what it hands out itself, under its own lock.
         self.taken = taken if getattr(huey.storage, "leased", False) or \
@@ -130,17 +142,33 @@ class Worker(huey_consumer.Worker):
         self.delay = self.default_delay
         self.task_count += 1
         self._add_in_flight(1)
+        if self.default_timeout and not task.timeout:
+            task.timeout = self.default_timeout
+        running = control.begin(task, self.huey)
         try:
             self.huey.execute(task, now)
         except Exception:
             self._logger.exception("Unhandled error during execution of "
                                    "task %s.", task.id)
         finally:
+            self._done(running)
             self._add_in_flight(-1)
         if self.max_tasks and self.task_count >= self.max_tasks:
             self._logger.info("Worker reached max tasks (%d), exiting.",
                               self.max_tasks)
             raise huey_consumer.WorkerRecycle()
+
+    def _done(self, running):
+        # A forced stop not yet delivered is taken back: the task ended.
+        if running.cancel_deadline is not None and self.watchdog is not None:
+            self.watchdog.cancel(running.cancel_deadline)
+        if running.progress_due is not None:
+            control.flush_progress(running)
+        if running.logs:
+            from hueyscope.events import task_logs
+
+            task_logs.finish(running)
+        control.end(running)
 
     def _add_in_flight(self, n):
         if self.in_flight is not None:
@@ -178,11 +206,12 @@ class GracefulProcessEnvironment(huey_consumer.ProcessEnvironment):
 
     def init_child(self, process):
         die_with_parent(self.parent_pid)
+        from hueyscope.events import task_logs
 
-        def interrupt(signum, frame):
-            if process.huey._tasks_in_flight:
-                raise KeyboardInterrupt
-
+        task_logs.in_worker_process()  # its lines are its task's
+        # SIGUSR1 stops the task: canceled if the board says so (see
+        # hueyscope.consumer.control), else interrupted.
+        interrupt = interrupt_handler(process, self.board)
         for signum in GRACEFUL_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         if hasattr(signal, "SIGHUP"):
@@ -192,6 +221,7 @@ class GracefulProcessEnvironment(huey_consumer.ProcessEnvironment):
     def __init__(self, *args):
         super().__init__(*args)
         self.parent_pid = os.getpid()
+        self.board = CancelBoard()  # shared with the workers it forks
 
     def interrupt_workers(self, procs):
         for proc in procs:

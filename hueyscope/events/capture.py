@@ -4,48 +4,51 @@ The signal handler (:meth:`hueyscope.events.recorder.Recorder._on_signal`)
 buffers a :data:`~hueyscope.events.columns.CAPTURED` tuple and returns; the
 recorder's writer thread turns it into a
 :data:`~hueyscope.events.columns.SIGNAL` tuple here, off huey's workers:
-the error formatted, the arguments dumped as JSON with secrets redacted and
-long values truncated, the eta as unix seconds.
+the error and its traceback formatted and redacted, the arguments dumped
+as JSON with secrets redacted (:mod:`hueyscope.redaction`) and long values
+truncated, the eta as unix seconds.
 """
 import calendar
 import json
 import traceback
 
-from hueyscope import settings as _settings
 from hueyscope import storable
+from hueyscope.redaction import Redaction
 from hueyscope.signals import fingerprint
 
-DEFAULT_REDACT = tuple(_settings.DEFAULT_REDACT.split(","))
-REDACTED = "***"
 # Signals whose pipeline steps are recorded with them: those the enqueue
 # made waiting, or the failed enqueue left never queued.
 CHAIN_SIGNALS = frozenset(("enqueued", "not-queued"))
 
 
-def plain(item, capture, keys, limit, utc=True):
+def plain(item, capture, redaction, limit, utc=True):
     """A buffered signal (``item``, :data:`~hueyscope.events.columns.CAPTURED`)
     as the plain tuple the writer takes
     (:data:`~hueyscope.events.columns.SIGNAL`).
 
     This is all the recording process does per signal besides the handler:
-    read the task's fields, format an error, dump the arguments as JSON.
-    ``utc`` is the Huey's own setting: whether its etas are naive UTC or
-    naive local time.
+    read the task's fields, format an error, dump the arguments as JSON,
+    all of it redacted by ``redaction`` (a :class:`~hueyscope.redaction.
+    Redaction`). ``utc`` is the Huey's own setting: whether its etas are
+    naive UTC or naive local time.
     """
     # Unpacked and built in the order of CAPTURED and SIGNAL.
     ts, signal, task, retries, priority, eta, duration, exc, worker, run_id = item
     error_type = error = tb_text = fp = None
     if exc is not None:
         error_type = type(exc).__name__
-        error = storable.str_of(exc)[:4000]
+        # The failed set fingerprints the same redacted message
+        # (hueyscope.queue.leases): a group in the report is a group there.
+        error = redaction.message(storable.str_of(exc))
         tb = exc.__traceback__
-        tb_text = "".join(traceback.format_exception(type(exc), exc, tb))[-20000:]
+        tb_text = redaction.traceback(
+            "".join(traceback.format_exception(type(exc), exc, tb)))
         fp = fingerprint(error_type, error, tb)
     # Arguments do not change between signals: store them where a reader
     # looks for them (what was enqueued, what ran, what failed).
     if capture and (signal in ("enqueued", "executing") or exc is not None):
-        args = _dump(task.args, keys, limit)
-        kwargs = _dump(task.kwargs, keys, limit)
+        args = _dump(task.args, redaction, limit)
+        kwargs = _dump(task.kwargs, redaction, limit)
     else:
         args = kwargs = None
     chain = None
@@ -59,54 +62,23 @@ def plain(item, capture, keys, limit, utc=True):
             error_type, error, tb_text, fp, args, kwargs, worker, chain, run_id)
 
 
-
-
-_CONTAINERS = (dict, list, tuple)
-
-
-def _redact(value, keys, depth=0):
-    """A copy of ``value`` with the values of secret-looking keys replaced."""
-    if depth > 8:
-        return value
-    if isinstance(value, dict):
-        return {k: (REDACTED if isinstance(k, str) and k.lower() in keys
-                    else _redact(v, keys, depth + 1)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redact(v, keys, depth + 1) for v in value]
-    return value
-
-
-def _needs_redaction(values):
-    # The common case -- a few scalars -- needs no copy: only a container
-    # can hold a key to redact.
-    for v in values:
-        if isinstance(v, _CONTAINERS):
-            return True
-    return False
-
-
 # A value JSON has no type for is stored as its repr; a repr that raises,
 # as a placeholder that says so (storable.repr_of).
 _encode = json.JSONEncoder(default=storable.repr_of, ensure_ascii=False).encode
 
 
-def _dump(value, keys, limit):
-    """JSON text of ``value`` with redaction; non-JSON values as repr; truncated.
+def _dump(value, redaction, limit):
+    """JSON text of ``value`` redacted; non-JSON values as repr; truncated.
 
     Text longer than ``limit`` becomes :func:`_truncated`. Never raises: a
-    value that cannot be encoded at all is stored as its repr, or as
-    ``<unrepresentable ...>``.
+    value that cannot be copied at all is stored as its repr (scrubbed as
+    text), or as ``<unrepresentable ...>``.
     """
+    redaction = Redaction.of(redaction)
     try:
-        if isinstance(value, dict):
-            if value and (_needs_redaction(value.values()) or any(
-                    isinstance(k, str) and k.lower() in keys for k in value)):
-                value = _redact(value, keys)
-        elif _needs_redaction(value):
-            value = _redact(value, keys)
-        text = _encode(value)
-    except Exception:  # a recursive structure, keys JSON cannot take...
-        text = _encode(storable.repr_of(value))
+        text = _encode(redaction.value(value))
+    except Exception:  # a container whose items() raises...
+        text = _encode(redaction.text(storable.repr_of(value)))
     if limit and len(text) > limit:
         return _truncated(text, limit)
     return text

@@ -22,7 +22,6 @@ SIGKILL loses at most one flush interval.
 """
 import atexit
 import collections
-import json
 import logging
 import multiprocessing
 import multiprocessing.util
@@ -35,10 +34,12 @@ import time
 import weakref
 
 from hueyscope import settings as _settings
-from hueyscope.signals import fingerprint  # noqa: F401 (named here before)
-from hueyscope.events import hooks, schema, stock, writer, writer_process
-from hueyscope.events.capture import DEFAULT_REDACT, plain
+from hueyscope.events import (hooks, run_facts, schema, stock, task_notes,
+                              writer, writer_process)
+from hueyscope.events.capture import plain
 from hueyscope.events.columns import CAPTURED
+from hueyscope.readonly import sqlite_uri
+from hueyscope.redaction import Redaction
 
 logger = logging.getLogger("hueyscope.recorder")
 
@@ -58,8 +59,9 @@ def attach(huey, events=None, **options):
 
     ``events`` is the event store path (default: the configured one, see
     :class:`hueyscope.settings.Settings`). Options: ``capture_args`` (False:
-    store no args/kwargs), ``max_arg_chars``, ``redact`` (key names whose
-    values are stored as ``***``), ``flush_interval`` (seconds),
+    store no args/kwargs), ``max_arg_chars``, ``redact`` (key names added
+    to the redaction's defaults, ``-name`` to drop one, as a list or the
+    ``--redact`` text; see :mod:`hueyscope.redaction`), ``flush_interval`` (seconds),
     ``max_buffer`` (events held in memory while the store is unwritable),
     ``give_up_after`` (seconds a failing batch is retried before its events
     are counted as dropped), ``writer_process`` (True, the default: write
@@ -78,7 +80,7 @@ def attach(huey, events=None, **options):
                 events = settings.events
             options.setdefault("capture_args", not settings.no_args)
             options.setdefault("max_arg_chars", settings.max_arg_chars)
-            options.setdefault("redact", settings.redact_keys)
+            options.setdefault("redact", settings.redact)
             recorder = Recorder(huey, events, **options)
             _recorders[huey] = recorder
             if getattr(huey.storage, "leased", False):
@@ -100,40 +102,15 @@ def _tell_the_queue(huey, recorder):
 
     huey.run_id_source = run_id
     huey.storage.record_outcomes = True
+    # The failed set redacts its reasons as the store redacts errors, and
+    # so fingerprints them alike.
+    huey.storage.redaction = recorder.redact
     huey.after_recovery = lambda: reconcile(huey, recorder)
 
 
 def recorder_for(huey):
     """The recorder attached to ``huey``, or None."""
     return _recorders.get(huey)
-
-
-def _versions():
-    import huey
-
-    try:
-        from importlib.metadata import version
-
-        ours = version("hueyscope")
-    except Exception:
-        ours = "unknown"
-    return json.dumps({
-        "hueyscope": ours, "huey": huey.__version__,
-        "python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version,
-    })
-
-
-def _backend(huey):
-    """sqlite, postgresql, redis, memory: the queue's engine, whatever the class."""
-    from huey import storage as huey_storage
-
-    for base, name in ((huey_storage.SqliteStorage, "sqlite"),
-                       (huey_storage.PostgresStorage, "postgresql"),
-                       (huey_storage.RedisStorage, "redis"),
-                       (huey_storage.MemoryStorage, "memory")):
-        if isinstance(huey.storage, base):
-            return name
-    return type(huey.storage).__name__
 
 
 class _Marker:
@@ -149,13 +126,13 @@ class Recorder:
     """Buffers huey signals and writes them to the event store from a thread."""
 
     def __init__(self, huey, events, capture_args=True, max_arg_chars=2000,
-                 redact=DEFAULT_REDACT, flush_interval=0.2, max_buffer=200_000,
+                 redact=(), flush_interval=0.2, max_buffer=200_000,
                  give_up_after=60.0, batch_size=5000, writer_process=True):
         self.huey = huey
         self.path = os.fspath(events)
         self.capture_args = capture_args
         self.max_arg_chars = max_arg_chars
-        self.redact = frozenset(k.lower() for k in redact)
+        self.redact = Redaction.of(redact)
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
         self.give_up_after = give_up_after
@@ -299,17 +276,17 @@ class Recorder:
                     "id": self.run_id, "role": role, "host": self.host,
                     "pid": self.pid, "started": started, "workers": workers,
                     "worker_type": worker_type, "queue": self.queue_name,
-                    "backend": _backend(self.huey), "versions": _versions(),
+                    "backend": run_facts.backend(self.huey), "versions": run_facts.versions(),
                     "app": app, "heartbeat": started,
                     "stopped": None, "stop_reason": None,
-                    "periodic": _declared_periodic(self.huey, role, periodic),
+                    "periodic": run_facts.declared_periodic(self.huey, role, periodic),
                 }
             elif self._run_row is not None:
                 self._run_row.update(
                     {k: v for k, v in dict(role=role, workers=workers,
                                            worker_type=worker_type,
                                            app=app).items() if v is not None})
-                self._run_row["periodic"] = _declared_periodic(
+                self._run_row["periodic"] = run_facts.declared_periodic(
                     self.huey, role, periodic)
             self.role = role
             self._run_row_dirty = True
@@ -320,7 +297,7 @@ class Recorder:
         # A process that records without begin_run (a producer, or a worker
         # of the stock huey_consumer) gets a run row on its first event.
         if self.run_id is None or self._run_pid != self.pid:
-            self.begin_run(role=self.role or _default_role())
+            self.begin_run(role=self.role or run_facts.default_role())
 
     def _beat_if_silent(self):
         # A consumer run that nobody heartbeats -- huey's own huey_consumer
@@ -344,6 +321,27 @@ class Recorder:
                                       in_flight, self.run_id))
         self._ensure_writer()
         self._wake.set()
+
+    def progress(self, task, ts, fraction, message):
+        """Record ``task``'s progress (see :func:`hueyscope.progress`)."""
+        self._note(task_notes.progress_note(ts, task.id, task.name, fraction,
+                                            message, self.run_id))
+
+    def task_log(self, task, ts, level, levelno, logger_name, message, worker):
+        """Record a log line of ``task`` (see :mod:`hueyscope.events.task_logs`)."""
+        self._note(task_notes.log_note(ts, task.id, task.name, level, levelno,
+                                       logger_name, message, self.run_id,
+                                       self.pid, worker))
+
+    def _note(self, note):
+        # In the buffer, in order with the task's signals: a log line never
+        # reaches the store before the 'executing' event of its attempt. The
+        # writer takes it out of the batch and writes it with the samples.
+        if len(self._buffer) >= self.max_buffer:
+            self._count_dropped(0, "buffer full: a progress or log note")
+            return
+        self._buffer.append(note)
+        self._ensure_writer()
 
     def end_run(self, reason="graceful", timeout=30.0):
         """Flush every buffered event and mark this run stopped.
@@ -445,8 +443,8 @@ class Recorder:
         # Writing from this process anyway (writer_process=False): a
         # connection of its own, as the writer thread's is busy.
         try:
-            conn = sqlite3.connect("file:%s?mode=ro" % os.path.abspath(
-                self.path), uri=True, timeout=timeout)
+            conn = sqlite3.connect(sqlite_uri(self.path, "mode=ro"),
+                                   uri=True, timeout=timeout)
             try:
                 return conn.execute(sql, params).fetchall()
             finally:
@@ -512,6 +510,9 @@ class Recorder:
     def _write(self, batch, run_row, samples, dropped):
         if self._store is None:
             self._store = self._open_store()
+        batch, notes = task_notes.take_notes(batch)
+        if notes:
+            samples = samples + notes
         plains = self._plains(batch)
         if len(plains) < len(batch):
             # Counted into the runs row by this very write.
@@ -528,45 +529,19 @@ class Recorder:
 
     def _plains(self, batch):
         """The batch's signals as plain tuples; one that fails costs only itself."""
-        capture, keys, limit, utc = (self.capture_args, self.redact,
+        capture, redaction, limit, utc = (self.capture_args, self.redact,
                                      self.max_arg_chars, self.huey.utc)
         try:
-            return [plain(item, capture, keys, limit, utc) for item in batch]
+            return [plain(item, capture, redaction, limit, utc) for item in batch]
         except Exception:
             pass  # a task attribute no plain tuple can be made from: one by one
         plains, failed = [], 0
         for item in batch:
             try:
-                plains.append(plain(item, capture, keys, limit, utc))
+                plains.append(plain(item, capture, redaction, limit, utc))
             except Exception:
                 failed += 1
                 if failed == 1:  # the others are counted (_count_dropped)
                     logger.exception("hueyscope recorder: cannot record a "
                                      "%r signal", item[CAPTURED.signal])
         return plains
-
-
-def _declared_periodic(huey, role, periodic):
-    """JSON list of the task names huey's registry declares periodic.
-
-    Recorded, not inferred from timing: a task a consumer re-enqueues (a
-    retry, a delayed task) looks periodic, and is not.
-    """
-    if role != "consumer":
-        return None
-    if not periodic:
-        return "[]"
-    try:
-        return json.dumps(sorted(t.name for t in huey._registry.periodic_tasks))
-    except Exception:  # a registry of another shape: say nothing
-        return None
-
-
-def _default_role():
-    """The role of a process that records without saying what it is."""
-    # huey_consumer's scheduler process (a multiprocessing child it names
-    # "Scheduler") enqueues due and periodic tasks: it is part of a consumer.
-    if multiprocessing.parent_process() is not None and \
-            multiprocessing.current_process().name == "Scheduler":
-        return "consumer"
-    return "producer"

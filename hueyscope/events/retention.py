@@ -17,6 +17,12 @@ transaction, so a consumer recording into the same store waits at most one
 chunk, never the whole prune. ``--vacuum`` then gives the freed pages back
 to the file system; VACUUM needs the store to itself for a moment.
 
+A store whose schema is not ours (:func:`hueyscope.events.schema.check_store`: a trigger
+that came with the file, a view where a table belongs) is refused before
+anything is deleted, and checked again inside each chunk's transaction;
+no trigger may write anyway (:func:`hueyscope.readonly.authorizer`), and
+each chunk's delete may run :data:`CHUNK_SECONDS`.
+
 :func:`prune_store` is the same operation as a function, for automatic
 retention from a long-running process (the command is ``prune``, the name
 the command line looks up, hence the different name).
@@ -28,6 +34,7 @@ import time
 import click
 import sqlite_utils
 
+from hueyscope import readonly
 from hueyscope.events import schema
 from hueyscope.options import BadInput, Duration, events_option
 from hueyscope.settings import Settings
@@ -36,6 +43,8 @@ from hueyscope.settings import Settings
 ACTIVE_STATUSES = ("waiting", "enqueued", "scheduled", "executing", "retrying")
 # Rows deleted per transaction.
 CHUNK = 5000
+# Seconds one chunk's delete may run (milliseconds on a healthy store).
+CHUNK_SECONDS = 60.0
 # Tables prune reads or writes; anything lacking one is not an event store.
 REQUIRED_TABLES = ("events", "tasks", "queue_samples", "rollup_hourly", "runs")
 
@@ -53,7 +62,8 @@ def _open(db_or_path):
     return conn, True
 
 
-def _check_tables(conn):
+def _check_tables(conn, what):
+    schema.check_store(conn, what)
     names = {row[0] for row in conn.execute(
         "select name from sqlite_master where type = 'table'")}
     missing = [t for t in REQUIRED_TABLES if t not in names]
@@ -62,13 +72,20 @@ def _check_tables(conn):
                          % ", ".join(missing))
 
 
-def _delete_in_chunks(conn, sql, params, chunk):
+def _delete_in_chunks(conn, sql, params, chunk, what, limit=None):
     """Run a ``delete ... where rowid in (select ... limit ?)`` until it
-    deletes nothing; one short transaction per chunk. Returns the count."""
+    deletes nothing; one short transaction per chunk. Returns the count.
+
+    The schema is checked inside each transaction, whose write lock keeps
+    it from changing until the delete is done.
+    """
     total = 0
     while True:
+        if limit is not None:
+            limit.arm()
         conn.execute("begin immediate")
         try:
+            schema.check_store(conn, what)
             deleted = conn.execute(sql, (*params, chunk)).rowcount
             conn.execute("commit")
         except BaseException:
@@ -96,7 +113,7 @@ def prune_store(db_or_path, older_than_seconds, vacuum=False, chunk=CHUNK, now=N
     ``db_or_path`` is the event store: a path, a sqlite3 connection (not in
     a transaction) or a sqlite_utils Database. The cutoff is ``now`` (default:
     the current time) minus ``older_than_seconds``. Roll-ups and runs are
-    kept. With ``vacuum`` the file is compacted afterwards.
+    kept; task log lines and progress values older than the cutoff go too. With ``vacuum`` the file is compacted afterwards.
 
     Returns a dict: ``cutoff`` (unix seconds), ``events``, ``tasks`` and
     ``queue_samples`` (rows deleted), ``vacuumed`` and, with vacuum,
@@ -108,21 +125,37 @@ def prune_store(db_or_path, older_than_seconds, vacuum=False, chunk=CHUNK, now=N
                          % older_than_seconds)
     cutoff = (time.time() if now is None else now) - older_than_seconds
     conn, owned = _open(db_or_path)
+    what = "the event store" if not owned else os.fspath(db_or_path)
+    # Its own connection only: a caller's keeps the settings it has.
+    limit = readonly.guard(conn, CHUNK_SECONDS) if owned else None
     try:
         if conn.in_transaction:
             raise ValueError("prune needs a connection outside any transaction")
         try:
-            _check_tables(conn)
+            _check_tables(conn, what)
         except sqlite3.DatabaseError as exc:
             raise ValueError("cannot read the event store: %s" % exc)
         outcome = {"cutoff": cutoff, "vacuumed": False}
         # Tasks first: a task row is the summary pages read, and it should
         # not outlive nothing but its events.
-        outcome["tasks"] = _delete_in_chunks(conn, DELETE_TASKS, (cutoff,), chunk)
-        outcome["events"] = _delete_in_chunks(conn, DELETE_EVENTS, (cutoff,), chunk)
-        outcome["queue_samples"] = _delete_in_chunks(
-            conn, DELETE_SAMPLES, (cutoff,), chunk)
+        deletes = [("tasks", DELETE_TASKS), ("events", DELETE_EVENTS),
+                   ("queue_samples", DELETE_SAMPLES)]
+        deletes += [(table, DELETE_TASK_NOTES.format(table=table))
+                    for table in _note_tables(conn)]
+        for table, sql in deletes:
+            try:
+                outcome[table] = _delete_in_chunks(
+                    conn, sql, (cutoff,), chunk, what, limit)
+            except sqlite3.Error as exc:
+                better = readonly.explain(exc, limit)
+                if better is exc:
+                    raise
+                raise better from None
         if vacuum:
+            if limit is not None:
+                # VACUUM copies the whole store: minutes for a large one.
+                limit.seconds = None
+                limit.arm()
             outcome["size_before"] = _size(conn)
             conn.execute("vacuum")
             # In WAL mode VACUUM writes the compacted pages to the WAL;
@@ -134,6 +167,18 @@ def prune_store(db_or_path, older_than_seconds, vacuum=False, chunk=CHUNK, now=N
     finally:
         if owned:
             conn.close()
+
+
+# What running tasks told (m008): their age is their own time.
+DELETE_TASK_NOTES = """delete from {table} where rowid in (
+  select rowid from {table} where ts < ? limit ?)"""
+
+
+def _note_tables(conn):
+    """The tables of task log lines and progress values this store has."""
+    names = {row[0] for row in conn.execute(
+        "select name from sqlite_master where type = 'table'")}
+    return [table for table in ("task_logs", "task_progress") if table in names]
 
 
 def _size(conn):

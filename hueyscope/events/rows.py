@@ -28,7 +28,7 @@ FINAL_STATUS = {
 # Signals that make a task ready to run (again).
 READY_SIGNALS = ("enqueued", "scheduled", "recovered", "requeued")
 # Signals that say something of a task and leave its status as it is.
-NOTE_SIGNALS = ("revoke", "restore", "pause", "resume")
+NOTE_SIGNALS = ("revoke", "restore", "discard", "pause", "resume")
 STATUS = dict(FINAL_STATUS, enqueued="enqueued", scheduled="scheduled",
               executing="executing", retrying="retrying", recovered="enqueued",
               requeued="enqueued", **{s: "waiting" for s in NOTE_SIGNALS})
@@ -78,10 +78,14 @@ def batch_rows(plains, run_id, host, pid, queue):
         ready = max(ts, eta_ts or 0) if signal in READY_SIGNALS else None
         finished = ts if signal in FINAL_STATUS else None
         event_run = own_run or run_id
+        # A note (a revoke, a discard) says why in its event only: the
+        # task keeps the error of its last attempt.
+        note = signal in NOTE_SIGNALS
         row = [task_id, name, queue, STATUS[signal],
                ts if signal == "enqueued" else None, ready,
                ts if executing else None, finished, 1 if executing else 0,
-               duration, error_type, error, fp, priority, eta_ts, None,
+               duration, None if note else error_type, None if note else error,
+               None if note else fp, priority, eta_ts, None,
                event_run if (executing or finished) else None, ts, None, None]
         current = tasks.get(task_id)
         if current is None:

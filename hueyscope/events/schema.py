@@ -13,7 +13,9 @@ Tables:
 - ``rollup_hourly``: per task, signal and hour counts and sums, kept by the
   writer in the same transaction, so totals survive retention pruning.
 - ``alerts``: alert rules a consumer found firing (m007).
+- ``task_progress`` and ``task_logs``: what running tasks told (m008).
 """
+import functools
 import sqlite3
 
 import sqlite_utils
@@ -23,7 +25,8 @@ from sqlite_utils import Migrations
 # module of their own so the writer process need not import sqlite-utils.
 from hueyscope.events.columns import EVENT, TASK  # noqa: F401
 from hueyscope.events.sqlite_file import connect  # noqa: F401 (schema.connect)
-from hueyscope.readonly import read_only
+from hueyscope import readonly
+from hueyscope.readonly import check_schema, read_only, sqlite_uri
 
 migrations = Migrations("hueyscope")
 
@@ -35,10 +38,11 @@ SIGNALS = (
     # Not huey's: hueyscope's recovery of a dead consumer's leased task, a
     # message no task could be built from, an enqueue that raised, a task
     # put back on the queue from the failed set, a revocation and a
-    # restore asked for by hand, a pause and a resume of a task name, an
-    # enqueue of a unique task whose key was held.
+    # restore asked for by hand, a failed-set entry deleted by hand, a pause
+    # and a resume of a task name, an enqueue of a unique task whose key was
+    # held.
     "recovered", "lost", "dropped", "not-queued", "requeued", "revoke",
-    "restore", "pause", "resume", "deduplicated",
+    "restore", "discard", "pause", "resume", "deduplicated",
 )
 # Signals after which an execution attempt is over (duration is measured to them).
 TERMINAL_SIGNALS = frozenset((
@@ -216,10 +220,11 @@ def check_event_store(path, must_exist=True, file_only=False):
     if header != b"SQLite format 3\x00":
         raise ValueError("%s is not a SQLite database" % path)
     try:
+        read = functools.partial(_tables_and_migrations, path=path)
         if file_only:
-            names, applied = _file_only(path, _tables_and_migrations)
+            names, applied = _file_only(path, read)
         else:
-            names, applied = read_only(path, _tables_and_migrations)
+            names, applied = read_only(path, read)
     except sqlite3.Error as exc:
         if file_only:
             return
@@ -243,17 +248,51 @@ def check_event_store(path, must_exist=True, file_only=False):
             % (path, newer[0]))
 
 
+@functools.lru_cache(maxsize=None)
+def expected_objects():
+    """{name: type} of every table and index the migrations create."""
+    db = sqlite_utils.Database(memory=True)
+    try:
+        migrations.apply(db)
+        return {name: kind for kind, name in db.execute(
+            "select type, name from sqlite_master")}
+    finally:
+        db.close()
+
+
+def check_store(conn, path, schema="main"):
+    """Raise :class:`hueyscope.readonly.ForeignSchema` (a ValueError, one
+    line) unless the event store open as ``schema`` on ``conn`` is ours.
+
+    A store copied from another host may have been crafted: ``tasks`` a
+    view that never ends, ``_sqlite_migrations`` a recursive view, a
+    trigger that writes when ``prune`` deletes. Its sqlite_master is
+    compared with what the migrations create (:func:`expected_objects`;
+    see :func:`hueyscope.readonly.check_schema`) before anything else is
+    read. Every reader calls it on the connection it reads with.
+    """
+    names = expected_objects()
+    check_schema(conn, "event store %s" % path, names, schema,
+                 no_generated=sorted(n for n, kind in names.items()
+                                     if kind == "table"))
+
+
 def _file_only(path, read):
     """``read(conn)`` on the database file alone (immutable: no WAL, no -shm)."""
-    conn = sqlite3.connect("file:%s?mode=ro&immutable=1" % path, uri=True)
+    conn = readonly.connect(sqlite_uri(path, "mode=ro&immutable=1"), uri=True)
     try:
         return read(conn)
     finally:
         conn.close()
 
 
-def _tables_and_migrations(conn):
-    """(table names, names of our migrations applied) of an open store."""
+def _tables_and_migrations(conn, path):
+    """(table names, names of our migrations applied) of an open store.
+
+    Raises ValueError first if its schema is not ours (:func:`check_store`):
+    the migrations table itself may be a view that never ends.
+    """
+    check_store(conn, path)
     names = {row[0] for row in conn.execute(
         "select name from sqlite_master where type = 'table'")}
     applied = []
@@ -377,6 +416,29 @@ def m007_alerts(db):
         "value": float, "threshold": float, "run_id": str,
     }, pk="id", not_null={"ts", "rule", "message"})
     db.execute("create index idx_alerts_ts on alerts (ts)")
+
+
+@migrations()
+def m008_task_progress_and_logs(db):
+    """What a running task tells: its progress, and its log lines.
+
+    ``task_progress``: the last value of each task that called
+    ``hueyscope.progress`` (a fraction from 0 to 1 and a message).
+    ``task_logs``: the log records emitted while a task ran, in its thread
+    or its worker process, with the attempt they belong to, bounded per
+    attempt and by level and redacted as arguments are (see
+    :mod:`hueyscope.events.task_logs`).
+    """
+    db["task_progress"].create({
+        "task_id": str, "task": str, "fraction": float, "message": str,
+        "ts": float, "run_id": str,
+    }, pk="task_id", not_null={"ts"})
+    db["task_logs"].create({
+        "id": int, "ts": float, "task_id": str, "task": str, "attempt": int,
+        "level": str, "levelno": int, "logger": str, "message": str,
+        "run_id": str, "pid": int, "worker": str,
+    }, pk="id", not_null={"ts", "task_id"})
+    db.execute("create index idx_task_logs_task_id on task_logs (task_id)")
 
 
 # Every migration this version knows; a store listing another one was

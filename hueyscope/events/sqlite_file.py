@@ -11,6 +11,8 @@ import os
 import sqlite3
 import time
 
+from hueyscope import filemodes
+
 MIGRATIONS_TABLE = "_sqlite_migrations"  # sqlite-utils' record of migrations
 MIGRATION_SET = "hueyscope"
 
@@ -20,7 +22,10 @@ def connect(path, timeout=30):
 
     NORMAL is safe here: in WAL mode a killed process loses nothing that was
     committed; only a power cut may lose the last commits of history.
+    A store that does not exist yet is created owner-only, and its -wal and
+    -shm with it (see :mod:`hueyscope.filemodes`).
     """
+    filemodes.create_private(path)
     conn = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
     conn.execute("pragma busy_timeout=%d" % int(timeout * 1000))
     # Switching a new file to WAL upgrades a read lock to a write lock, and

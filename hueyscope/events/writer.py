@@ -13,11 +13,10 @@ import os
 import sqlite3
 import time
 
-from hueyscope import storable
-from hueyscope.events import sqlite_file
+from hueyscope import filemodes, storable
+from hueyscope.events import sqlite_file, task_notes
 from hueyscope.events.columns import EVENT, SIGNAL, TASK
 from hueyscope.events.rows import batch_rows, finish_events, storable_batch
-from hueyscope.events.rows import FINAL_STATUS  # noqa: F401 (named here before)
 from hueyscope.events.statements import (
     COUNT_RUN_EVENTS, EXECUTIONS_BEFORE, FILL_LATE_WAIT, INSERT_EVENTS,
     INSERT_SAMPLE, RUN_DEFAULTS, UPSERT_ROLLUP, UPSERT_RUN, insert_many,
@@ -228,7 +227,7 @@ class Store:
             return False
         reserve = self._reserve_path()
         try:
-            with open(reserve + ".new", "wb") as f:
+            with filemodes.open_private(reserve + ".new") as f:
                 f.write(bytes(size))
             os.replace(reserve + ".new", reserve)
         except OSError:
@@ -371,8 +370,10 @@ class Store:
                     for (h, t, s), sums in rollup.items()])
                 if updates:
                     conn.executemany(FILL_LATE_WAIT, updates)
+            samples, progress, logs = task_notes.split(samples)
             if samples:
                 conn.executemany(INSERT_SAMPLE, samples)
+            task_notes.write(conn, progress, logs)
             if self._run_id is not None and (events or dropped):
                 conn.execute(COUNT_RUN_EVENTS, (
                     self._run_id, *_run_identity(self._run_id),

@@ -8,7 +8,10 @@ it is read: see :mod:`hueyscope.metrics.store`.
 
 Everything is checked before anything is written or bound: a missing event
 store, an unwritable textfile folder and a busy port are each one
-``Error:`` line and exit 2, with no file left behind.
+``Error:`` line and exit 2, with no file left behind. The endpoint
+(:mod:`hueyscope.metrics.server`) serves ``/metrics`` only, to the host
+names it was started for, computing at most once per ``--min-interval``
+and never longer than ``--time-limit``.
 """
 import os
 import signal
@@ -16,7 +19,8 @@ import threading
 
 import click
 
-from hueyscope.options import BadInput, FloatRange, settings_options
+from hueyscope.options import (BadInput, FloatRange, allow_host_option,
+                               settings_options)
 
 DEFAULT_PORT = 9808
 
@@ -56,7 +60,7 @@ def check_textfile(path):
                          "writable" % (path, folder))
 
 
-def make_registry(settings):
+def make_registry(settings, time_limit=None):
     """A registry holding only the collector of these settings' store and queue."""
     from prometheus_client import CollectorRegistry
 
@@ -65,31 +69,48 @@ def make_registry(settings):
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(settings.events,
-                                     queue_tables.for_settings(settings)))
+                                     queue_tables.for_settings(settings),
+                                     time_limit=time_limit))
     return registry
 
 
-def serve(registry, host, port):
+def serve(registry, host, port, hosts, interval, time_limit):
     """Start the HTTP endpoint in a thread; the server (bound to its port)."""
-    from prometheus_client import start_http_server
+    from hueyscope.metrics import server as http
 
+    exposition = http.Exposition(registry, interval, time_limit)
     try:
-        server, _ = start_http_server(port, addr=host, registry=registry)
+        return http.start(host, port, exposition, hosts)
     except OSError as exc:
+        exposition.close()
         raise BadInput("cannot listen on %s:%d: %s" % (
             host, port, exc.strerror or exc))
-    return server
 
 
 def write_textfile(registry, path):
-    """Write the metrics to ``path`` through a temporary file and a rename."""
-    from prometheus_client import write_to_textfile
+    """Write the metrics to ``path`` through a temporary file and a rename.
+
+    A new file follows the umask; a rewritten one keeps the mode of the
+    file it replaces (see :func:`hueyscope.filemodes.replace_file`).
+    Stopped by a signal while reading, it writes nothing: the last complete
+    file stays.
+    """
+    from prometheus_client import generate_latest
+
+    from hueyscope.filemodes import replace_file
+    from hueyscope.metrics.store import TimeLimitExceeded
+    from hueyscope.readonly import QueryStopped, stopping
 
     try:
-        write_to_textfile(path, registry)
+        replace_file(path, generate_latest(registry))
+    except QueryStopped:
+        if not stopping():
+            raise
     except OSError as exc:
         raise BadInput("cannot write --textfile %s: %s" % (
             path, exc.strerror or exc))
+    except TimeLimitExceeded as exc:
+        raise BadInput("not writing --textfile %s: %s" % (path, exc))
 
 
 def _rewrite(registry, path):
@@ -102,13 +123,20 @@ def _rewrite(registry, path):
 
 
 def _stop_event():
-    """An Event set by SIGINT or SIGTERM: a requested stop, exit 0."""
+    """An Event set by SIGINT or SIGTERM: a requested stop, exit 0.
+
+    The signal also stops a query under way (it is checked between steps
+    of SQLite's work), so a stop never waits for the store.
+    """
+    from hueyscope.readonly import stop_queries
+
     stop = threading.Event()
     stop.signum = None
 
     def handler(signum, frame):
         stop.signum = signum
         stop.set()
+        stop_queries()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)
@@ -127,7 +155,18 @@ def _stop_event():
               metavar="SECONDS",
               help="With --textfile: rewrite the file every SECONDS until "
                    "stopped (default: write it once and exit).")
-def metrics(settings, listen, textfile, every):
+@click.option("--min-interval", type=FloatRange(min=0), default=5.0,
+              show_default=True, metavar="SECONDS",
+              help="With --serve: compute the metrics at most once every "
+                   "SECONDS; scrapes in between, and scrapes arriving while "
+                   "they are computed, get the same result.")
+@click.option("--time-limit", type=FloatRange(min=0, min_open=True),
+              default=10.0, show_default=True, metavar="SECONDS",
+              help="Stop computing the metrics after SECONDS: the scrape is "
+                   "answered 503, the textfile is left as it was.")
+@allow_host_option
+def metrics(settings, listen, textfile, every, min_interval, time_limit,
+            allow_hosts):
     """Serve or write Prometheus / OpenMetrics metrics of the event store.
 
     Task outcomes, run time and queue wait histograms per task, queue depth
@@ -142,9 +181,13 @@ def metrics(settings, listen, textfile, every):
         hueyscope metrics --textfile /var/lib/node_exporter/hueyscope.prom
         hueyscope metrics --textfile hueyscope.prom --every 15
 
+    The endpoint serves /metrics only, and only to requests for the host
+    it listens on (and localhost): --allow-host adds names.
+
     SIGINT or SIGTERM stops it (exit 0).
     """
     from hueyscope.events.schema import check_event_store
+    from hueyscope.serving import HostNames, is_loopback
 
     if not listen and not textfile:
         raise BadInput("give --serve HOST:PORT, --textfile PATH or both "
@@ -155,13 +198,20 @@ def metrics(settings, listen, textfile, every):
     if textfile:
         check_textfile(textfile)
     check_event_store(settings.events, must_exist=True)
-    registry = make_registry(settings)
+    registry = make_registry(settings, time_limit)
     stop = _stop_event()
     server = None
     if address:
-        server = serve(registry, *address)
+        host = address[0]
+        server = serve(registry, host, address[1], HostNames(host, allow_hosts),
+                       min_interval, time_limit)
+        if not is_loopback(host):
+            click.secho(
+                "Warning: listening on %s: anyone who can reach this machine "
+                "can read the metrics (task, queue and host names)." % host,
+                fg="yellow", err=True)
         click.echo("Serving metrics at http://%s:%d/metrics" % (
-            _url_host(address[0]), server.server_port))
+            _url_host(host), server.server_port))
     try:
         if textfile:
             write_textfile(registry, textfile)
@@ -173,11 +223,11 @@ def metrics(settings, listen, textfile, every):
         if server is not None:
             server.shutdown()
             server.server_close()
+            server.exposition.close()
     if stop.signum is not None:
         click.echo("Stopped (%s)." % signal.Signals(stop.signum).name, err=True)
 
 
 def _url_host(host):
-    if host in ("0.0.0.0", "", "::"):
-        return "127.0.0.1"
+    """``host`` as it goes in a URL: the address listened on, as given."""
     return "[%s]" % host if ":" in host else host

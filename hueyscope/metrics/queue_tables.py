@@ -15,6 +15,7 @@ import sys
 
 from prometheus_client.core import GaugeMetricFamily
 
+from hueyscope.metrics.store import Deadline, TimeLimitExceeded
 from hueyscope.readonly import read_only
 
 TABLES = ("hueyscope_lease", "hueyscope_dead_letter")
@@ -77,11 +78,16 @@ class SqliteQueueTables:
     def __init__(self, path):
         self.path = path
 
-    def read(self):
+    def read(self, deadline):
         if not os.path.exists(self.path):
             raise OSError("no queue at %s" % self.path)
 
+        from hueyscope.metrics.store import QUERY_SECONDS
+        from hueyscope.queue.files import check_queue_schema
+
         def counts(conn):
+            # At each scrape: the file may have been replaced since the start.
+            check_queue_schema(conn, self.path)
             tables = {row[0] for row in conn.execute(
                 "select name from sqlite_master where type = 'table'")}
             if not set(TABLES) <= tables:
@@ -95,7 +101,8 @@ class SqliteQueueTables:
                 counts["hueyscope_queue_paused_tasks"] = _paused(execute, "task")
             return counts
 
-        return read_only(self.path, counts)
+        return read_only(self.path, deadline.read(counts),
+                         seconds=QUERY_SECONDS)
 
 
 class PostgresQueueTables:
@@ -104,8 +111,12 @@ class PostgresQueueTables:
     def __init__(self, huey):
         self.huey = huey
 
-    def read(self):
+    def read(self, deadline):
         with self.huey.storage.db() as curs:
+            remaining = deadline.remaining()
+            # The server ends a statement running past the limit (0: none).
+            curs.execute("set statement_timeout = %d" % (
+                0 if remaining is None else max(1, int(remaining * 1000))))
             curs.execute("select to_regclass('hueyscope_lease') is not null "
                          "and to_regclass('hueyscope_dead_letter') is not null")
             if not curs.fetchone()[0]:
@@ -141,10 +152,14 @@ class QueueTables:
             print("hueyscope metrics: %s" % message, file=sys.stderr, flush=True)
             self.warned = message
 
-    def families(self, metrics, gauge):
+    def families(self, metrics, gauge, deadline=None):
+        deadline = deadline or Deadline()
         try:
-            counts = self.source.read()
+            counts = self.source.read(deadline)
+        except TimeLimitExceeded:
+            raise
         except Exception as exc:
+            deadline.check()
             # A queue file not created yet or locked, psycopg's errors: the
             # store's metrics are still worth serving, and hueyscope_queue_up
             # says these are missing.

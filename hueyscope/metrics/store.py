@@ -3,9 +3,11 @@
 :class:`StoreCollector` is a prometheus-client custom collector: nothing is
 observed or kept in memory between scrapes. Each scrape opens the store
 read-only (:func:`hueyscope.readonly.read_only`: no ``-wal`` or ``-shm`` is
-left beside a store nobody has open), reads everything in one read
+left beside a store nobody has open), checks that its schema is ours
+(:func:`hueyscope.events.schema.check_store`), reads everything in one read
 transaction, so the numbers of one scrape agree with each other, and
-closes it.
+closes it. Each query may run :data:`QUERY_SECONDS`; a signal to stop
+(:func:`hueyscope.readonly.stop_queries`) stops one under way at once.
 
 Names follow the OpenTelemetry messaging semantic conventions as the
 OpenTelemetry-to-Prometheus translation spells them (``messaging.process.duration``
@@ -22,7 +24,8 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
 
 from hueyscope.events.queries import run_alive
-from hueyscope.readonly import read_only
+from hueyscope.events.schema import check_store
+from hueyscope.readonly import read_only, stopping
 from hueyscope.signals import STALE_SECONDS
 
 # OpenTelemetry's messaging.system attribute of huey's messages.
@@ -45,6 +48,10 @@ STATUSES = ("waiting", "enqueued", "scheduled", "executing", "retrying",
 # Statuses of a task that is on the queue or in its schedule.
 QUEUED = ("enqueued", "scheduled", "retrying")
 UNNAMED = "(unnamed)"
+# Seconds one query of a scrape may run: a scrape must answer within
+# Prometheus' own timeout (10 s by default); on a million events the
+# slowest takes well under one.
+QUERY_SECONDS = 10.0
 
 Metric = collections.namedtuple("Metric", "name type labels help source")
 
@@ -127,9 +134,63 @@ METRICS = (
            "Redis queue.",
            "the queue"),
     Metric("hueyscope_metrics_collect_seconds", "gauge", (),
-           "Seconds this scrape spent computing its values.",
+           "Seconds the computation of these values took.",
+           "the metrics process"),
+    Metric("hueyscope_metrics_computations_total", "counter", (),
+           "Times this process computed the metrics since it started "
+           "(scrapes served from the last computation do not count).",
            "the metrics process"),
 )
+
+
+class TimeLimitExceeded(Exception):
+    """The metrics took longer to compute than their time limit."""
+
+
+class Deadline:
+    """A time limit on one computation of the metrics (None: no limit).
+
+    :meth:`bound` makes a SQLite connection interrupt its statement once the
+    limit has passed; :meth:`check` raises :class:`TimeLimitExceeded` then.
+    """
+
+    def __init__(self, seconds=None):
+        self.seconds = seconds
+        self.at = None if seconds is None else time.monotonic() + seconds
+
+    def passed(self):
+        return self.at is not None and time.monotonic() > self.at
+
+    def check(self):
+        if self.passed():
+            raise TimeLimitExceeded(
+                "computing the metrics took longer than %g s" % self.seconds)
+
+    def remaining(self):
+        """Seconds left, or None without a limit."""
+        return None if self.at is None else max(0.0, self.at - time.monotonic())
+
+    def bound(self, conn):
+        if self.at is not None:
+            # Called every 1000 SQLite VM instructions; true interrupts. It
+            # replaces the connection's own progress handler, so it asks
+            # that one too (hueyscope.readonly.guard: the time limit of
+            # one query, a stop asked by a signal).
+            limit = getattr(conn, "limit", None)
+            conn.set_progress_handler(
+                lambda: self.passed() or bool(limit and limit()), 1000)
+
+    def read(self, read):
+        """``read`` as a :func:`hueyscope.readonly.read_only` callback that
+        stops at the limit: an interrupted statement is TimeLimitExceeded."""
+        def bounded(conn):
+            self.bound(conn)
+            try:
+                return read(conn)
+            except sqlite3.OperationalError:
+                self.check()
+                raise
+        return bounded
 
 
 def _name(task):
@@ -203,14 +264,21 @@ def _statuses(conn):
 class StoreReading:
     """Everything one scrape reads from the event store, in one snapshot."""
 
-    def __init__(self, conn, now):
+    def __init__(self, conn, now, path, deadline=None):
+        deadline = deadline or Deadline()
         conn.execute("begin")
+        # In the snapshot read: the file may have changed since the start.
+        check_store(conn, path)
         self.signals = conn.execute(
             "select task, signal, sum(count) from rollup_hourly "
             "group by task, signal").fetchall()
+        deadline.check()
         self.statuses = _statuses(conn)
+        deadline.check()
         self.durations = conn.execute(HISTOGRAM_SQL["duration"]).fetchall()
+        deadline.check()
         self.waits = conn.execute(HISTOGRAM_SQL["wait"]).fetchall()
+        deadline.check()
         marks = ", ".join("?" * len(QUEUED))
         # Few rows: the status index finds the tasks that are still queued.
         self.queued = conn.execute(
@@ -226,13 +294,19 @@ class StoreReading:
             "select host, sum(events_written), sum(events_dropped) from runs "
             "group by host").fetchall()
         conn.execute("commit")
+        deadline.check()
 
 
-def read_store(path, now=None):
+def read_store(path, now=None, deadline=None):
     """A :class:`StoreReading` of the event store at ``path``; raises
-    sqlite3.Error as sqlite3 does."""
+    sqlite3.Error as sqlite3 does (:class:`hueyscope.readonly.QueryStopped`
+    for one query longer than :data:`QUERY_SECONDS`), ValueError for a
+    schema not ours, TimeLimitExceeded past ``deadline``."""
     now = time.time() if now is None else now
-    return read_only(path, lambda conn: StoreReading(conn, now))
+    deadline = deadline or Deadline()
+    return read_only(path, deadline.read(
+        lambda conn: StoreReading(conn, now, path, deadline)),
+        seconds=QUERY_SECONDS)
 
 
 def store_families(reading, now):
@@ -330,11 +404,15 @@ class StoreCollector:
     A store that cannot be read at a scrape (deleted, locked past the busy
     timeout) gives ``hueyscope_event_store_up 0`` and a line on stderr, not
     an error page: Prometheus keeps scraping and an alert can fire on it.
+    A computation longer than ``time_limit`` seconds is stopped and raises
+    :class:`TimeLimitExceeded` (the server answers 503).
     """
 
-    def __init__(self, events_path, queue_tables=None):
+    def __init__(self, events_path, queue_tables=None, time_limit=None):
         self.events_path = events_path
         self.queue_tables = queue_tables
+        self.time_limit = time_limit
+        self.computations = 0
         self.warned = None
 
     def warn(self, message):
@@ -351,9 +429,13 @@ class StoreCollector:
     def collect(self):
         started = time.perf_counter()
         now = time.time()
+        deadline = Deadline(self.time_limit)
+        self.computations += 1
         try:
-            reading = read_store(self.events_path, now)
-        except sqlite3.Error as exc:
+            reading = read_store(self.events_path, now, deadline)
+        except (sqlite3.Error, ValueError) as exc:
+            if stopping():
+                raise  # asked to stop: no half-read scrape is written
             self.warn("cannot read event store %s: %s" % (self.events_path, exc))
             yield _gauge("hueyscope_event_store_up", 0)
         else:
@@ -362,6 +444,10 @@ class StoreCollector:
             yield _gauge("hueyscope_event_store_up", 1)
         if self.queue_tables is not None:
             yield from self.queue_tables.families(
-                {m.name: m for m in METRICS}, _gauge)
+                {m.name: m for m in METRICS}, _gauge, deadline)
+        computations = _counter({m.name: m for m in METRICS}[
+            "hueyscope_metrics_computations_total"])
+        computations.add_metric([], self.computations)
+        yield computations
         yield _gauge("hueyscope_metrics_collect_seconds",
                      time.perf_counter() - started)

@@ -10,7 +10,8 @@ Imports only go down this list; nothing here imports the recorder
 - ``recovery``  dead holders' leases back on the queue, locks freed
 - ``operations`` what is done by hand: retry, discard, revoke, restore, pause,
   resume, recover, status
-- ``control``   what consumers may take: paused task names
+- ``control``   what consumers may take: pauses, unique keys, concurrency limits
+- ``messages``  messages written with their name, unique key and slot
 - ``failed``    the failed set: select, retry, discard
 - ``leases``    what every leased storage shares; ``QueueCursor``
 - ``contract``  ``LeasedStorage``: what every leased storage must provide

@@ -35,6 +35,10 @@ class LeasedStorage:
     record_outcomes = False
     #: A callable giving this process's run id in the event store, or None.
     run_id_source = None
+    #: Set by ``hueyscope.attach``: the recorder's
+    #: :class:`~hueyscope.redaction.Redaction`, which the failed set's reasons
+    #: go through (None: the configured one, see ``LeaseKeeping.redactor``).
+    redaction = None
 
     # -- schema and transactions ---------------------------------------------
 

@@ -8,7 +8,10 @@ original message of every task that
 - reached a consumer that does not have its task (kind ``dropped``),
 
 with the reason, the error type and the error's fingerprint (the event
-store's, so a group of failures in the report is a group here too).
+store's, so a group of failures in the report is a group here too). The
+reason quotes the error redacted as the event store's is
+(:mod:`hueyscope.redaction`), when written and again when listed; the
+message itself is kept whole, as huey needs it to run the task again.
 
 ``hueyscope failed`` lists it; ``hueyscope retry`` puts messages back on the
 queue -- a new attempt series, with the task's declared retries, recorded as
@@ -59,7 +62,15 @@ def select(huey, ids=(), task=None, fingerprint=None, since=None, kind=None,
         rows = QueueCursor(huey.storage, curs).execute(
             "select %s from hueyscope_dead_letter where %s order by id" % (
                 ", ".join(columns), " and ".join(where)), params).fetchall()
-    return [dict(zip(names, row)) for row in rows]
+    entries = [dict(zip(names, row)) for row in rows]
+    # Reasons are redacted when written; an entry parked by an earlier
+    # version, or under a shorter key list, is redacted again when read.
+    redaction = getattr(huey.storage, "redactor", None)
+    if redaction is not None:
+        redaction = redaction()
+        for entry in entries:
+            entry["reason"] = redaction.text(entry["reason"])
+    return entries
 
 
 def _again(huey, data):

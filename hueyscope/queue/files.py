@@ -3,7 +3,7 @@ import os
 import sqlite3
 
 from hueyscope.queue.tables import LEASE_SCHEMA
-from hueyscope.readonly import read_only
+from hueyscope.readonly import check_schema, read_only, schema_objects
 
 BUSY_TIMEOUT_SECONDS = 10
 # Tables a queue file may hold: huey's, ours, SQLite's own.
@@ -44,8 +44,9 @@ def check_queue_file(path):
     # Read-only, leaving not even a -wal or -shm file next to a database
     # that is not ours (see hueyscope.readonly).
     try:
-        tables, lease_schema = read_only(path, _tables_and_lease_schema,
-                                         timeout=BUSY_TIMEOUT_SECONDS)
+        tables, lease_schema = read_only(
+            path, lambda conn: _tables_and_lease_schema(conn, path),
+            timeout=BUSY_TIMEOUT_SECONDS)
     except sqlite3.Error as exc:
         raise ValueError("cannot read queue %s: %s" % (path, exc))
     foreign = sorted(t for t in tables if t not in HUEY_TABLES
@@ -64,8 +65,26 @@ def check_queue_file(path):
                 path, lease_schema, LEASE_SCHEMA))
 
 
-def _tables_and_lease_schema(conn):
+def check_queue_schema(conn, path):
+    """Raise ValueError (one line) if the queue file's schema is not ours.
+
+    huey's tables and ours must be plain tables (an index of ours is an
+    index), and neither huey nor hueyscope puts a view or a trigger in a
+    queue: one found there came with the file, and is refused before
+    anything reads or writes it (see :func:`hueyscope.readonly.check_schema`).
+    """
+    expected = {name: "table" for name in HUEY_TABLES}
+    for kind, name, _ in schema_objects(conn):
+        if name.startswith(OUR_PREFIX):
+            expected[name] = "index" if kind == "index" else "table"
+    check_schema(conn, "queue %s" % path, expected,
+                 no_generated=sorted(n for n, k in expected.items()
+                                     if k == "table"))
+
+
+def _tables_and_lease_schema(conn, path):
     """(table names, lease schema version or None) of an open queue file."""
+    check_queue_schema(conn, path)
     tables = {row[0] for row in conn.execute(
         "select name from sqlite_master where type = 'table'")}
     row = None

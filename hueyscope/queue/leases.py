@@ -41,7 +41,9 @@ import weakref
 from huey import signals as S
 
 from hueyscope.queue import liveness
+from hueyscope.queue.messages import ControlledMessages
 from hueyscope.queue.tables import LOCK_MARK, QueueCursor
+from hueyscope.settings import configured_redaction
 from hueyscope.signals import fingerprint
 from hueyscope.storable import str_of, text
 
@@ -64,7 +66,7 @@ def _is_lock(key):
     return isinstance(key, str) and LOCK_MARK in key
 
 
-class LeaseKeeping:
+class LeaseKeeping(ControlledMessages):
     """What every leased storage does alike, through :class:`QueueCursor`.
 
     ``record_outcomes`` (set by ``hueyscope.attach``): each lease released
@@ -80,9 +82,14 @@ class LeaseKeeping:
     """
 
     record_outcomes = False
-    #: Set by LeasedHuey: what the queue writes beside a message, read from
-    #: it: (task name, concurrency slot, limit) (see queue.control).
-    describe = None
+    redaction = None
+
+    def redactor(self):
+        """The redaction of the failed set's reasons: the recorder's when one
+        is attached, else the configured one (``--redact``, HUEYSCOPE_REDACT)."""
+        if self.redaction is None:
+            self.redaction = configured_redaction()
+        return self.redaction
 
     def _reset_lease_state(self):
         self._pid = os.getpid()
@@ -170,75 +177,6 @@ class LeaseKeeping:
                     (time.time(), self._run_id(), self._holder))
         except Exception:
             pass  # the next beat tries again; a busy queue is no failure
-
-    # -- messages, written with their task's name ------------------------
-
-    def _insert_message(self, curs, data, priority, unique=None):
-        """Write ``data`` on the queue, inside the open transaction, with its
-        task's name, unique key and concurrency slot (queue.control)."""
-        name, slot, limit = (self.describe(data) if self.describe is not None
-                             else (None, None, None))
-        QueueCursor(self, curs).execute(
-            "insert into {task} (queue, data, priority, hueyscope_name, "
-            "hueyscope_unique, hueyscope_slot, hueyscope_limit) "
-            "values (?, ?, ?, ?, ?, ?, ?)",
-            (self.name, self.to_blob(data), priority or 0, name, unique, slot,
-             limit))
-
-    def _wake(self, curs):
-        """Tell waiting consumers a message was written (PostgreSQL's NOTIFY)."""
-
-    def enqueue_unique(self, data, priority, key, task_id):
-        """Write ``data`` unless another task holds ``key``; returns the id
-        of the task holding it, or None once written.
-
-        One transaction takes the key (its row's primary key decides a race)
-        and writes the message; the task holding the key already (a retry,
-        a delayed task now due) writes it again.
-        """
-        for _ in range(3):  # the holder's row deleted between two statements
-            with self.db(commit=True) as raw:
-                curs = QueueCursor(self, raw)
-                curs.execute(
-                    "insert into hueyscope_unique (queue, key, task_id, since) "
-                    "values (?, ?, ?, ?) on conflict do nothing",
-                    (self.name, key, task_id, time.time()))
-                if raw.rowcount != 1:
-                    row = curs.execute(
-                        "select task_id from hueyscope_unique where queue = ? "
-                        "and key = ?", (self.name, key)).fetchone()
-                    if row is None:
-                        continue
-                    if row[0] != task_id:
-                        return row[0]
-                self._insert_message(raw, data, priority, key)
-                self._wake(raw)
-                return None
-        raise RuntimeError("unique key %s: its holder changed three times "
-                           "in a row" % key)
-
-    def _took_unique(self, lease, key):
-        """Lease ``lease`` was taken with unique ``key`` (None: not unique)."""
-        if key is not None:
-            self._unique_leases[lease] = key
-
-    def _unique_outcome(self, held, final):
-        """The task of ``held`` reached an outcome: its key is dropped with
-        the lease if ``final``; a retry or a delay keeps it."""
-        if not self._unique_leases:
-            return
-        key = self._unique_leases.pop(held.lease, None)
-        if key is not None and final and held.task is not None:
-            self._unique_drop[held.lease] = (key, held.task[0])
-
-    def _drop_unique(self, curs, ids):
-        """Delete the unique keys of the leases ``ids`` released for good."""
-        rows = [(self.name,) + self._unique_drop.pop(lease)
-                for lease in ids if lease in self._unique_drop]
-        if rows:
-            QueueCursor(self, curs).executemany(
-                "delete from hueyscope_unique where queue = ? and key = ? "
-                "and task_id = ?", rows)
 
     # -- what LeasedHuey tells the storage --------------------------------
 
@@ -391,6 +329,9 @@ class LeaseKeeping:
         if lease is None:
             return
         name = getattr(message, "name", None)
+        # The reason quotes an error, or a message no task could be built
+        # from: secrets in it are redacted as the event store's are.
+        reason = self.redactor().text(reason)
         # A lone surrogate in an error message (a file name that is not
         # UTF-8) is text no database takes: escaped, as the event store does.
         with self.db(commit=True) as curs:
@@ -418,7 +359,9 @@ class LeaseKeeping:
         if not self.owns(task.id):
             return
         error_type = type(exc).__name__ if exc is not None else None
-        message = str_of(exc)[:4000] if exc is not None else ""
+        # Redacted and cut as the event store's error (hueyscope.events.
+        # capture), so its fingerprint is the store's.
+        message = self.redactor().message(str_of(exc)) if exc is not None else ""
         reason = "%s: %s" % (error_type, message) if error_type else "failed"
         self.park_current(reason, task, kind="failed", error_type=error_type,
                           fingerprint=fingerprint(

@@ -1,8 +1,8 @@
 """What can be done to a queue by hand: one function per operation.
 
-``retry``, ``discard``, ``revoke``, ``restore``, ``pause``, ``resume`` and
-``recover`` act on an open Huey; ``failed``, ``paused`` and ``status`` read
-one. Each takes ids or filters,
+``retry``, ``discard``, ``revoke``, ``restore``, ``cancel``, ``pause``,
+``resume`` and ``recover`` act on an open Huey; ``failed``, ``paused``
+and ``status`` read one. Each takes ids or filters,
 returns what it did as a plain value (with ``dry_run``: what it would do)
 and raises ``ValueError`` with a one-line message for bad input. The
 command line (:mod:`hueyscope.commands`) is one caller; anything else that
@@ -111,12 +111,20 @@ def discard(huey, ids=(), task=None, fingerprint=None, since=None, kind=None,
             dry_run=False, actor=None):
     """Delete failed-set entries for good, named as for :func:`retry`.
 
-    Nothing is recorded (the entries' tasks already have their outcome), so
-    ``actor`` goes nowhere; it is taken so that every operation is called alike.
+    Each is recorded as a ``discard`` event of its task (its status stays
+    what it was), naming ``actor`` when given.
     """
     entries = _chosen(huey, ids, task, fingerprint, since, kind)
     if not dry_run:
         failed_set.discard(huey, entries)
+        for entry in entries:
+            if entry["task_id"] is None:
+                continue  # a message nobody could read: no task to speak of
+            subject = _ById(entry["task_id"])
+            subject.name = entry["task"]
+            huey._emit("discard", subject, exc=_Note(failed_set.by_whom(
+                "discarded from the failed set (%s, entry %d)" % (
+                    entry["kind"], entry["id"]), actor)))
     return Done("discard", huey.name, entries, dry_run)
 
 
@@ -197,6 +205,58 @@ def restore(huey, ids=(), task=None, actor=None):
     """Undo :func:`revoke` for task ``ids`` or every task of ``task``.
     Recorded as ``restore``."""
     return _revocation(huey, "restore", ids, task, actor)
+
+
+# -- cancel ------------------------------------------------------------------
+
+def cancel(huey, ids=(), task=None, dry_run=False, actor=None):
+    """Stop tasks: a pending or scheduled one is revoked, a running one stopped.
+
+    Named by ``ids`` or by ``task`` (every pending, scheduled and running
+    task of the name). Every id must be pending, scheduled or running, and
+    a name must have one such task, else ValueError and nothing changes.
+    Each task is revoked by id (huey's revoke_by_id, recorded ``revoke``):
+    a pending one is skipped when a worker takes it, and a running one that
+    recovery puts back after a crash is never run again. A running one is
+    also stopped by the consumer that holds it (a ``hueyscope_cancel``
+    request, see :mod:`hueyscope.consumer.control`), recorded ``canceled``
+    with ``actor`` in its reason. ``touched``: ``{"task_id", "task",
+    "state"}`` per task.
+    """
+    from hueyscope.queue import cancels
+
+    check_named(ids, task)
+    found = cancels.find(huey)
+    if task:
+        name = huey._registry.task_to_string(_task_class(huey, task))
+        chosen = [item for item in found if item.task == name]
+        if not chosen:
+            raise ValueError("no pending, scheduled or running task %s in "
+                             "queue %s" % (task, huey.name))
+    else:
+        by_id = {}
+        for item in found:
+            if item.state == "running" or item.task_id not in by_id:
+                by_id[item.task_id] = item
+        missing = [task_id for task_id in ids if task_id not in by_id]
+        if missing:
+            raise ValueError("no pending, scheduled or running task %s in queue "
+                             "%s (unknown, or finished already)" % (
+                                 ", ".join(missing), huey.name))
+        chosen = [by_id[task_id] for task_id in dict.fromkeys(ids)]
+    touched = [{"task_id": item.task_id, "task": item.task.rsplit(".", 1)[-1],
+                "state": item.state} for item in chosen]
+    if dry_run:
+        return Done("cancel", huey.name, touched, dry_run)
+    reason = failed_set.by_whom("canceled by hand", actor)
+    for item in chosen:
+        huey.revoke_by_id(item.task_id)
+        subject = _ById(item.task_id)
+        subject.name = item.task.rsplit(".", 1)[-1]
+        huey._emit("revoke", subject, exc=_Note(reason))
+    cancels.request(huey, [item for item in chosen if item.state == "running"],
+                    reason)
+    return Done("cancel", huey.name, touched, dry_run)
 
 
 # -- pauses ------------------------------------------------------------------
@@ -292,7 +352,7 @@ def _note(huey, action, names, actor):
 # -- recovery and status ----------------------------------------------------
 
 def recover(huey, others=(), dry_run=False, lease_timeout=DEFAULT_LEASE_TIMEOUT,
-            max_recoveries=DEFAULT_MAX_RECOVERIES, keep_failed=None):
+            max_recoveries=DEFAULT_MAX_RECOVERIES, keep_failed=None, actor=None):
     """Put dead holders' leases back on the queue and free their locks.
 
     ``others``: more Hueys to recover, as ``(name, huey)`` (see
@@ -304,7 +364,8 @@ def recover(huey, others=(), dry_run=False, lease_timeout=DEFAULT_LEASE_TIMEOUT,
     for name, each in [(huey.name, huey)] + list(others):
         done.queues.append((name, recovery.recover(
             each, dry_run=dry_run, lease_timeout=lease_timeout,
-            max_recoveries=max_recoveries, keep_failed=keep_failed)))
+            max_recoveries=max_recoveries, keep_failed=keep_failed,
+            actor=actor)))
     return done
 
 

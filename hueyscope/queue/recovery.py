@@ -13,6 +13,11 @@ that result. Locks held by dead holders are freed; a live holder's never.
 Recovery reads and writes queue.db only, never the event store. Consumers run
 it at start, at every health check and at exit (their own interrupted tasks);
 ``hueyscope recover`` runs it by hand.
+
+A dry run only looks: it never unpickles a message or a result (which would
+run any code the pickle names, in a file it was only asked to inspect). It
+reads them with :mod:`hueyscope.queue.peek` instead, and says "?" for what
+that cannot tell.
 """
 import dataclasses
 import logging
@@ -21,7 +26,7 @@ import time
 
 from huey.utils import Error
 
-from hueyscope.queue import liveness
+from hueyscope.queue import liveness, peek
 from hueyscope.queue.tables import LOCK_MARK, QueueCursor
 from hueyscope.settings import (DEFAULT_KEEP_FAILED, DEFAULT_LEASE_TIMEOUT,
                                 DEFAULT_MAX_RECOVERIES)
@@ -103,8 +108,13 @@ def dead_holders(rows, lease_timeout, own=()):
     return dead
 
 
-def _message(huey, data):
-    """(task id, task name) of a queued message, whether or not its task is known."""
+def _message(huey, data, dry_run=False):
+    """(task id, task name) of a queued message, whether or not its task is known.
+
+    ``dry_run``: read without unpickling (see :mod:`hueyscope.queue.peek`).
+    """
+    if dry_run:
+        return peek.message_head(huey.serializer, data)
     try:
         message = huey.serializer.deserialize(data)
         return message.id, message.name
@@ -114,7 +124,7 @@ def _message(huey, data):
 
 def recover(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT,
             max_recoveries=DEFAULT_MAX_RECOVERIES, dry_run=False, own_pids=(),
-            keep_failed=None):
+            keep_failed=None, actor=None):
     """Put the leases of dead holders back on ``huey``'s queue; free their locks.
 
     ``own_pids`` are processes of the caller's (itself, its stopped worker
@@ -122,7 +132,8 @@ def recover(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT,
     stops -- without counting towards ``max_recoveries``.
     ``keep_failed``: seconds the failed set keeps an entry (default 30 days).
     Returns an :class:`Outcome`; with ``dry_run`` nothing is changed and no
-    event is recorded. Signals ``recovered`` and ``lost`` go to the recorder.
+    event is recorded. Signals ``recovered`` and ``lost`` go to the recorder;
+    ``actor``, who asked for a recovery by hand, is added to their reasons.
     """
     storage = huey.storage
     if not getattr(storage, "leased", False):
@@ -138,6 +149,11 @@ def recover(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT,
     if os.getpid() in own_pids:
         storage.forget_holder()
     for signal, what, extra in later:
+        if actor is not None and extra.get("exc") is not None:
+            from hueyscope.queue.failed import by_whom
+
+            exc = extra["exc"]
+            extra = dict(extra, exc=type(exc)(by_whom(str(exc), actor)))
         _emit(huey, signal, what, extra)
     for entry in outcome.requeued:
         logger.warning("Recovered task %s (%s) of run %s: %s", entry["task_id"],
@@ -183,67 +199,16 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
             "order by priority desc, id" % marks, [storage.name] + ids).fetchall()
         for lease_id, data, priority, holder, unique, slot, limit in leases:
             h, reason = dead[holder]
-            task_id, name = _message(huey, data)
+            task_id, name = _message(huey, data, dry_run)
             entry = {"lease": lease_id, "task_id": task_id, "task": name,
                      "priority": priority, "run_id": h.run_id, "pid": h.pid,
                      "reason": reason}
-            result = _stored_result(huey, curs, task_id)
-            if result is not None:
-                outcome.settled.append(entry)
-                nxt = _continuation(huey, data, result[0])
-                if nxt is not None:
-                    outcome.continued.append(dict(entry, next_id=nxt.id,
-                                                  next_task=nxt.name))
-                    storage._insert_message(curs.cursor, nxt.data, nxt.priority)
-                    later.append(("enqueued", nxt.data, {}))
-                curs.execute("delete from hueyscope_lease where id = ?", (lease_id,))
-                _drop_unique(curs, storage, unique, task_id)
-                if storage.record_outcomes and task_id is not None:
-                    # Its holder died after storing the result and before
-                    # the write that releases the lease with its outcome
-                    # row (a pipeline step's next enqueue): the record
-                    # learns of the completion from the outbox all the same.
-                    curs.execute(
-                        "insert into hueyscope_settled (queue, task_id, task, "
-                        "signal, priority, run_id, ts) values (?, ?, ?, "
-                        "'complete', ?, ?, ?)",
-                        (storage.name, task_id, name, priority, h.run_id, now))
-                continue
-            counted = holder not in own
-            key = task_id or "#%d" % lease_id  # a message no one can read
-            count = _recoveries(curs, storage.name, key)
-            if counted:
-                count += 1
-                curs.execute(
-                    "insert into hueyscope_recoveries (queue, task_id, count, "
-                    "updated) values (?, ?, ?, ?) on conflict (queue, task_id) "
-                    "do update set count = excluded.count, updated = excluded.updated",
-                    (storage.name, key, count, now))
-            entry["recoveries"] = count
-            if counted and count > max_recoveries:
-                why = ("recovered %d times (max %d), last because %s; parked in "
-                       "hueyscope_dead_letter" % (count - 1, max_recoveries, reason))
-                entry["reason"] = why
-                curs.execute(
-                    "insert into hueyscope_dead_letter (queue, task_id, task, "
-                    "data, priority, reason, recoveries, run_id, parked, kind) "
-                    "values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'lost')",
-                    (storage.name, task_id, name, data, priority, why, count - 1,
-                     h.run_id, now))
-                outcome.parked.append(entry)
-                _drop_unique(curs, storage, unique, task_id)
-                later.append(("lost", data, {"exc": PoisonTask(why), "run_id": h.run_id}))
-            else:
-                # Back on the queue as it was taken: named, holding its
-                # unique key, with its concurrency slot.
-                curs.execute("insert into {task} (queue, data, priority, "
-                             "hueyscope_name, hueyscope_unique, hueyscope_slot, "
-                             "hueyscope_limit) values (?, ?, ?, ?, ?, ?, ?)",
-                             (storage.name, data, priority, name, unique, slot,
-                              limit))
-                outcome.requeued.append(entry)
-                later.append(("recovered", data, {
-                    "exc": LeaseRecovered(reason), "run_id": h.run_id}))
+            lease = _DeadLease(lease_id, data, priority, h, holder not in own)
+            lease.unique, lease.slot, lease.limit = unique, slot, limit
+            if not _settle_stored(huey, curs, lease, entry, outcome, later,
+                                  now, dry_run):
+                _requeue_or_park(curs, storage, lease, entry, outcome, later,
+                                 now, max_recoveries)
             curs.execute("delete from hueyscope_lease where id = ?", (lease_id,))
         outcome.locks = _free_locks(curs, storage, dead)
         # A dead holder with nothing left (any queue of the file) is forgotten.
@@ -256,6 +221,96 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
         if dry_run:
             raise _DryRun()
     return later
+
+
+class _DeadLease:
+    """A lease of a dead holder, as recovery reads it: ``counted`` is False
+    for the caller's own processes (a stop is not a crash)."""
+
+    def __init__(self, lease_id, data, priority, holder, counted):
+        self.id, self.data, self.priority = lease_id, data, priority
+        self.holder, self.counted = holder, counted
+        # Its unique key and concurrency slot (queue.control).
+        self.unique = self.slot = self.limit = None
+
+
+def _settle_stored(huey, curs, lease, entry, outcome, later, now, dry_run):
+    """Settle ``lease`` if its task's result is stored: the task is not run
+    again, its next pipeline step is enqueued. False if it has no result,
+    or one whose next step cannot be built (the task then runs again)."""
+    storage, task_id = huey.storage, entry["task_id"]
+    result = _stored_result(huey, curs, task_id, dry_run)
+    if result is None:
+        return False
+    try:
+        nxt = _continuation(huey, lease.data, result[0], dry_run)
+    except Exception as exc:
+        # One message must not stop the recovery of every other lease.
+        logger.warning("Recovery: the next step of task %s cannot be built "
+                       "from its stored result (%s: %s); the task runs again.",
+                       task_id, type(exc).__name__, exc)
+        return False
+    outcome.settled.append(entry)
+    if nxt is not None:
+        outcome.continued.append(dict(entry, next_id=nxt.id, next_task=nxt.name))
+    if nxt is not None and nxt.data is not None:
+        storage._insert_message(curs.cursor, nxt.data, nxt.priority)
+        later.append(("enqueued", nxt.data, {}))
+    _drop_unique(curs, storage, lease.unique, task_id)
+    if storage.record_outcomes and task_id is not None:
+        # Its holder died after storing the result and before the write
+        # that releases the lease with its outcome row (a pipeline step's
+        # next enqueue): the record learns of the completion from the
+        # outbox all the same.
+        curs.execute(
+            "insert into hueyscope_settled (queue, task_id, task, signal, "
+            "priority, run_id, ts) values (?, ?, ?, 'complete', ?, ?, ?)",
+            (storage.name, task_id, entry["task"], lease.priority,
+             lease.holder.run_id, now))
+    return True
+
+
+def _requeue_or_park(curs, storage, lease, entry, outcome, later, now,
+                     max_recoveries):
+    """Put ``lease``'s message back on the queue, or park it in the failed
+    set as lost once it was recovered more than ``max_recoveries`` times."""
+    key = entry["task_id"] or "#%d" % lease.id  # a message no one can read
+    count = _recoveries(curs, storage.name, key)
+    if lease.counted:
+        count += 1
+        curs.execute(
+            "insert into hueyscope_recoveries (queue, task_id, count, "
+            "updated) values (?, ?, ?, ?) on conflict (queue, task_id) "
+            "do update set count = excluded.count, updated = excluded.updated",
+            (storage.name, key, count, now))
+    entry["recoveries"] = count
+    run_id = lease.holder.run_id
+    if lease.counted and count > max_recoveries:
+        why = ("recovered %d times (max %d), last because %s; parked in "
+               "hueyscope_dead_letter" % (count - 1, max_recoveries,
+                                          entry["reason"]))
+        entry["reason"] = why
+        curs.execute(
+            "insert into hueyscope_dead_letter (queue, task_id, task, "
+            "data, priority, reason, recoveries, run_id, parked, kind) "
+            "values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'lost')",
+            (storage.name, entry["task_id"], entry["task"], lease.data,
+             lease.priority, why, count - 1, run_id, now))
+        outcome.parked.append(entry)
+        _drop_unique(curs, storage, lease.unique, entry["task_id"])
+        later.append(("lost", lease.data, {"exc": PoisonTask(why),
+                                           "run_id": run_id}))
+    else:
+        # Back on the queue as it was taken: named, holding its unique key,
+        # with its concurrency slot.
+        curs.execute("insert into {task} (queue, data, priority, "
+                     "hueyscope_name, hueyscope_unique, hueyscope_slot, "
+                     "hueyscope_limit) values (?, ?, ?, ?, ?, ?, ?)",
+                     (storage.name, lease.data, lease.priority, entry["task"],
+                      lease.unique, lease.slot, lease.limit))
+        outcome.requeued.append(entry)
+        later.append(("recovered", lease.data, {
+            "exc": LeaseRecovered(entry["reason"]), "run_id": run_id}))
 
 
 def _drop_unique(curs, storage, key, task_id):
@@ -279,13 +334,21 @@ class _DryRun(Exception):
     """Raised inside the transaction so that storage.db() rolls it back."""
 
 
-def _stored_result(huey, curs, task_id):
-    """(value,) if a result other than an error is stored for ``task_id``."""
+def _stored_result(huey, curs, task_id, dry_run=False):
+    """(value,) if a result other than an error is stored for ``task_id``.
+
+    ``dry_run``: (None,) for such a result, read without unpickling it.
+    """
     if task_id is None:
         return None
     row = curs.execute("select value from {kv} where queue = ? and key = ?",
                        (huey.storage.name, task_id)).fetchone()
-    return None if row is None else success(huey, row[0])
+    if row is None:
+        return None
+    if dry_run:
+        return (None,) if peek.is_error(huey.serializer, row[0]) is False \
+            else None
+    return success(huey, row[0])
 
 
 def success(huey, stored):
@@ -314,13 +377,24 @@ class _Next:
         self.id, self.name, self.priority = message.id, message.name, message.priority
         self.data = data
 
+    @classmethod
+    def named(cls, task_id, name):
+        """A step known only by its id and name (a dry run's)."""
+        step = cls.__new__(cls)
+        step.id, step.name, step.priority, step.data = task_id, name, None, None
+        return step
 
-def _continuation(huey, data, value):
+
+def _continuation(huey, data, value, dry_run=False):
     """The next pipeline step of a stored result, with the result in its args.
 
     Built from the message itself, so that recovery needs no app: huey's
-    ``Task.extend_data`` done on the step's message.
+    ``Task.extend_data`` done on the step's message. ``dry_run``: only its
+    id and name, read without unpickling (its ``data`` is None).
     """
+    if dry_run:
+        head = peek.next_step(huey.serializer, data)
+        return None if head is None else _Next.named(*head)
     try:
         message = huey.serializer.deserialize(data)
     except Exception:

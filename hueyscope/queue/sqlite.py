@@ -22,6 +22,7 @@ import weakref
 from huey.api import SqliteHuey as _HueySqliteHuey
 from huey.storage import SqliteStorage
 
+from hueyscope.filemodes import create_private
 from hueyscope.queue.contract import LeasedStorage
 from hueyscope.queue.files import check_queue_file
 from hueyscope.queue.leased_huey import LeasedHuey
@@ -45,7 +46,8 @@ class DurableSqliteStorage(SqliteStorage):
     """SqliteStorage with an explicit synchronous mode (FULL or NORMAL).
 
     Refuses a file that is not a queue before huey creates its tables in it
-    (see :func:`check_queue_file`). Holds the claims that run each periodic
+    (see :func:`check_queue_file`), and creates a new one owner-only (see
+    :mod:`hueyscope.filemodes`). Holds the claims that run each periodic
     task once per tick (see :mod:`hueyscope.queue.periodic`).
     """
 
@@ -57,8 +59,13 @@ class DurableSqliteStorage(SqliteStorage):
 
     def __init__(self, *args, synchronous="FULL", **kwargs):
         self.synchronous = synchronous
-        check_queue_file(kwargs.get("filename") or (args[1] if len(args) > 1
-                                                   else "huey.db"))
+        filename = kwargs.get("filename") or (args[1] if len(args) > 1
+                                              else "huey.db")
+        check_queue_file(filename)
+        # The messages are every task's arguments, pickled as huey needs
+        # them: a new queue is owner-only, and its -wal and -shm with it.
+        if not kwargs.get("uri"):
+            create_private(filename)
         super().__init__(*args, **kwargs)
 
     def _create_connection(self):

@@ -55,6 +55,12 @@ TABLES = [
     "id {id}, queue text not null, "
     "task_id text not null, task text, signal text not null, priority {real}, "
     "run_id text, ts {real} not null)",
+    # Requests to stop a running task (hueyscope cancel): the consumer
+    # holding its lease polls for them (hueyscope.consumer.control).
+    "create table if not exists hueyscope_cancel ("
+    "queue text not null, task_id text not null, lease {bigint}, "
+    "holder {bigint}, reason text, requested {real} not null, "
+    "primary key (queue, task_id))",
     # Paused task names of a queue ('*': all of them), see queue.control.
     "create table if not exists hueyscope_paused ("
     "queue text not null, task text not null, paused {real} not null, "

@@ -18,6 +18,7 @@ import time
 
 from hueyscope.queue.tables import LOCK_MARK
 from hueyscope.queue import check_queue_file
+from hueyscope.queue.files import check_queue_schema
 from hueyscope.readonly import read_only
 from hueyscope.settings import DEFAULT_LEASE_TIMEOUT
 
@@ -140,6 +141,9 @@ def sqlite_status(path, lease_timeout=DEFAULT_LEASE_TIMEOUT):
 
 
 def _read_status(conn, path, lease_timeout):
+    # Again, on the connection that reads: the file may have been replaced
+    # since check_queue_file.
+    check_queue_schema(conn, path)
     tables = {row[0] for row in conn.execute(
         "select name from sqlite_master where type = 'table'")}
     if not tables:

@@ -14,11 +14,12 @@ import os
 import shutil
 import sqlite3
 import sys
-import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
 from hueyscope.events.schema import check_event_store
+from hueyscope.filemodes import make_folder, mode_of
+from hueyscope.readonly import QUERY_SECONDS
 from hueyscope.reports.data import collect
 from hueyscope.reports.format import slug
 from hueyscope.reports.site import MARKER, Links, check_out, render, swap_in
@@ -68,13 +69,15 @@ def validate_datasette_url(url):
     return url
 
 
-def build_report(sources, out, datasette_url=None, progress=False):
+def build_report(sources, out, datasette_url=None, progress=False,
+                 query_seconds=QUERY_SECONDS):
     """Render the report of the event stores ``sources`` into folder ``out``.
 
     Returns the path of index.html. Raises ValueError (one line) for a
     missing or foreign event store, a bad Datasette URL, or an ``out`` folder
     that is not a previous report. ``progress`` is True for a terminal
-    progress bar, or a callable ``progress(done, total)``.
+    progress bar, or a callable ``progress(done, total)``. A query running
+    longer than ``query_seconds`` is stopped (a ValueError saying so).
     """
     sources = list(dict.fromkeys(str(s) for s in sources))
     if not sources:
@@ -87,10 +90,13 @@ def build_report(sources, out, datasette_url=None, progress=False):
     out.parent.mkdir(parents=True, exist_ok=True)
 
     try:
-        store = Store(sources)
+        store = Store(sources, query_seconds)
     except sqlite3.Error as exc:
         raise ValueError("cannot read the event store: %s" % exc)
-    tmp = Path(tempfile.mkdtemp(prefix=".%s.new-" % out.name, dir=out.parent))
+    # The site follows the umask (never forced wider); a rebuilt site keeps
+    # the mode its owner gave the folder it replaces.
+    tmp = Path(make_folder(out.parent, ".%s.new-" % out.name))
+    keep = mode_of(out)
     bar = None
     try:
         links = Links(store, datasette_url)
@@ -104,7 +110,8 @@ def build_report(sources, out, datasette_url=None, progress=False):
         bar.total += len(names) + len(run_ids)
         render(store, data, links, names, run_ids, tmp, bar)
         (tmp / MARKER).write_text("written by hueyscope report\n")
-        os.chmod(tmp, 0o755)
+        if keep is not None:
+            os.chmod(tmp, keep)
         swap_in(tmp, out)
     except sqlite3.Error as exc:
         shutil.rmtree(tmp, ignore_errors=True)

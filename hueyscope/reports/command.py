@@ -3,15 +3,21 @@ import sys
 
 import click
 
-from hueyscope.options import BadInput, settings_options
+from hueyscope.options import BadInput, FloatRange, settings_options
+from hueyscope.readonly import QUERY_SECONDS
 
 
 @click.command(short_help="Render the static HTML report of event stores.")
 @click.argument("event_stores", nargs=-1, metavar="[EVENTS_DB]...")
 @settings_options(only=("events", "site", "datasette_url"))
+@click.option("--query-timeout", type=FloatRange(min=0.1),
+              default=QUERY_SECONDS, show_default=True, metavar="SECONDS",
+              help="Stop with an error if one query runs longer than this "
+                   "(each takes well under a second on a million events; a "
+                   "crafted store could make one run for ever).")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar, print only the path of index.html.")
-def report(event_stores, settings, quiet):
+def report(event_stores, settings, query_timeout, quiet):
     """Render a static HTML report of EVENTS_DB (default: the --events store).
 
     Give several event stores (one per host) to merge them into one report.
@@ -29,7 +35,8 @@ def report(event_stores, settings, quiet):
 
     try:
         index = build_report(sources, settings.site, datasette_url=settings.datasette_url or None,
-                             progress=not quiet and sys.stderr.isatty())
+                             progress=not quiet and sys.stderr.isatty(),
+                             query_seconds=query_timeout)
     except OSError as exc:
         raise BadInput("cannot write the report to %s: %s" % (
             settings.site, exc.strerror or exc))

@@ -445,7 +445,27 @@ def task_details(store, name, period):
     recent = store.query("recent_failures", task=name)[:TOP]
     slowest = store.query("slowest_tasks", task=name)[:TOP // 2]
     return {"recent_failures": recent, "slowest": slowest,
-            "throughput": timeline.throughput(store, period, task=name)}
+            "throughput": timeline.throughput(store, period, task=name),
+            "progress": _told(store, PROGRESS_OF_TASK, name),
+            "logs": _told(store, LOGS_OF_TASK, name)}
+
+
+# What tasks of a name told while they ran (hueyscope.progress, their log
+# lines): tables of their own, absent from stores older than m008 and not
+# merged across stores.
+PROGRESS_OF_TASK = """select p.task_id, p.fraction, p.message, p.ts, t.status
+from task_progress p left join tasks t on t.task_id = p.task_id
+where p.task = ? order by p.ts desc limit 20"""
+LOGS_OF_TASK = """select * from (select ts, task_id, attempt, level, logger,
+message from task_logs where task = ? order by ts desc, id desc limit 100)
+order by ts, rowid"""
+
+
+def _told(store, sql, name):
+    try:
+        return store.rows(sql, name)
+    except sqlite3.Error:
+        return []
 
 
 def recovered_by_run(store):

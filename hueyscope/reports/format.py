@@ -129,3 +129,36 @@ def step_label(step):
     if step < 86400:
         return "%d h" % (step // 3600)
     return "%d days" % (step // 86400)
+
+
+# Characters that reorder the text around them: the embeddings and
+# overrides (U+202A-U+202E), the isolates (U+2066-U+2069) and the marks
+# (U+200E, U+200F, U+061C). In a task name, an argument or an error they
+# make "safe\u202egnp.exe" display as "safeexe.png"; the report shows them
+# as their escapes instead.
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+_BIDI_ESCAPES = {ord(c): "\\u%04x" % ord(c) for c in BIDI}
+
+
+def bidi_visible(value):
+    """``value`` with each bidi control shown as its escape (``\\u202e``).
+
+    The report's Jinja finaliser: every ``{{ ... }}`` of every page goes
+    through it. Other text is returned as it is; HTML built by a template
+    (``Markup``) stays HTML, as an escape adds no markup.
+    """
+    if isinstance(value, str) and not value.isascii():
+        return value.translate(_BIDI_ESCAPES)
+    return value
+
+
+def bidi_visible_in(value):
+    """``value`` (a chart's spec) with bidi controls escaped in all its text,
+    keys included, for data that reaches the page as JSON."""
+    if isinstance(value, str):
+        return bidi_visible(value)
+    if isinstance(value, dict):
+        return {bidi_visible_in(k): bidi_visible_in(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [bidi_visible_in(v) for v in value]
+    return value

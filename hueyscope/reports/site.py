@@ -17,7 +17,8 @@ from markupsafe import Markup
 from hueyscope.reports import charts
 from hueyscope.reports.data import (histogram_pairs, recovered_by_run,
                                     task_details)
-from hueyscope.reports.format import (iso, number, percent, plural, seconds,
+from hueyscope.reports.format import (bidi_visible, bidi_visible_in, iso,
+                                      number, percent, plural, seconds,
                                       short_id, slug, step_label, tilde_encode)
 
 HERE = Path(__file__).parent
@@ -66,6 +67,12 @@ class Links:
         db = self.store.db_of("tasks", "task_id", task_id)
         return self._ds(db, "task_history", {"task_id": task_id})
 
+    def console_task(self, task_id):
+        """The task's page in the console (``hueyscope browse --queue``)."""
+        if not self.base or task_id is None:
+            return None
+        return "%s/-/hueyscope/task/%s" % (self.base, quote(task_id, safe=""))
+
     def ds_run_row(self, run_id):
         if not self.base or run_id is None:
             return None
@@ -90,15 +97,24 @@ def breakable_iso(ts):
     return Markup(iso(ts).replace("T", "T<wbr>", 1))
 
 
+def tojson(value, indent=None):
+    """Jinja's ``tojson`` (escaped for a script block), bidi controls shown
+    as escapes in the text it carries: the charts print it on the page."""
+    return jinja2.utils.htmlsafe_json_dumps(
+        bidi_visible_in(value), indent=indent, sort_keys=True)
+
+
 def environment():
     """Jinja2 with autoescape, and the report's formatting as filters."""
+    # Every printed value goes through bidi_visible: text from the store
+    # cannot reorder what a reader sees around it.
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(HERE / "templates")),
         autoescape=True, undefined=jinja2.StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True)
+        trim_blocks=True, lstrip_blocks=True, finalize=bidi_visible)
     env.filters.update(iso=iso, seconds=seconds, number=number, slug=slug,
                        plural=plural, short_id=short_id, step_label=step_label,
-                       breakable_iso=breakable_iso)
+                       breakable_iso=breakable_iso, tojson=tojson)
     env.globals.update(percent=percent)
     return env
 

@@ -28,7 +28,7 @@ BAD = [
     (["produce", "load", "--count", "ten"], "'--count': 'ten' is not a whole number"),
     (["produce", "mixed", "--app", "os:path"],
      "No such option '--app' (see hueyscope produce --help)"),
-    (["status", "--events", "x.db"], "No such option '--events'"),
+    (["status", "--workers", "2"], "No such option '--workers'"),
     (["browse", "--port", "70000"], "70000 is not in the range"),
     (["report", "--datasette-url", "ftp://x"], "must be an http:// or https:// URL"),
     (["bench", "--rounds", "0"], "0 is not in the range x>=1"),

@@ -101,3 +101,13 @@ def test_the_queue_never_imports_the_recorder_or_the_command_line():
              if name.startswith("hueyscope.queue") for target in targets
              if target.startswith(above)}
     assert wrong == set()
+
+
+# A module that grows past this has more than one job: split it first.
+MODULE_LINES = 550
+
+
+def test_no_module_grows_past_a_few_hundred_lines():
+    long = {name: len(path.read_text().splitlines())
+            for name, path in _modules().items()}
+    assert {n: lines for n, lines in long.items() if lines > MODULE_LINES} == {}

@@ -103,6 +103,36 @@ def test_a_lease_whose_result_is_stored_is_not_run_again(queue):
     assert (count(queue, "hueyscope_lease"), count(queue, "task")) == (0, 0)
 
 
+class PicklesOnce:
+    """A result that pickles until ``refuse`` is set, then no longer."""
+
+    refuse = False
+
+    def __reduce__(self):
+        if PicklesOnce.refuse:
+            raise TypeError("this result does not pickle twice")
+        return (PicklesOnce, ())
+
+
+def test_a_next_step_that_cannot_be_built_does_not_stop_recovery(queue):
+    """A stored result whose pipeline step cannot be pickled again: that
+    task runs again, and every other dead lease is recovered all the same."""
+    stuck = _task(queue, 1, 1).then(queue.tasks["add"], 1)
+    other = _task(queue, 2, 2)
+    holder = _holder(queue)
+    _lease(queue, holder, stuck)
+    _lease(queue, holder, other)
+    queue.put_result(stuck.id, PicklesOnce())
+    PicklesOnce.refuse = True
+    try:
+        outcome = recovery.recover(queue)
+    finally:
+        PicklesOnce.refuse = False
+    assert sorted(e["task_id"] for e in outcome.requeued) == sorted(
+        [stuck.id, other.id])
+    assert (outcome.settled, count(queue, "hueyscope_lease")) == ([], 0)
+
+
 @pytest.mark.parametrize("before,parked", [(0, False), (2, False), (3, True)])
 def test_a_task_recovered_too_often_is_parked(queue, before, parked):
     task = _task(queue, 1, 2)
