@@ -16,7 +16,7 @@ _CONTROL = ("cancelled", "check_cancelled", "sleep", "progress", "TaskCanceled")
 
 
 def __getattr__(name):
-    # hueyscope.SqliteHuey, imported only when asked for.
+    # hueyscope.SqliteHuey and Deduplicated, imported only when asked for.
     if name == "SqliteHuey":
         from hueyscope.queue.sqlite import SqliteHuey
 
@@ -25,7 +25,11 @@ def __getattr__(name):
         from hueyscope import control
 
         return getattr(control, name)
+    if name == "Deduplicated":
+        from hueyscope.queue.control import Deduplicated
+
+        return Deduplicated
     raise AttributeError(name)
 
 
-__all__ = ["attach", "SqliteHuey", *_CONTROL]
+__all__ = ["attach", "SqliteHuey", "Deduplicated", *_CONTROL]

@@ -168,10 +168,19 @@ def open_app(settings, events=True, check=None):
     # Huey: undo that.
     with _removed_if_failed(_files_of(settings)):
         huey = load_app(settings.app)
+        check_controls(huey)
         if check is not None:
             check(huey)
     open_queue(huey)
     return huey
+
+
+def check_controls(huey):
+    """Raise ValueError for a task declaring unique or concurrency wrongly
+    (see :func:`hueyscope.queue.control.check_tasks`)."""
+    from hueyscope.queue.control import check_tasks
+
+    check_tasks(huey)
 
 
 def check_has_tasks(huey, app):

@@ -19,6 +19,8 @@ COMMANDS = {
     "revoke": "hueyscope.commands.revoke:revoke_command",
     "restore": "hueyscope.commands.revoke:restore_command",
     "cancel": "hueyscope.commands.cancel:cancel_command",
+    "pause": "hueyscope.commands.pause:pause_command",
+    "resume": "hueyscope.commands.pause:resume_command",
     "report": "hueyscope.reports.command:report",
     "browse": "hueyscope.browse.command:browse",
     "prune": "hueyscope.events.retention:prune",

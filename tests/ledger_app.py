@@ -33,6 +33,24 @@ def work(n, seconds=0.0, task=None):
     return n
 
 
+@huey.task(context=True, unique=True)
+def unique_work(n, task=None):
+    """``work`` as a unique task: one of each ``n`` waiting or running."""
+    note("start", task.id, n, os.getpid())
+    note("done", task.id, n, os.getpid())
+    return n
+
+
+@huey.task(context=True, concurrency=2)
+def capped(n, seconds=0.0, task=None):
+    """``work``, at most two running at a time across every consumer."""
+    note("start", task.id, n, os.getpid())
+    if seconds:
+        time.sleep(seconds)
+    note("done", task.id, n, os.getpid())
+    return n
+
+
 @huey.task(context=True)
 def kill_own_worker(task=None):
     """A poison task: SIGKILL the process that runs it."""

@@ -507,3 +507,32 @@ def test_consume_check_every_records_firing_alerts(cli):
     assert message.startswith("lost_task: 1 task(s) lost in the last 15 min")
     assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
     assert "Alert lost_task: 1 task(s) lost" in consumer.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_paused_backlog_is_neither_pending_too_long_nor_without_consumer(cli):
+    """A paused task waits because it was asked to; a paused queue has no
+    consumer on purpose (hueyscope pause writes hueyscope_paused)."""
+    from hueyscope import SqliteHuey
+    from hueyscope.queue import control
+
+    now = time.time()
+    db, _ = crafted_store(cli, now=now, beat_age=300, periodic=())
+    add_task(db, "old", "enqueued", now - 600, task="slow_io")
+    db.close()
+    storage = SqliteHuey("hueyscope", filename=str(cli.queue)).storage
+    storage.enqueue(b"a message", 0)
+    assert set(check(cli)[1]) == {"oldest_pending", "no_consumer"}
+
+    control.pause(storage, ["demo.slow_io"])
+    code, fired, result = check(cli, "-v")
+    assert set(fired) == {"no_consumer"}, result.stdout
+    assert "oldest_pending: no task pending but those of paused tasks " \
+           "(slow_io)" in result.stderr
+
+    control.pause(storage, [control.ALL])
+    code, fired, result = check(cli, "-v")
+    assert (code, fired) == (0, {}), result.stdout
+    assert "no_consumer: the queue is paused (hueyscope resume)" in result.stderr
+    control.resume(storage, [control.ALL, "demo.slow_io"])
+    assert set(check(cli)[1]) == {"oldest_pending", "no_consumer"}

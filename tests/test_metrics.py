@@ -432,7 +432,8 @@ def test_leases_and_failed_set_are_the_queues_tables(request, queue):
                and scalar(cli.events, "select count(*) from events where "
                           "signal = 'dropped'") == 1,
                timeout=60, message="one task leased, one parked")
-    parsed = Served(cli).samples()
+    served = Served(cli)
+    parsed = served.samples()
     assert values(parsed, "hueyscope_leases_held") == {"ledger": 1}
     assert values(parsed, "hueyscope_failed_set_tasks") == {
         ("dropped", "ledger"): 1, ("failed", "ledger"): 0, ("lost", "ledger"): 0}
@@ -445,6 +446,17 @@ def test_leases_and_failed_set_are_the_queues_tables(request, queue):
         "work": 1, "only_in_the_producer": 0}
     assert values(parsed, "hueyscope_tasks", status="dropped") == {
         "work": 0, "only_in_the_producer": 1}
+    assert values(parsed, "hueyscope_queue_paused_tasks") == {}
+    # A pause, and the messages it holds back.
+    assert cli.run("pause", "--task", "work").returncode == 0
+    producer = subprocess.run(
+        [sys.executable, "-c", "import ledger_app as a; a.work(2); a.work(3)"],
+        cwd=cli.folder, env=cli.env, capture_output=True, text=True, timeout=60)
+    assert producer.returncode == 0, producer.stderr
+    # Computed at most once per --min-interval: the next computation says so.
+    wait_until(lambda: values(served.samples(), "hueyscope_queue_paused_tasks")
+               == {("ledger", "ledger_app.work"): 2}, timeout=60,
+               message="the pause in the metrics")
 
 
 @pytest.mark.timeout(60)

@@ -28,7 +28,8 @@ def test_counts_pending_then_results(cli):
     assert before == {"pending": 10, "scheduled": 0, "next_due": None,
                       "results": 0, "revoked": 1, "locks": [],
                       # a leased queue: nothing taken yet
-                      "leases": [], "lock_holders": [], "parked": 0}
+                      "leases": [], "lock_holders": [], "parked": 0,
+                      "paused": [], "unique_keys": 0, "slots": []}
     text = cli.run("status")
     assert re.search(r"pending +10 ", text.stdout), text.stdout
     assert "none held" in text.stdout

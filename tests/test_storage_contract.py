@@ -301,3 +301,244 @@ def test_revoke_and_restore_say_what_they_did(queue):
     assert seen == [("revoke", "revoke by hand (every task of the name), "
                                "asked by ops@example"),
                     ("restore", "restore by hand (this task)")]
+
+
+# -- pause and resume (hueyscope.queue.control) -------------------------------
+
+def test_a_paused_name_stays_queued_in_order_and_resumes(queue):
+    _, _, huey = queue
+    storage = huey.storage
+    for n in range(3):
+        huey.enqueue(huey.add.s(n, 0))
+        huey.enqueue(huey.boom.s())
+    seen = listen(huey)
+    done = operations.pause(huey, ["add"], actor="ops@example")
+    name = huey._registry.task_to_string(huey.add.task_class)
+    assert done.touched == [{"task_id": None, "task": name}]
+    assert [p["task"] for p in operations.paused(huey)] == [name]
+    # Only boom is taken; the adds keep their place.
+    assert [take(huey).name for _ in range(3)] == ["boom"] * 3
+    assert storage.dequeue() is None
+    status = operations.status(huey)[NAME]
+    assert [(p["task"], p["held_back"]) for p in status["paused"]] == [(name, 3)]
+    # A second pause changes nothing; a pause of the whole queue holds all.
+    assert operations.pause(huey, ["add"]).touched == []
+    operations.pause(huey, every=True)
+    operations.resume(huey, ["add"])
+    assert storage.dequeue() is None
+    operations.resume(huey, every=True)
+    assert [take(huey).args[0] for _ in range(3)] == [0, 1, 2]
+    assert [s for s, _ in seen] == ["pause", "pause", "resume", "resume"]
+    assert seen[0][1] == "pause by hand (every task of the name), asked by ops@example"
+
+
+def test_a_paused_message_put_back_by_recovery_stays_paused(queue):
+    _, _, huey = queue
+    huey.enqueue(huey.add.s(1, 1))
+    take(huey)
+    operations.pause(huey, ["add"])
+    # This process stops with the lease: it goes back on the queue, named.
+    assert recovery.recover(huey, own_pids=[os.getpid()]).requeued
+    assert huey.storage.dequeue() is None
+    assert operations.status(huey)[NAME]["paused"][0]["held_back"] == 1
+    operations.resume(huey, ["add"])
+    assert take(huey).args == (1, 1)
+
+
+def test_pause_and_resume_refuse_bad_input_and_change_nothing(queue):
+    _, _, huey = queue
+    operations.pause(huey, ["boom"])
+    for call, message in [
+            (lambda: operations.pause(huey), "give --task NAME or --all"),
+            (lambda: operations.pause(huey, ["add"], every=True), "not both"),
+            (lambda: operations.pause(huey, ["nope"]), "no task 'nope'"),
+            (lambda: operations.resume(huey, ["add", "boom"]),
+             "not paused in queue contract"),
+            (lambda: operations.resume(huey, every=True), "the queue not paused")]:
+        with pytest.raises(ValueError) as raised:
+            call()
+        assert message in str(raised.value)
+        assert "\n" not in str(raised.value)
+    assert [p["task"].rsplit(".", 1)[-1] for p in operations.paused(huey)] == ["boom"]
+    dry = operations.resume(huey, ["boom"], dry_run=True)
+    assert dry.dry_run and dry.count == 1 and operations.paused(huey)
+
+
+# -- unique tasks (hueyscope.queue.control) -----------------------------------
+
+def unique_tasks(huey):
+    """Tasks ``once`` (keyed by its arguments) and ``flaky`` (keyed by n % 2,
+    one retry) on ``huey``."""
+    @huey.task(unique=True)
+    def once(n):
+        return n
+
+    @huey.task(unique=lambda n, fail=False: n % 2, retries=1)
+    def flaky(n, fail=False):
+        if fail:
+            raise ValueError("flaky")
+        return n
+
+    return once, flaky
+
+
+def held(huey):
+    from hueyscope.queue import control
+
+    return [(k["key"].rsplit(":", 1)[-1], k["task_id"])
+            for k in control.held_keys(huey.storage)]
+
+
+def run_next(huey):
+    """Take the next task and run it as a worker does; returns it."""
+    task = huey.dequeue()
+    assert task is not None
+    huey.execute(task)
+    huey.storage.release_pending()
+    return task
+
+
+def test_a_unique_key_is_held_until_the_outcome(queue):
+    import hueyscope
+
+    _, _, huey = queue
+    once, flaky = unique_tasks(huey)
+    first = once(1)
+    seen = listen(huey)
+    again = once(1)
+    assert isinstance(again, hueyscope.Deduplicated)
+    assert (again.task_id, again.key.rsplit(":", 1)[0]) == (
+        first.id, huey._registry.task_to_string(once.task_class))
+    assert seen == [("deduplicated", "unique key %s is held by task %s" % (
+        again.key, first.id))]
+    assert not isinstance(once(2), hueyscope.Deduplicated)
+    assert len(queued(huey.storage)) == 2
+    assert operations.status(huey)[NAME]["unique_keys"] == 2
+    # Running, it still holds the key; its outcome frees it.
+    task = huey.dequeue()
+    assert isinstance(once(1), hueyscope.Deduplicated)
+    huey.execute(task)
+    huey.storage.release_pending()
+    assert again.get() == 1  # the holder's result
+    assert not isinstance(once(1), hueyscope.Deduplicated)
+    # A retry keeps the key; the failure for good frees it.
+    while huey.storage.dequeue() is not None:
+        pass
+    huey.storage.release_pending()
+    huey.storage.flush_all()
+    failing = flaky(1, fail=True)
+    run_next(huey)  # fails, and is enqueued again to retry
+    assert held(huey) == [("1", failing.id)]
+    assert isinstance(flaky(3), hueyscope.Deduplicated)
+    run_next(huey)  # fails for good: the failed set
+    assert held(huey) == []
+    assert not isinstance(flaky(3), hueyscope.Deduplicated)
+
+
+def test_a_dead_holders_unique_key_stays_until_its_task_is_parked(queue):
+    import hueyscope
+
+    engine, where, huey = queue
+    once, _ = unique_tasks(huey)
+    task_id = once(7).id
+
+    def dies_holding():
+        child = subprocess.run([sys.executable, "-c", DIES_HOLDING, engine,
+                                where], capture_output=True, text=True, timeout=60)
+        assert child.returncode == 0, child.stderr
+
+    dies_holding()
+    assert recovery.recover(huey).requeued  # back on the queue: still held
+    assert held(huey) == [("%s" % held(huey)[0][0], task_id)]
+    assert isinstance(once(7), hueyscope.Deduplicated)
+    dies_holding()
+    assert recovery.recover(huey, max_recoveries=1).parked  # lost: freed
+    assert held(huey) == []
+    assert not isinstance(once(7), hueyscope.Deduplicated)
+
+
+# -- concurrency limits (hueyscope.queue.control) ------------------------------
+
+def limited_tasks(huey):
+    """``capped`` (2 at a time) and ``per_user`` (1 at a time per user)."""
+    @huey.task(concurrency=2)
+    def capped(n):
+        return n
+
+    @huey.task(concurrency=1, concurrency_key=lambda user, n: user)
+    def per_user(user, n):
+        return n
+
+    return capped, per_user
+
+
+def test_a_concurrency_limit_is_held_by_leases_and_keeps_the_order(queue):
+    _, _, huey = queue
+    capped, per_user = limited_tasks(huey)
+    for n in range(4):
+        capped(n)
+    huey.add(9, 0)
+    first, second, third = huey.dequeue(), huey.dequeue(), huey.dequeue()
+    assert [(t.name, t.args[0]) for t in (first, second, third)] == [
+        ("capped", 0), ("capped", 1), ("add", 9)]
+    assert huey.dequeue() is None  # capped 2 and 3 wait, in their place
+    huey.execute(first)
+    huey.storage.release_pending()
+    assert huey.dequeue().args == (2,)
+    assert huey.dequeue() is None
+    name = huey._registry.task_to_string(capped.task_class)
+    assert operations.status(huey)[NAME]["slots"] == [
+        {"slot": name, "running": 2, "limit": 2, "waiting": 1}]
+    # A key of the arguments: one per user.
+    for user, n in [("a", 1), ("a", 2), ("b", 3)]:
+        per_user(user, n)
+    assert [huey.dequeue().args for _ in range(2)] == [("a", 1), ("b", 3)]
+    assert huey.dequeue() is None
+
+
+def test_one_transaction_taking_for_many_workers_keeps_the_limit(queue):
+    engine, _, huey = queue
+    if engine != "sqlite":
+        pytest.skip("PostgreSQL takes one message per transaction")
+    capped, _ = limited_tasks(huey)
+    for n in range(4):
+        capped(n)
+    huey.add(9, 0)
+    huey.storage._waiting = 4  # four workers waiting: one transaction for all
+    huey.storage.dequeue()
+    assert rows(huey.storage, "select slot, count(*) from hueyscope_lease "
+                "group by slot order by slot") == [
+        (None, 1), (huey._registry.task_to_string(capped.task_class), 2)]
+
+
+def test_a_dead_holders_slot_is_freed_by_recovery(queue):
+    engine, where, huey = queue
+    capped, _ = limited_tasks(huey)
+    capped.task_class.concurrency = 1
+    capped(1)
+    capped(2)
+    child = subprocess.run([sys.executable, "-c", DIES_HOLDING, engine, where],
+                           capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    # capped 1 is held by the dead holder: capped 2 waits for the slot.
+    assert huey.dequeue() is None
+    assert recovery.recover(huey).requeued  # capped 1, back behind capped 2
+    assert huey.dequeue().args == (2,)  # the freed slot
+    assert huey.dequeue() is None
+
+
+def test_a_bad_limit_is_refused_at_enqueue_and_nothing_is_written(queue):
+    from hueyscope.queue import control
+
+    _, _, huey = queue
+
+    @huey.task(concurrency=0)
+    def never(n):
+        return n
+
+    with pytest.raises(ValueError) as raised:
+        never(1)
+    assert "concurrency=0: give a whole number of 1 or more" in str(raised.value)
+    assert queued(huey.storage) == []
+    with pytest.raises(ValueError):
+        control.check_tasks(huey)

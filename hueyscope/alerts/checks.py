@@ -98,11 +98,23 @@ def oldest_pending(conn, params, sources):
     store says (a store can keep a task 'enqueued' whose queue was wiped).
     """
     threshold = params["threshold"]
+    paused = _paused_names(sources.queue)
+    if "*" in paused:
+        return Finding("oldest_pending", False, "oldest_pending: the queue is "
+                       "paused (hueyscope resume)", 0.0, threshold)
+    # A paused task waits because it was asked to.
+    params_sql = {"p%d" % i: name for i, name in enumerate(sorted(paused))}
+    not_paused = " and task not in (%s)" % ", ".join(
+        ":" + key for key in params_sql) if paused else ""
     row = conn.execute(
         "select task, task_id, ready, (select count(*) from tasks where "
-        "status = 'enqueued' and ready <= :now) from tasks where status = "
-        "'enqueued' and ready <= :now order by ready limit 1",
-        {"now": sources.now}).fetchone()
+        "status = 'enqueued' and ready <= :now" + not_paused + ") from tasks "
+        "where status = 'enqueued' and ready <= :now" + not_paused +
+        " order by ready limit 1", dict(params_sql, now=sources.now)).fetchone()
+    if row is None and paused:
+        return Finding("oldest_pending", False, "oldest_pending: no task "
+                       "pending but those of paused tasks (%s)"
+                       % ", ".join(sorted(paused)), 0.0, threshold)
     if row is None:
         return Finding("oldest_pending", False, "oldest_pending: no task pending",
                        0.0, threshold)
@@ -119,6 +131,25 @@ def oldest_pending(conn, params, sources):
         "%s); %d task(s) pending" % (task, task_id, _seconds(age),
                                      _seconds(threshold), pending),
         round(age, 3), threshold)
+
+
+def _paused_names(path):
+    """The task names paused in the SQLite queue at ``path``, named as the
+    store names tasks (``*``: the whole queue); empty when unknown."""
+    if not path or not os.path.isfile(path):
+        return set()
+
+    def read(conn):
+        if not conn.execute("select 1 from sqlite_master where type = 'table' "
+                            "and name = 'hueyscope_paused'").fetchone():
+            return set()
+        return {name.rsplit(".", 1)[-1] for name, in conn.execute(
+            "select task from hueyscope_paused")}
+
+    try:
+        return read_only(path, read)
+    except sqlite3.Error:
+        return set()
 
 
 def _queue_messages(path):
@@ -210,6 +241,10 @@ def no_consumer(conn, params, sources):
     A run that recorded its stop is not live, however recent its last beat.
     """
     threshold = params["threshold"]
+    if "*" in _paused_names(sources.queue):
+        # Paused on purpose: a backlog with no consumer is what was asked.
+        return Finding("no_consumer", False, "no_consumer: the queue is paused "
+                       "(hueyscope resume)", None, threshold)
     live = conn.execute(
         "select id, " + last_beat() + " as beat from runs "
         "where role = 'consumer' and stopped is null "

@@ -81,6 +81,17 @@ def status(settings, as_json):
                 item["lock"], item["age"], _holder_text(item)))
         click.echo("  failed     %6d   the failed set: failed for good, lost or "
                    "dropped (hueyscope failed)" % q["parked"])
+        if q.get("unique_keys"):
+            click.echo("  unique     %6d   keys held by tasks waiting or running"
+                       % q["unique_keys"])
+        for item in q.get("slots", []):
+            click.echo("  limited    %6d   of %d running of %s; %d waiting" % (
+                item["running"], item["limit"], item["slot"], item["waiting"]))
+        for item in q.get("paused", []):
+            click.echo("  PAUSED     %6d   %s since %s%s (hueyscope resume)" % (
+                item["held_back"], "the whole queue" if item["whole_queue"]
+                else "task %s" % item["task"], _when(item["since"]),
+                ", by %s" % item["actor"] if item["actor"] else ""))
     _show_progress(progress)
 
 

@@ -23,11 +23,12 @@ FINAL_STATUS = {
     "lost": "lost",  # parked by recovery after too many deaths
     "dropped": "dropped",  # the consumer does not have the task
     "not-queued": "not-queued",  # the enqueue raised: never in the queue
+    "deduplicated": "deduplicated",  # its unique key was held: not enqueued
 }
 # Signals that make a task ready to run (again).
 READY_SIGNALS = ("enqueued", "scheduled", "recovered", "requeued")
 # Signals that say something of a task and leave its status as it is.
-NOTE_SIGNALS = ("revoke", "restore", "discard")
+NOTE_SIGNALS = ("revoke", "restore", "discard", "pause", "resume")
 STATUS = dict(FINAL_STATUS, enqueued="enqueued", scheduled="scheduled",
               executing="executing", retrying="retrying", recovered="enqueued",
               requeued="enqueued", **{s: "waiting" for s in NOTE_SIGNALS})

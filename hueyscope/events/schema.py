@@ -38,9 +38,11 @@ SIGNALS = (
     # Not huey's: hueyscope's recovery of a dead consumer's leased task, a
     # message no task could be built from, an enqueue that raised, a task
     # put back on the queue from the failed set, a revocation and a
-    # restore asked for by hand, a failed-set entry deleted by hand.
+    # restore asked for by hand, a failed-set entry deleted by hand, a pause
+    # and a resume of a task name, an enqueue of a unique task whose key was
+    # held.
     "recovered", "lost", "dropped", "not-queued", "requeued", "revoke",
-    "restore", "discard",
+    "restore", "discard", "pause", "resume", "deduplicated",
 )
 # Signals after which an execution attempt is over (duration is measured to them).
 TERMINAL_SIGNALS = frozenset((

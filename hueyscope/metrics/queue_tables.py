@@ -1,4 +1,4 @@
-"""Leases held and the failed set, read from the queue's tables of record.
+"""Leases held, the failed set and pauses, read from the queue's tables of record.
 
 A leased queue (:mod:`hueyscope.queue.leases`) keeps the tasks consumers hold in
 ``hueyscope_lease`` and the failed set (tasks parked after too many
@@ -45,13 +45,31 @@ def _counts(execute, has_kind):
             failed.setdefault((queue, each), 0)
         failed[(queue, kind)] = failed.get((queue, kind), 0) + n
     return {"hueyscope_leases_held": leases,
-            "hueyscope_failed_set_tasks": failed}
+            "hueyscope_failed_set_tasks": failed,
+            "hueyscope_queue_paused_tasks": {}}
+
+
+def _paused(execute, task_table):
+    """{(queue, task name): messages held back} of every pause."""
+    from hueyscope.queue.control import held_back
+
+    pauses = execute("select queue, task from hueyscope_paused")
+    if not pauses:
+        return {}
+    pending = {}
+    for queue, name, n in execute(
+            "select queue, hueyscope_name, count(*) from %s group by 1, 2"
+            % task_table):
+        pending.setdefault(queue, {})[name] = n
+    return {(queue, name): held_back({name}, pending.get(queue, {}))
+            for queue, name in pauses}
 
 
 def _none():
     # The tables are absent: an at-most-once queue, or a queue no leased
     # process has opened yet.
-    return {"hueyscope_leases_held": {}, "hueyscope_failed_set_tasks": {}}
+    return {"hueyscope_leases_held": {}, "hueyscope_failed_set_tasks": {},
+            "hueyscope_queue_paused_tasks": {}}
 
 
 class SqliteQueueTables:
@@ -76,8 +94,12 @@ class SqliteQueueTables:
                 return _none()
             columns = {row[1] for row in conn.execute(
                 "pragma table_info(hueyscope_dead_letter)")}
-            return _counts(lambda sql: conn.execute(sql).fetchall(),
-                           "kind" in columns)
+            execute = lambda sql: conn.execute(sql).fetchall()  # noqa: E731
+            counts = _counts(execute, "kind" in columns)
+            named = {row[1] for row in conn.execute("pragma table_info(task)")}
+            if "hueyscope_paused" in tables and "hueyscope_name" in named:
+                counts["hueyscope_queue_paused_tasks"] = _paused(execute, "task")
+            return counts
 
         return read_only(self.path, deadline.read(counts),
                          seconds=QUERY_SECONDS)
@@ -108,7 +130,12 @@ class PostgresQueueTables:
                 "select 1 from information_schema.columns where table_schema "
                 "= current_schema() and table_name = 'hueyscope_dead_letter' "
                 "and column_name = 'kind'"))
-            return _counts(execute, has_kind)
+            counts = _counts(execute, has_kind)
+            curs.execute("select to_regclass('hueyscope_paused') is not null")
+            if curs.fetchone()[0]:
+                counts["hueyscope_queue_paused_tasks"] = _paused(
+                    execute, self.huey.storage.table_task)
+            return counts
 
 
 class QueueTables:

@@ -38,13 +38,13 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # hueyscope_task_outcomes_total (the label value is the signal's name).
 OUTCOMES = ("complete", "error", "retrying", "locked", "revoked", "expired",
             "canceled", "interrupted", "timeout", "rate-limited", "recovered",
-            "lost", "dropped", "not-queued", "requeued")
+            "lost", "dropped", "not-queued", "requeued", "deduplicated")
 # Every tasks.status (hueyscope/events/writer.py), each given as a series
 # from zero so an alert on one needs no "absent()".
 STATUSES = ("waiting", "enqueued", "scheduled", "executing", "retrying",
             "complete", "failed", "locked", "revoked", "expired", "canceled",
             "interrupted", "timeout", "rate-limited", "lost", "dropped",
-            "not-queued")
+            "not-queued", "deduplicated")
 # Statuses of a task that is on the queue or in its schedule.
 QUEUED = ("enqueued", "scheduled", "retrying")
 UNNAMED = "(unnamed)"
@@ -120,6 +120,11 @@ METRICS = (
            "Tasks in the failed set (hueyscope failed) by kind: failed for "
            "good, lost after too many recoveries, dropped (no such task).",
            "queue: hueyscope_dead_letter"),
+    Metric("hueyscope_queue_paused_tasks", "gauge",
+           ("messaging_destination_name", "task"),
+           "Tasks held back by a pause (hueyscope pause), per paused task "
+           "name (* for the whole queue); 0 for a pause that holds none.",
+           "queue: hueyscope_paused, hueyscope_name of huey's task table"),
     Metric("hueyscope_event_store_up", "gauge", (),
            "1 when the event store could be read at this scrape, else 0.",
            "the event store"),

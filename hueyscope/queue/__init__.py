@@ -8,7 +8,10 @@ Imports only go down this list; nothing here imports the recorder
 - ``postgres``  the PostgreSQL storages and PostgresHuey
 - ``leased_huey`` the Huey side of a leased queue
 - ``recovery``  dead holders' leases back on the queue, locks freed
-- ``operations`` what is done by hand: retry, discard, revoke, restore, recover, status
+- ``operations`` what is done by hand: retry, discard, revoke, restore, pause,
+  resume, recover, status
+- ``control``   what consumers may take: pauses, unique keys, concurrency limits
+- ``messages``  messages written with their name, unique key and slot
 - ``failed``    the failed set: select, retry, discard
 - ``leases``    what every leased storage shares; ``QueueCursor``
 - ``contract``  ``LeasedStorage``: what every leased storage must provide

@@ -102,9 +102,7 @@ def retry(huey, entries, actor=None):
     with storage.db(commit=True) as curs:
         run = QueueCursor(storage, curs)
         for entry, data, _ in again:
-            run.execute("insert into {task} (queue, data, priority) "
-                        "values (?, ?, ?)", (storage.name, storage.to_blob(data),
-                                             entry["priority"] or 0))
+            storage._insert_message(curs, data, entry["priority"])
             run.execute("delete from hueyscope_dead_letter where id = ?",
                         (entry["id"],))
     for entry, _, task in again:

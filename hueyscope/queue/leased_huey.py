@@ -9,9 +9,10 @@ import sys
 import time
 
 from huey import signals as S
+from huey.api import ResultGroup, Task
 from huey.utils import Error
 
-from hueyscope.queue import recovery
+from hueyscope.queue import control, recovery
 from hueyscope.queue.leases import NOTED_OUTCOMES, RECOVER_EVERY
 from hueyscope.signals import UnknownTask
 
@@ -46,11 +47,25 @@ class LeasedHuey:
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.storage.run_id_source = self._run_id
+        self.storage.describe = self._describe
 
     def create_storage(self):
         storage = super().create_storage()
         storage.run_id_source = self._run_id
+        storage.describe = self._describe
         return storage
+
+    def _describe(self, data):
+        """What the queue writes beside message ``data``: its task's name,
+        concurrency slot and limit (see :mod:`hueyscope.queue.control`)."""
+        try:
+            message = self.serializer.deserialize(data)
+        except Exception:
+            return None, None, None  # never held back
+        cls = self._registry._registry.get(message.name)
+        if cls is None:  # a task this process does not have: no limit known
+            return message.name, None, None
+        return (message.name,) + control.slot_of(cls, message)
 
     @property
     def _leases(self):
@@ -81,6 +96,39 @@ class LeasedHuey:
                 continue
             leases.note_task(task)
             return task
+
+    def enqueue(self, task):
+        """huey's enqueue; a unique task (see :mod:`hueyscope.queue.control`)
+        only while no other task holds its key.
+
+        Returns huey's result handle, or a
+        :class:`~hueyscope.queue.control.Deduplicated` when the key is
+        held: nothing is enqueued, and the task is recorded
+        ``deduplicated``.
+        """
+        leases = self._leases
+        if leases is None or self._immediate or not isinstance(task, Task):
+            return super().enqueue(task)
+        key = control.unique_key(task, self._registry.task_to_string(type(task)))
+        if key is None:
+            return super().enqueue(task)
+        if task.expires:
+            task.resolve_expires(self.utc)
+        # huey signals 'enqueued' before it writes; whether a unique task is
+        # enqueued is only known once written. Stamped before the write: a
+        # worker may run the task before the signal below.
+        task.hueyscope_ts = time.time()
+        holder = leases.enqueue_unique(self.serialize_task(task), task.priority,
+                                       key, task.id)
+        if holder is not None:
+            self._emit("deduplicated", task, control.KeyHeld(
+                "unique key %s is held by task %s" % (key, holder)))
+            return control.Deduplicated(self, holder, key)
+        self._emit(S.SIGNAL_ENQUEUED, task)
+        if not self.results:
+            return None
+        results = self._pipeline_results(task)
+        return ResultGroup(results) if len(results) > 1 else results[0]
 
     def _recover_when_due(self, leases):
         # One worker of the process recovers; the others go on dequeuing.

@@ -41,6 +41,7 @@ import weakref
 from huey import signals as S
 
 from hueyscope.queue import liveness
+from hueyscope.queue.messages import ControlledMessages
 from hueyscope.queue.tables import LOCK_MARK, QueueCursor
 from hueyscope.settings import configured_redaction
 from hueyscope.signals import fingerprint
@@ -52,6 +53,8 @@ HEARTBEAT_INTERVAL = 5.0  # seconds between a holder's heartbeats
 # Seconds between recoveries run from the dequeue path (huey's own health
 # check interval).
 RECOVER_EVERY = 10.0
+# Outcomes after which the task is on the queue again (its unique key kept).
+AGAIN = frozenset((S.SIGNAL_RETRYING, S.SIGNAL_SCHEDULED))
 # Final outcomes that release a lease through the next write of the process.
 NOTED_OUTCOMES = frozenset((S.SIGNAL_REVOKED, S.SIGNAL_EXPIRED, S.SIGNAL_CANCELED,
                             S.SIGNAL_LOCKED, S.SIGNAL_RATE_LIMITED))
@@ -63,7 +66,7 @@ def _is_lock(key):
     return isinstance(key, str) and LOCK_MARK in key
 
 
-class LeaseKeeping:
+class LeaseKeeping(ControlledMessages):
     """What every leased storage does alike, through :class:`QueueCursor`.
 
     ``record_outcomes`` (set by ``hueyscope.attach``): each lease released
@@ -108,6 +111,11 @@ class LeaseKeeping:
         self._exit_hook = None
         self._recover_lock = threading.Lock()
         self._next_recovery = 0.0
+        # Lease id -> unique key of a message taken with one (queue.control);
+        # then, once its outcome is final, lease id -> (key, task id) of the
+        # row its releasing transaction deletes. Empty when no task is unique.
+        self._unique_leases = {}
+        self._unique_drop = {}
 
     # -- the holder: this process, as recovery sees it ---------------------
 
@@ -220,6 +228,7 @@ class LeaseKeeping:
         held = self._find(task_id, pop=True)
         if held is not None:
             self._settle(held, signal)
+            self._unique_outcome(held, signal not in AGAIN)
             self._thread().release.append(held.lease)
 
     def note_signal(self, task_id, signal):
@@ -290,6 +299,7 @@ class LeaseKeeping:
         held = self._find(task_id, pop=True)
         if held is not None and not held.keep:
             self._settle(held)
+            self._unique_outcome(held, True)
             self._pending.append(held.lease)
         # Releases this thread marked for a write that never came (a result
         # of None is not stored, a revoked task writes nothing): any write
@@ -309,9 +319,13 @@ class LeaseKeeping:
         held = self._find(task_id, pop=True) if task_id is not None else None
         if held is not None:
             lease = held.lease
+            self._unique_outcome(held, True)
         else:
             local = self._thread()
             lease, local.lease = local.lease, None
+            key = self._unique_leases.pop(lease, None)
+            if key is not None and task_id is not None:  # parked for good
+                self._unique_drop[lease] = (key, task_id)
         if lease is None:
             return
         name = getattr(message, "name", None)
@@ -330,6 +344,7 @@ class LeaseKeeping:
                 (text(task_id), text(name), text(reason), text(self._run_id()),
                  time.time(), kind, text(error_type), fingerprint, lease))
             curs.execute("delete from hueyscope_lease where id = ?", (lease,))
+            self._drop_unique(curs.cursor, [lease])
             if held is not None:
                 self._settle(held, "error" if kind == "failed" else kind)
                 self._write_outcomes(curs.cursor, [lease])
@@ -377,6 +392,8 @@ class LeaseKeeping:
             "delete from hueyscope_lease where id in (%s)"
             % ",".join("?" * len(ids)), ids)
         self._write_outcomes(curs, ids)
+        if self._unique_drop:
+            self._drop_unique(curs, ids)
 
     def _unrelease(self, released):
         """The transaction of :meth:`_release_in` rolled back: the leases are
@@ -458,9 +475,13 @@ class LeaseKeeping:
     def _put_back(self, curs, ids):
         """Put the leases ``ids`` back on the queue as they were taken."""
         marks = ",".join("?" * len(ids))
-        curs.execute("insert into {task} (queue, data, priority) select queue, "
-                     "data, priority from hueyscope_lease where id in (%s) "
+        curs.execute("insert into {task} (queue, data, priority, hueyscope_name, "
+                     "hueyscope_unique, hueyscope_slot, hueyscope_limit) "
+                     "select queue, data, priority, task, unique_key, slot, "
+                     "slot_limit from hueyscope_lease where id in (%s) "
                      "order by id" % marks, ids)
+        for lease in ids:  # back on the queue, holding its key
+            self._unique_leases.pop(lease, None)
         curs.execute("delete from hueyscope_lease where id in (%s)" % marks, ids)
 
     # -- locks, with their holder --------------------------------------------

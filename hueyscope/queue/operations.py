@@ -1,7 +1,8 @@
 """What can be done to a queue by hand: one function per operation.
 
-``retry``, ``discard``, ``revoke``, ``restore``, ``cancel`` and ``recover`` act on an
-open Huey; ``failed`` and ``status`` read one. Each takes ids or filters,
+``retry``, ``discard``, ``revoke``, ``restore``, ``cancel``, ``pause``,
+``resume`` and ``recover`` act on an open Huey; ``failed``, ``paused``
+and ``status`` read one. Each takes ids or filters,
 returns what it did as a plain value (with ``dry_run``: what it would do)
 and raises ``ValueError`` with a one-line message for bad input. The
 command line (:mod:`hueyscope.commands`) is one caller; anything else that
@@ -9,7 +10,8 @@ acts on a queue (a browser console) is another, and gets the same checks
 and the same records.
 
 What happens is recorded as it always was: through the Huey's signals
-(``requeued``, ``revoke``, ``restore``, ``recovered``, ``lost``), which the
+(``requeued``, ``revoke``, ``restore``, ``pause``, ``resume``,
+``recovered``, ``lost``), which the
 recorder attached to it (``hueyscope.attach``) writes to the event store.
 ``actor``, where accepted, says who asked: it is added to the reason of the
 event recorded, and changes nothing else.
@@ -255,6 +257,96 @@ def cancel(huey, ids=(), task=None, dry_run=False, actor=None):
     cancels.request(huey, [item for item in chosen if item.state == "running"],
                     reason)
     return Done("cancel", huey.name, touched, dry_run)
+
+
+# -- pauses ------------------------------------------------------------------
+
+def _controls(huey, what):
+    if not getattr(huey.storage, "leased", False):
+        raise ValueError("queue %s cannot %s: it is not leased (Redis, or "
+                         "at-most-once delivery)" % (huey.name, what))
+
+
+def _pause_names(huey, tasks, every):
+    """The names ``--task`` and ``--all`` pick, as messages name their task."""
+    from hueyscope.queue.control import ALL
+
+    if bool(tasks) == bool(every):
+        raise ValueError("give --task NAME or --all, not %s" % (
+            "both" if tasks else "neither"))
+    if every:
+        return [ALL]
+    return [huey._registry.task_to_string(_task_class(huey, name))
+            for name in tasks]
+
+
+def paused(huey):
+    """The pauses of ``huey``'s queue: [{"task", "paused", "actor"}]
+    (``task`` ``*``: the whole queue)."""
+    from hueyscope.queue import control
+
+    _controls(huey, "be paused")
+    return control.paused(huey.storage)
+
+
+def pause(huey, tasks=(), every=False, dry_run=False, actor=None):
+    """Pause every task named in ``tasks`` (or, ``every``, the whole queue).
+
+    Consumers stop taking their messages, which stay queued in order,
+    until :func:`resume`; the pause is a row of the queue, so it outlives
+    any consumer. ``touched``: ``{"task_id": None, "task"}`` per name not
+    paused before (``*`` for the whole queue). Recorded as ``pause``.
+    """
+    from hueyscope.queue import control
+
+    _controls(huey, "be paused")
+    names = _pause_names(huey, tasks, every)
+    if dry_run:
+        before = {p["task"] for p in control.paused(huey.storage)}
+        added = [name for name in names if name not in before]
+    else:
+        added = control.pause(huey.storage, names, actor)
+        _note(huey, "pause", added, actor)
+    return Done("pause", huey.name, [{"task_id": None, "task": name}
+                                      for name in added], dry_run)
+
+
+def resume(huey, tasks=(), every=False, dry_run=False, actor=None):
+    """Undo :func:`pause` for ``tasks`` or (``every``) the whole queue.
+
+    A name that is not paused is bad input and nothing changes. A name no
+    longer in the app may be given as messages name it (module.function).
+    Recorded as ``resume``.
+    """
+    from hueyscope.queue import control
+
+    _controls(huey, "be resumed")
+    now = {p["task"] for p in control.paused(huey.storage)}
+    if bool(tasks) == bool(every):
+        raise ValueError("give --task NAME or --all, not %s" % (
+            "both" if tasks else "neither"))
+    names = [control.ALL] if every else [
+        name if name in now else _pause_names(huey, [name], False)[0]
+        for name in tasks]
+    missing = [name for name in names if name not in now]
+    if missing:
+        raise ValueError("%s not paused in queue %s (paused: %s)" % (
+            ", ".join("the queue" if n == control.ALL else "task %s" % n
+                      for n in missing), huey.name,
+            ", ".join(sorted(now)) or "none"))
+    if not dry_run:
+        control.resume(huey.storage, names)
+        _note(huey, "resume", names, actor)
+    return Done("resume", huey.name, [{"task_id": None, "task": name}
+                                       for name in names], dry_run)
+
+
+def _note(huey, action, names, actor):
+    """Record a pause or resume of each name, as revocations are."""
+    for name in names:
+        huey._emit(action, _ByName(name), exc=_Note(failed_set.by_whom(
+            "%s by hand (%s)" % (action, "the whole queue" if name == "*"
+                                 else "every task of the name"), actor)))
 
 
 # -- recovery and status ----------------------------------------------------

@@ -57,14 +57,18 @@ def enqueue_unclaimed(storage, tick, messages, then=None):
     """
     enqueued = []
     now = time.time()
+    named = getattr(storage, "_insert_message", None)
     with storage.db(commit=True) as raw:
         curs = QueueCursor(storage, raw)
         curs.execute(FORGET_OLD, (storage.name, now - KEEP_SECONDS))
         for i, (key, data, priority) in enumerate(messages):
             curs.execute(CLAIM, (storage.name, key, tick, now))
             if raw.rowcount == 1:
-                curs.execute(ENQUEUE, (storage.name, storage.to_blob(data),
-                                       priority or 0))
+                if named is not None:  # a leased queue: named (queue.control)
+                    named(raw, data, priority)
+                else:
+                    curs.execute(ENQUEUE, (storage.name, storage.to_blob(data),
+                                           priority or 0))
                 enqueued.append(i)
         if enqueued and then is not None:
             then(raw)

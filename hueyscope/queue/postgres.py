@@ -44,7 +44,9 @@ from hueyscope.queue.contract import LeasedStorage
 from hueyscope.queue.leases import LeaseKeeping
 from hueyscope.queue.periodic import OncePerTick, enqueue_unclaimed
 from hueyscope.queue.pg_retries import RetryingCalls, with_retries
-from hueyscope.queue.tables import DEAD_LETTER_COLUMNS, POSTGRES_TYPES, lease_tables
+from hueyscope.queue.control import NOT_PAUSED, SLOT_FREE
+from hueyscope.queue.tables import (DEAD_LETTER_COLUMNS, NAME_COLUMNS,
+                                    POSTGRES_TYPES, lease_tables)
 
 try:
     import psycopg
@@ -62,6 +64,39 @@ LEASE_DDL = lease_tables(POSTGRES_TYPES) + [
 SCHEMA_LOCK = "select pg_advisory_lock(hashtext('hueyscope_schema'))"
 # One recovery at a time across every consumer of the database.
 RECOVERY_LOCK = "select pg_advisory_xact_lock(hashtext('hueyscope_recovery'))"
+
+# The dequeue, in one statement: the next message neither paused nor of a
+# full concurrency slot, not among those skipped already (%s: their ids),
+# moved into a lease unless it has a concurrency limit; returns (message id,
+# its limit, its slot, lease id, data, unique key), the last three null
+# when a limit left it to TAKE_LIMITED. %(task)s is huey's task table.
+_MOVED = ("returning queue, data, priority, hueyscope_name, hueyscope_unique, "
+          "hueyscope_slot, hueyscope_limit")
+_LEASE = (
+    "insert into hueyscope_lease (queue, data, priority, holder, taken, task, "
+    "unique_key, slot, slot_limit) select queue, data, priority, %%s, %%s, "
+    "hueyscope_name, hueyscope_unique, hueyscope_slot, hueyscope_limit "
+    "from moved")
+TAKE = (
+    "with picked as (select id, hueyscope_limit as lim, hueyscope_slot as slot "
+    "from %(task)s t where queue = %%s and " + NOT_PAUSED.replace("%", "%%") +
+    " and " + SLOT_FREE.replace("%", "%%") + " and not (id = any(%%s::bigint[])) "
+    "order by priority desc, id limit 1 for update skip locked), "
+    "moved as (delete from %(task)s where id = (select id from picked where "
+    "lim is null) " + _MOVED + "), "
+    "leased as (" + _LEASE + " returning id, data, unique_key) "
+    "select p.id, p.lim, p.slot, l.id, l.data, l.unique_key from picked p "
+    "left join leased l on true")
+# A message with a concurrency limit, once its slot is known to be free:
+# %%s its id.
+TAKE_LIMITED = (
+    "with moved as (delete from %(task)s where id = %%s " + _MOVED + ") " +
+    _LEASE + " returning id, data, unique_key")
+# Taken before its slot's leases are counted, and held to the commit that
+# writes the lease: two consumers never both count the last free slot.
+SLOT_LOCK = "select pg_advisory_xact_lock(hashtext(%s))"
+SLOT_COUNT = "select count(*) from hueyscope_lease where queue = %s and slot = %s"
+SKIPS = 20  # messages of full slots passed over in one dequeue, at most
 
 _CREATES = re.compile(r"\s*create (?:table|index) if not exists (\w+)", re.I)
 _ADDS = re.compile(r"\s*alter table (\w+) add column if not exists (\w+)", re.I)
@@ -195,7 +230,10 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage, LeasedStorage
 
     def __init__(self, name="huey", create_tables=True, **kwargs):
         super().__init__(name, create_tables=False, **kwargs)
-        self.ddl = self.ddl + LEASE_DDL
+        self.ddl = self.ddl + LEASE_DDL + [
+            "alter table %s add column if not exists %s %s"
+            % (table.format(**self.queue_tables), column, kind)
+            for table, column, kind in NAME_COLUMNS]
         self.run_id_source = None
         self._reset_lease_state()
         self._reset_connections()
@@ -339,6 +377,14 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage, LeasedStorage
         self._ensure_holder()
         return super().put_if_empty(key, value, ttl)
 
+    def enqueue(self, data, priority=None):
+        with self.db(commit=True) as curs:
+            self._insert_message(curs, data, priority)
+            self._wake(curs)
+
+    def _wake(self, curs):
+        curs.execute("select pg_notify(%s, %s)", (self.channel, ""))
+
     # -- writes that make an outcome durable ------------------------------
 
     def put_data(self, key, value, is_result=False):
@@ -364,24 +410,39 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage, LeasedStorage
             return None
         holder = self._ensure_holder()
         with self._take_lock, self.db(commit=True) as curs:
-            curs.execute(
-                "with moved as (delete from {t} where id = ("
-                "select id from {t} where queue = %s "
-                "order by priority desc, id limit 1 for update skip locked) "
-                "returning queue, data, priority) "
-                "insert into hueyscope_lease (queue, data, priority, holder, taken) "
-                "select queue, data, priority, %s, %s from moved "
-                "returning id, data".format(t=self.table_task),
-                (self.name, holder, time.time()))
-            row = curs.fetchone()
+            row = self._take(curs, holder)
             if row is None:
                 return None
             self._taken += 1  # under the take lock: the order of taking
             seq = self._taken
+        self._took_unique(row[0], row[2])
         local = self._thread()
         local.lease, local.seq = row[0], seq
         self._ensure_heartbeat()
         return bytes(row[1])
+
+    def _take(self, curs, holder):
+        """(lease id, data, unique key) of the next message, leased inside
+        the open transaction; None if none may be taken."""
+        tables = {"task": self.table_task}
+        skipped = []
+        while len(skipped) <= SKIPS:
+            curs.execute(TAKE % tables, (self.name, skipped, holder, time.time()))
+            row = curs.fetchone()
+            if row is None:
+                return None
+            message, limit, slot = row[:3]
+            if limit is None:
+                return row[3:]
+            # Counted again under the slot's lock, in a snapshot taken after
+            # every earlier holder of the lock committed its lease.
+            curs.execute(SLOT_LOCK, ("hueyscope_slot:%s:%s" % (self.name, slot),))
+            curs.execute(SLOT_COUNT, (self.name, slot))
+            if curs.fetchone()[0] < limit:
+                curs.execute(TAKE_LIMITED % tables, (message, holder, time.time()))
+                return curs.fetchone()
+            skipped.append(message)  # full after all: it keeps its place
+        return None
 
     def _has_task(self):
         with self.db() as curs:
@@ -396,6 +457,7 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage, LeasedStorage
     def flush_all(self):
         super().flush_all()
         self.sql("delete from hueyscope_lease where queue = %s", (self.name,))
+        self.sql("delete from hueyscope_unique where queue = %s", (self.name,))
 
 
 class LeasedPostgresHuey(OncePerTick, LeasedHuey, _HueyPostgresHuey):

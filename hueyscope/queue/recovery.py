@@ -194,16 +194,17 @@ def _recover_in_transaction(huey, outcome, own_pids, lease_timeout,
         marks = ",".join("?" * len(dead))
         ids = list(dead)
         leases = curs.execute(
-            "select id, data, priority, holder from hueyscope_lease "
-            "where queue = ? and holder in (%s) order by priority desc, id"
-            % marks, [storage.name] + ids).fetchall()
-        for lease_id, data, priority, holder in leases:
+            "select id, data, priority, holder, unique_key, slot, slot_limit "
+            "from hueyscope_lease where queue = ? and holder in (%s) "
+            "order by priority desc, id" % marks, [storage.name] + ids).fetchall()
+        for lease_id, data, priority, holder, unique, slot, limit in leases:
             h, reason = dead[holder]
             task_id, name = _message(huey, data, dry_run)
             entry = {"lease": lease_id, "task_id": task_id, "task": name,
                      "priority": priority, "run_id": h.run_id, "pid": h.pid,
                      "reason": reason}
             lease = _DeadLease(lease_id, data, priority, h, holder not in own)
+            lease.unique, lease.slot, lease.limit = unique, slot, limit
             if not _settle_stored(huey, curs, lease, entry, outcome, later,
                                   now, dry_run):
                 _requeue_or_park(curs, storage, lease, entry, outcome, later,
@@ -229,6 +230,8 @@ class _DeadLease:
     def __init__(self, lease_id, data, priority, holder, counted):
         self.id, self.data, self.priority = lease_id, data, priority
         self.holder, self.counted = holder, counted
+        # Its unique key and concurrency slot (queue.control).
+        self.unique = self.slot = self.limit = None
 
 
 def _settle_stored(huey, curs, lease, entry, outcome, later, now, dry_run):
@@ -251,10 +254,9 @@ def _settle_stored(huey, curs, lease, entry, outcome, later, now, dry_run):
     if nxt is not None:
         outcome.continued.append(dict(entry, next_id=nxt.id, next_task=nxt.name))
     if nxt is not None and nxt.data is not None:
-        curs.execute("insert into {task} (queue, data, priority) "
-                     "values (?, ?, ?)", (storage.name, storage.to_blob(
-                         nxt.data), nxt.priority or 0))
+        storage._insert_message(curs.cursor, nxt.data, nxt.priority)
         later.append(("enqueued", nxt.data, {}))
+    _drop_unique(curs, storage, lease.unique, task_id)
     if storage.record_outcomes and task_id is not None:
         # Its holder died after storing the result and before the write
         # that releases the lease with its outcome row (a pipeline step's
@@ -295,14 +297,27 @@ def _requeue_or_park(curs, storage, lease, entry, outcome, later, now,
             (storage.name, entry["task_id"], entry["task"], lease.data,
              lease.priority, why, count - 1, run_id, now))
         outcome.parked.append(entry)
+        _drop_unique(curs, storage, lease.unique, entry["task_id"])
         later.append(("lost", lease.data, {"exc": PoisonTask(why),
                                            "run_id": run_id}))
     else:
-        curs.execute("insert into {task} (queue, data, priority) "
-                     "values (?, ?, ?)", (storage.name, lease.data, lease.priority))
+        # Back on the queue as it was taken: named, holding its unique key,
+        # with its concurrency slot.
+        curs.execute("insert into {task} (queue, data, priority, "
+                     "hueyscope_name, hueyscope_unique, hueyscope_slot, "
+                     "hueyscope_limit) values (?, ?, ?, ?, ?, ?, ?)",
+                     (storage.name, lease.data, lease.priority, entry["task"],
+                      lease.unique, lease.slot, lease.limit))
         outcome.requeued.append(entry)
         later.append(("recovered", lease.data, {
             "exc": LeaseRecovered(entry["reason"]), "run_id": run_id}))
+
+
+def _drop_unique(curs, storage, key, task_id):
+    """A dead holder's task reached its outcome: its unique key is free."""
+    if key is not None:
+        curs.execute("delete from hueyscope_unique where queue = ? and key = ? "
+                     "and task_id = ?", (storage.name, key, task_id))
 
 
 def _orphans(curs):

@@ -28,7 +28,18 @@ from hueyscope.queue.files import check_queue_file
 from hueyscope.queue.leased_huey import LeasedHuey
 from hueyscope.queue.leases import LeaseKeeping, _Held
 from hueyscope.queue.periodic import TICK_DDL, OncePerTick, enqueue_unclaimed
-from hueyscope.queue.tables import DDL, DEAD_LETTER_COLUMNS, LEASE_SCHEMA, QueueCursor
+from hueyscope.queue.control import NOT_PAUSED, RUNNING, SLOT_FREE
+from hueyscope.queue.tables import (DDL, DEAD_LETTER_COLUMNS, LEASE_SCHEMA,
+                                    NAME_COLUMNS, QueueCursor)
+
+
+# The dequeue: the next messages neither paused nor of a full concurrency
+# slot (see queue.control), with their slot's leases.
+TAKE = (
+    "select id, data, priority, hueyscope_name, hueyscope_unique, "
+    "hueyscope_slot, hueyscope_limit, case when hueyscope_limit is null "
+    "then 0 else " + RUNNING + " end from task t where queue = ? and " +
+    NOT_PAUSED + " and " + SLOT_FREE + " order by priority desc, id limit ?")
 
 
 class DurableSqliteStorage(SqliteStorage):
@@ -109,6 +120,16 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage, LeasedStorage):
     def lock_for_recovery(self, curs):
         """Nothing to do: every write transaction here is exclusive."""
 
+    def enqueue(self, data, priority=None):
+        with self.db(commit=True) as curs:
+            self._insert_message(curs, data, priority)
+
+    def flush_all(self):
+        super().flush_all()
+        with self.db(commit=True) as curs:  # nothing holds a key any more
+            curs.execute("delete from hueyscope_unique where queue = ?",
+                         (self.name,))
+
     def initialize_schema(self):
         super().initialize_schema()
         # A queue made by lease schema 1: the dead-letter table becomes the
@@ -120,6 +141,13 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage, LeasedStorage):
                 if column not in have:
                     curs.execute("alter table hueyscope_dead_letter add "
                                  "column %s text" % column)
+            # Lease schema 3: messages and leases name their task.
+            for table, column, kind in NAME_COLUMNS:
+                table = table.format(**self.queue_tables)
+                if column not in {row[1] for row in curs.execute(
+                        "pragma table_info(%s)" % table)}:
+                    curs.execute("alter table %s add column %s %s"
+                                 % (table, column, kind))
             curs.execute("update hueyscope_meta set value = ? where key = "
                          "'lease_schema' and value < ?",
                          (LEASE_SCHEMA, LEASE_SCHEMA))
@@ -280,22 +308,32 @@ class LeasedSqliteStorage(LeaseKeeping, DurableSqliteStorage, LeasedStorage):
             return self._take(cursor, max(self._waiting, 1)) if has_task else []
 
     def _take(self, curs, n):
-        """Lease the next ``n`` messages, inside the open transaction."""
-        rows = curs.execute(
-            "select id, data, priority from task where queue = ? "
-            "order by priority desc, id limit ?", (self.name, n)).fetchall()
+        """Lease the next ``n`` messages, inside the open transaction.
+
+        Those of a paused task stay where they are (see queue.control).
+        """
+        rows = curs.execute(TAKE, (self.name, n)).fetchall()
         if not rows:
             return []
         holder, now = self._holder_in(curs), time.time()
-        taken = []
-        for row_id, data, priority in rows:
+        taken, ids, more = [], [], {}
+        for row_id, data, priority, name, unique, slot, limit, running in rows:
+            if limit is not None:
+                # Its slot's leases, and those this batch took already.
+                if running + more.get(slot, 0) >= limit:
+                    continue  # stays queued where it is
+                more[slot] = more.get(slot, 0) + 1
             curs.execute(
                 "insert into hueyscope_lease (queue, data, priority, holder, "
-                "taken) values (?, ?, ?, ?, ?)",
-                (self.name, data, priority, holder, now))
+                "taken, task, unique_key, slot, slot_limit) "
+                "values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.name, data, priority, holder, now, name, unique, slot, limit))
+            self._took_unique(curs.lastrowid, unique)
             self._taken += 1
             taken.append((curs.lastrowid, data, self._taken))
-        ids = [r[0] for r in rows]
+            ids.append(row_id)
+        if not ids:
+            return []
         curs.execute("delete from task where id in (%s)" % ",".join("?" * len(ids)),
                      ids)
         return taken

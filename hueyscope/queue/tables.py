@@ -8,7 +8,11 @@ huey's tables as ``{kv}`` and ``{task}`` and run through
 :mod:`hueyscope.queue.leases`.
 """
 
-LEASE_SCHEMA = 2  # 2: the dead-letter table is the failed set (kind, error)
+# 2: the dead-letter table is the failed set (kind, error); 3: messages and
+# leases name their task (hueyscope_name, task), unique key (hueyscope_unique,
+# unique_key) and concurrency slot (hueyscope_slot and _limit, slot and
+# slot_limit); pauses, unique keys held
+LEASE_SCHEMA = 3
 LOCK_MARK = ".lock."  # huey's lock keys are "<queue>.lock.<name>"
 
 # The tables of record, written once: ``{id}`` is a row id (``{never_reused}``
@@ -25,7 +29,8 @@ TABLES = [
     "create table if not exists hueyscope_lease ("
     "id {never_reused}, queue text not null, data {blob} not null, "
     "priority {real} not null default 0, holder {bigint} not null, "
-    "taken {real} not null)",
+    "taken {real} not null, task text, unique_key text, slot text, "
+    "slot_limit integer)",
     "create index if not exists hueyscope_lease_holder on hueyscope_lease (holder)",
     # Who holds each lock_task lock (the lock itself is huey's kv row).
     "create table if not exists hueyscope_lock ("
@@ -56,6 +61,16 @@ TABLES = [
     "queue text not null, task_id text not null, lease {bigint}, "
     "holder {bigint}, reason text, requested {real} not null, "
     "primary key (queue, task_id))",
+    # Paused task names of a queue ('*': all of them), see queue.control.
+    "create table if not exists hueyscope_paused ("
+    "queue text not null, task text not null, paused {real} not null, "
+    "actor text, primary key (queue, task))",
+    # The unique keys held, each by the task that holds it (queue.control).
+    "create table if not exists hueyscope_unique ("
+    "queue text not null, key text not null, task_id text not null, "
+    "since {real} not null, primary key (queue, key))",
+    "create index if not exists hueyscope_unique_task on hueyscope_unique "
+    "(queue, task_id)",
 ]
 SQLITE_TYPES = {"id": "integer primary key",
                 "never_reused": "integer primary key autoincrement",
@@ -82,6 +97,16 @@ DDL = [
 
 # Columns lease schema 2 added to hueyscope_dead_letter.
 DEAD_LETTER_COLUMNS = ("kind", "error_type", "fingerprint")
+# Columns lease schema 3 added: (table, column, type); {task} is huey's
+# task table (see queue.control).
+NAME_COLUMNS = (("{task}", "hueyscope_name", "text"),
+                ("{task}", "hueyscope_unique", "text"),
+                ("{task}", "hueyscope_slot", "text"),
+                ("{task}", "hueyscope_limit", "integer"),
+                ("hueyscope_lease", "task", "text"),
+                ("hueyscope_lease", "unique_key", "text"),
+                ("hueyscope_lease", "slot", "text"),
+                ("hueyscope_lease", "slot_limit", "integer"))
 
 
 class QueueCursor:

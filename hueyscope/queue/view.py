@@ -8,7 +8,9 @@ is a lock held by a running task, ``r:<task id>`` a revocation, anything
 else a result waiting to be read. On a leased queue (at-least-once, see
 :mod:`hueyscope.queue.leases`) it also lists the tasks each consumer holds, the
 consumers that died holding some (their work goes back on the queue at the
-next recovery), each lock's holder and age, and the parked tasks.
+next recovery), each lock's holder and age, the parked tasks, the
+paused task names with the messages each holds back, the unique keys held
+and the concurrency slots in use.
 """
 import os
 import sqlite3
@@ -76,6 +78,48 @@ def _lease_status(conn, entry, lease_timeout):
         entry(name)["parked"] = count
 
 
+def _pause_status(conn, entry, task_table):
+    """Add each queue's pauses, with the messages each holds back."""
+    from hueyscope.queue.control import ALL, held_back
+
+    pauses = conn.execute(
+        "select queue, task, paused, actor from hueyscope_paused "
+        "order by queue, task").fetchall()
+    if not pauses:
+        return
+    pending = {}
+    for queue, name, n in conn.execute(
+            "select queue, hueyscope_name, count(*) from %s group by 1, 2"
+            % task_table):
+        pending.setdefault(queue, {})[name] = n
+    for queue, name, when, actor in pauses:
+        entry(queue)["paused"].append({
+            "task": name, "since": when, "actor": actor,
+            "held_back": held_back({name}, pending.get(queue, {})),
+            "whole_queue": name == ALL})
+
+
+def _control_status(conn, entry, task_table):
+    """Add each queue's unique keys held and its concurrency slots in use
+    or waited for (see queue.control)."""
+    for queue, n in conn.execute(
+            "select queue, count(*) from hueyscope_unique group by queue"):
+        entry(queue)["unique_keys"] = n
+    slots = {}
+    for queue, slot, running, limit in conn.execute(
+            "select queue, slot, count(*), max(slot_limit) from hueyscope_lease "
+            "where slot is not null group by queue, slot"):
+        slots[(queue, slot)] = {"slot": slot, "running": running,
+                                "limit": limit, "waiting": 0}
+    for queue, slot, waiting, limit in conn.execute(
+            "select queue, hueyscope_slot, count(*), max(hueyscope_limit) from "
+            "%s where hueyscope_slot is not null group by 1, 2" % task_table):
+        slots.setdefault((queue, slot), {"slot": slot, "running": 0,
+                                         "limit": limit})["waiting"] = waiting
+    for (queue, _), item in sorted(slots.items()):
+        entry(queue)["slots"].append(item)
+
+
 def sqlite_status(path, lease_timeout=DEFAULT_LEASE_TIMEOUT):
     """{queue name: counts} for the SQLite queue file at ``path``.
 
@@ -116,7 +160,8 @@ def _read_status(conn, path, lease_timeout):
             queues[name] = {"pending": 0, "scheduled": 0, "next_due": None,
                             "results": 0, "revoked": 0, "locks": []}
             if leased:
-                queues[name].update(leases=[], lock_holders=[], parked=0)
+                queues[name].update(leases=[], lock_holders=[], parked=0,
+                                    paused=[], unique_keys=0, slots=[])
         return queues[name]
 
     for name, count in conn.execute(
@@ -133,6 +178,11 @@ def _read_status(conn, path, lease_timeout):
         entry(name).update(locks=locks, revoked=revoked, results=results)
     if leased:
         _lease_status(conn, entry, lease_timeout)
+        names = {row[1] for row in conn.execute("pragma table_info(task)")}
+        if "hueyscope_paused" in tables and "hueyscope_name" in names:
+            _pause_status(conn, entry, "task")
+        if "hueyscope_unique" in tables and "hueyscope_slot" in names:
+            _control_status(conn, entry, "task")
     return queues
 
 
@@ -177,9 +227,14 @@ def huey_status(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT):
         queues[name].setdefault("leases", [])
         queues[name].setdefault("lock_holders", [])
         queues[name].setdefault("parked", 0)
+        queues[name].setdefault("paused", [])
+        queues[name].setdefault("unique_keys", 0)
+        queues[name].setdefault("slots", [])
         return queues[name]
 
     entry(huey.name)
     with huey.storage.db() as curs:
         _lease_status(QueueCursor(huey.storage, curs), entry, lease_timeout)
+        _pause_status(QueueCursor(huey.storage, curs), entry, "{task}")
+        _control_status(QueueCursor(huey.storage, curs), entry, "{task}")
     return queues

@@ -20,7 +20,7 @@ NEWEST = 50
 TOP = 20
 FINAL = ("complete", "failed", "revoked", "expired", "canceled",
          "interrupted", "locked", "timeout", "rate-limited", "lost",
-         "dropped", "not-queued")
+         "dropped", "not-queued", "deduplicated")
 PENDING = ("enqueued", "scheduled", "retrying")
 # Run time histogram bucket edges, seconds.
 EDGES = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
