@@ -131,7 +131,8 @@ def test_the_task_page_shows_every_event_and_the_traceback(ds, folder):
 @pytest.mark.timeout(120)
 def test_anonymous_posts_get_403_and_change_nothing(ds, folder):
     before = failed_count(folder)
-    for action in ("retry", "discard", "revoke", "restore", "recover"):
+    for action in ("retry", "discard", "revoke", "restore", "recover",
+                   "pause", "resume"):
         form = call(ds.client.post("/-/hueyscope/%s" % action,
                                    data={"task": "always_fails"}))
         assert form.status_code == 403, (action, form.text)
@@ -226,6 +227,29 @@ def test_root_revokes_the_scheduled_task_on_record(ds, folder):
                                json={"ids": [folder.scheduled]}))
     assert done.status_code == 200
     assert call(ds.client.get("/-/hueyscope/now.json")).json()["now"]["revoked"]["ids"] == []
+
+
+@pytest.mark.timeout(120)
+def test_root_pauses_and_resumes_a_task_name_on_record(ds, folder):
+    cookies, token = csrf(ds, root_cookies(ds))
+
+    def post(action, **body):
+        done = call(ds.client.post("/-/hueyscope/" + action, cookies=cookies,
+                                   headers={"x-csrftoken": token}, json=body))
+        assert done.status_code == 200, done.text
+        return done.json()
+
+    assert post("pause", task="add", dry_run=True)["count"] == 1
+    assert call(ds.client.get("/-/hueyscope/now.json")).json()["now"]["paused"] == []
+    assert post("pause", task="add")["count"] == 1
+    paused = call(ds.client.get("/-/hueyscope/now.json")).json()["now"]["paused"]
+    assert [(p["short"], p["actor"]) for p in paused] == [("add", "root")]
+    page = call(ds.client.get("/-/hueyscope", cookies=cookies))
+    assert 'action="/-/hueyscope/resume"' in page.text
+    wait_until(lambda: query(folder.events, "select task from events where "
+                             "signal = 'pause'"), message="the pause on record")
+    assert post("resume", task=paused[0]["task"])["count"] == 1
+    assert call(ds.client.get("/-/hueyscope/now.json")).json()["now"]["paused"] == []
 
 
 @pytest.mark.timeout(60)

@@ -16,7 +16,8 @@ from hueyscope.queue import operations
 from hueyscope.settings import Settings, parse_duration
 
 OPERATE = "hueyscope-operate"
-ACTIONS = ("retry", "discard", "revoke", "restore", "recover", "cancel")
+ACTIONS = ("retry", "discard", "revoke", "restore", "recover", "cancel",
+           "pause", "resume")
 BULK = ("retry", "discard")  # actions on failed-set entries
 SETTINGS_USED = ("queue", "events", "app", "durability", "delivery",
                  "lease_timeout", "max_recoveries", "keep_failed")
@@ -88,6 +89,13 @@ class Console:
             return done_value(fn(huey, params["ids"], params["task"], actor=actor))
         if action == "cancel":
             return self.cancel(huey, params, actor, dry_run)
+        if action in ("pause", "resume"):
+            # A task name, or "*" for the whole queue.
+            every = params["task"] == "*"
+            tasks = [params["task"]] if params["task"] and not every else []
+            fn = getattr(operations, action)
+            return done_value(fn(huey, tasks, every=every, dry_run=dry_run,
+                                 actor=actor))
         if action == "recover":
             s = self.settings
             done = operations.recover(

@@ -72,6 +72,7 @@ def snapshot(huey, lease_timeout):
         out["revoked"] = _revoked(curs, queue)
         if out["leased"]:
             out.update(_leased(huey, curs, queue, now, lease_timeout))
+            out["paused"] = _paused(curs, queue)
     return out
 
 
@@ -97,6 +98,7 @@ def _through_huey(huey):
                     "sampled": SAMPLE if total > SAMPLE else None},
         "scheduled": {"total": huey.scheduled_count(), "items": items},
         "revoked": {"ids": [], "names": []},
+        "paused": [],
     }
 
 
@@ -136,6 +138,14 @@ def _scheduled(huey, curs, queue):
         items.append({"task_id": task_id, "task": name, "short": _short(name),
                       "due": schedule_time(stamp, getattr(huey, "utc", True))})
     return {"total": total, "items": items}
+
+
+def _paused(curs, queue):
+    """The task names consumers do not take now (``*``: the whole queue)."""
+    rows = curs.execute("select task, paused, actor from hueyscope_paused "
+                        "where queue = ? order by task", (queue,)).fetchall()
+    return [{"task": task, "short": "every task" if task == "*" else _short(task),
+             "paused": when, "actor": actor} for task, when, actor in rows]
 
 
 def _revoked(curs, queue):
