@@ -253,6 +253,32 @@ def test_root_pauses_and_resumes_a_task_name_on_record(ds, folder):
 
 
 @pytest.mark.timeout(60)
+def test_the_now_page_shows_concurrency_slots_waited_for(ds, folder):
+    """A message waiting for a slot of a concurrency limit shows under
+    Limits (written here as an enqueue of a limited task writes it)."""
+    import sqlite3
+
+    def write(sql, params=()):
+        conn = sqlite3.connect(str(folder.queue))
+        try:
+            with conn:
+                conn.execute(sql, params)
+        finally:
+            conn.close()
+
+    write("insert into task (queue, data, priority, hueyscope_slot, "
+          "hueyscope_limit) values ('truth', x'00', 0, 'reports', 2)")
+    try:
+        now = call(ds.client.get("/-/hueyscope/now.json")).json()["now"]
+        assert now["limits"] == [{"slot": "reports", "running": 0,
+                                  "limit": 2, "waiting": 1}]
+        assert now["unique_keys"] == 0
+        assert 'id="hs-limits"' in call(ds.client.get("/-/hueyscope")).text
+    finally:
+        write("delete from task where hueyscope_slot = 'reports'")
+
+
+@pytest.mark.timeout(60)
 def test_actions_on_a_public_address_without_authentication_are_refused(folder):
     from conftest import assert_one_line_error
 

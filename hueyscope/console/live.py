@@ -73,6 +73,10 @@ def snapshot(huey, lease_timeout):
         if out["leased"]:
             out.update(_leased(huey, curs, queue, now, lease_timeout))
             out["paused"] = _paused(curs, queue)
+            out["limits"] = _limits(curs, queue)
+            out["unique_keys"] = curs.execute(
+                "select count(*) from hueyscope_unique where queue = ?",
+                (queue,)).fetchone()[0]
     return out
 
 
@@ -98,7 +102,7 @@ def _through_huey(huey):
                     "sampled": SAMPLE if total > SAMPLE else None},
         "scheduled": {"total": huey.scheduled_count(), "items": items},
         "revoked": {"ids": [], "names": []},
-        "paused": [],
+        "paused": [], "limits": [], "unique_keys": 0,
     }
 
 
@@ -146,6 +150,23 @@ def _paused(curs, queue):
                         "where queue = ? order by task", (queue,)).fetchall()
     return [{"task": task, "short": "every task" if task == "*" else _short(task),
              "paused": when, "actor": actor} for task, when, actor in rows]
+
+
+def _limits(curs, queue):
+    """Concurrency slots in use or waited for: [{"slot", "running", "limit",
+    "waiting"}] (see :mod:`hueyscope.queue.control`)."""
+    slots = {}
+    for slot, running, limit in curs.execute(
+            "select slot, count(*), max(slot_limit) from hueyscope_lease "
+            "where queue = ? and slot is not null group by slot", (queue,)):
+        slots[slot] = {"slot": slot, "running": running, "limit": limit,
+                       "waiting": 0}
+    for slot, waiting, limit in curs.execute(
+            "select hueyscope_slot, count(*), max(hueyscope_limit) from {task} "
+            "where queue = ? and hueyscope_slot is not null group by 1", (queue,)):
+        slots.setdefault(slot, {"slot": slot, "running": 0,
+                                "limit": limit})["waiting"] = waiting
+    return [slots[slot] for slot in sorted(slots)]
 
 
 def _revoked(curs, queue):
