@@ -248,3 +248,27 @@ def test_a_task_failed_for_good_is_retried_from_the_failed_set(pg):
     wait_until(lambda: status() == "complete", message="the retried task to complete")
     assert consumer.stop() == 0, consumer.describe()
     assert pg.sql("select count(*) from hueyscope_dead_letter") == [(0,)]
+
+
+@pytest.mark.timeout(60)
+def test_a_build_in_one_schema_never_waits_for_another_schemas():
+    """The schema and recovery locks are the schema's, not the database's:
+    a builder stuck holding one in a schema (a hung process of another app
+    or test) does not stop a Huey in another schema from being built or
+    recovering."""
+    from conftest import postgres_schema
+    from hueyscope.queue.postgres import RECOVERY_LOCK, SCHEMA_LOCK, make_postgres_huey
+    from hueyscope.queue.recovery import recover
+
+    with postgres_schema() as (_, _, stuck_url), postgres_schema() as (_, _, url):
+        holder = psycopg.connect(stuck_url)  # a transaction left open
+        try:
+            holder.execute(SCHEMA_LOCK)
+            holder.execute(RECOVERY_LOCK)
+            huey = make_postgres_huey("other", url)
+            try:
+                recover(huey)
+            finally:
+                huey.storage.close()
+        finally:
+            holder.close()

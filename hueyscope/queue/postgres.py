@@ -59,11 +59,16 @@ logger = logging.getLogger("hueyscope.postgres")
 LEASE_DDL = lease_tables(POSTGRES_TYPES) + [
     "alter table hueyscope_dead_letter add column if not exists %s text" % c
     for c in DEAD_LETTER_COLUMNS]
+# Advisory locks are the database's, not a schema's: each key names the
+# schema the tables are in, so queues in other schemas of the database
+# (other apps, other tests) never wait for each other.
+_IN_SCHEMA = "hashtext(%s || coalesce(current_schema(), ''))"
 # One builder creates what is missing at a time; held by the session, so
 # each statement commits on its own (and a dead builder holds nothing).
-SCHEMA_LOCK = "select pg_advisory_lock(hashtext('hueyscope_schema'))"
-# One recovery at a time across every consumer of the database.
-RECOVERY_LOCK = "select pg_advisory_xact_lock(hashtext('hueyscope_recovery'))"
+SCHEMA_LOCK = "select pg_advisory_lock(%s)" % (_IN_SCHEMA % "'hueyscope_schema:'")
+# One recovery at a time across every consumer of the schema's queues.
+RECOVERY_LOCK = "select pg_advisory_xact_lock(%s)" % (
+    _IN_SCHEMA % "'hueyscope_recovery:'")
 
 # The dequeue, in one statement: the next message neither paused nor of a
 # full concurrency slot, not among those skipped already (%s: their ids),
@@ -94,7 +99,7 @@ TAKE_LIMITED = (
     _LEASE + " returning id, data, unique_key")
 # Taken before its slot's leases are counted, and held to the commit that
 # writes the lease: two consumers never both count the last free slot.
-SLOT_LOCK = "select pg_advisory_xact_lock(hashtext(%s))"
+SLOT_LOCK = "select pg_advisory_xact_lock(%s)" % (_IN_SCHEMA % "%s")
 SLOT_COUNT = "select count(*) from hueyscope_lease where queue = %s and slot = %s"
 SKIPS = 20  # messages of full slots passed over in one dequeue, at most
 
