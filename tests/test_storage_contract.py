@@ -496,10 +496,10 @@ def test_a_concurrency_limit_is_held_by_leases_and_keeps_the_order(queue):
     assert huey.dequeue() is None
 
 
+# PostgreSQL takes one message per transaction: SQLite alone takes for many.
+@pytest.mark.parametrize("queue", ["sqlite"], indirect=True)
 def test_one_transaction_taking_for_many_workers_keeps_the_limit(queue):
     engine, _, huey = queue
-    if engine != "sqlite":
-        pytest.skip("PostgreSQL takes one message per transaction")
     capped, _ = limited_tasks(huey)
     for n in range(4):
         capped(n)
