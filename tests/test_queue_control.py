@@ -9,38 +9,13 @@ import contextlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import ledger_app
 from conftest import assert_one_line_error, postgres_schema, query, wait_until
-
-TESTS = Path(__file__).parent
-
-
-@pytest.fixture
-def app(cli):
-    """The ``cli`` fixture, set up for ledger_app."""
-    cli.env.update(PYTHONPATH=str(TESTS), LEDGER=str(cli.folder / "ledger.txt"),
-                   HUEYSCOPE_APP="ledger_app:huey")
-    cli.ledger = cli.folder / "ledger.txt"
-    return cli
-
-
-def produce(cli, code):
-    """Run ``code`` with ledger_app imported as ``a``, in a producer process."""
-    proc = subprocess.run(
-        [sys.executable, "-c", "import ledger_app as a; " + code],
-        cwd=cli.folder, env=cli.env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
-def consume(cli, *args, name="consumer"):
-    return cli.start("consume", "--no-periodic", "--max-delay", "0.1",
-                     "--health-check-interval", "0.5", "--heartbeat-every", "0.5",
-                     *args, name=name)
+from test_delivery import app, consume  # noqa: F401 (app: a fixture)
+from test_delivery import enqueue as produce
 
 
 def done_ns(cli):

@@ -16,7 +16,7 @@ import time
 from hueyscope.queue import peek
 from hueyscope.queue.recovery import dead_holders, holders
 from hueyscope.queue.tables import LOCK_MARK, QueueCursor
-from hueyscope.queue.view import schedule_time
+from hueyscope.queue.view import holder_describer, schedule_time
 
 # Pending messages deserialized to count them by task name. A queue deeper
 # than this shows the breakdown of its oldest SAMPLE messages, and says so.
@@ -186,16 +186,7 @@ def _revoked(curs, queue):
 def _leased(huey, curs, queue, now, lease_timeout):
     rows = holders(curs)
     dead = dead_holders(rows, lease_timeout)
-    by_id = {h.id: h for h in rows}
-
-    def who(holder_id):
-        h = by_id.get(holder_id)
-        if h is None:
-            return {"holder": holder_id, "host": None, "pid": None, "run_id": None,
-                    "alive": False, "dead_because": "its holder is gone"}
-        return {"holder": h.id, "host": h.hostname, "pid": h.pid,
-                "run_id": h.run_id, "alive": h.id not in dead,
-                "dead_because": dead[h.id][1] if h.id in dead else None}
+    who = holder_describer(rows, lease_timeout, now)
 
     running = []
     for data, holder, taken in curs.execute(

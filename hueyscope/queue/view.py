@@ -43,12 +43,12 @@ def _classify(queue, keys):
     return sorted(locks), revoked, results
 
 
-def _lease_status(conn, entry, lease_timeout):
-    """Add leases per holder, dead holders, lock holders and parked tasks."""
-    from hueyscope.queue.recovery import dead_holders, holders
+def holder_describer(rows, lease_timeout, now):
+    """A function of a holder id: who it is (host, pid, run), whether it is
+    alive or why it is dead, and its heartbeat's age. ``rows``: the
+    queue's holders (see :func:`hueyscope.queue.recovery.holders`)."""
+    from hueyscope.queue.recovery import dead_holders
 
-    now = time.time()
-    rows = holders(conn)
     dead = dead_holders(rows, lease_timeout)
     by_id = {h.id: h for h in rows}
 
@@ -56,11 +56,21 @@ def _lease_status(conn, entry, lease_timeout):
         h = by_id.get(holder_id)
         if h is None:
             return {"holder": holder_id, "run_id": None, "pid": None, "host": None,
-                    "alive": False, "dead_because": "its holder is gone from the queue"}
+                    "alive": False, "heartbeat_age": None,
+                    "dead_because": "its holder is gone from the queue"}
         return {"holder": h.id, "run_id": h.run_id, "pid": h.pid,
                 "host": h.hostname, "alive": h.id not in dead,
                 "dead_because": dead[h.id][1] if h.id in dead else None,
                 "heartbeat_age": round(now - h.heartbeat, 1)}
+    return who
+
+
+def _lease_status(conn, entry, lease_timeout):
+    """Add leases per holder, dead holders, lock holders and parked tasks."""
+    from hueyscope.queue.recovery import holders
+
+    now = time.time()
+    who = holder_describer(holders(conn), lease_timeout, now)
 
     for name, holder, count, oldest in conn.execute(
             "select queue, holder, count(*), min(taken) from hueyscope_lease "
