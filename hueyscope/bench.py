@@ -119,6 +119,9 @@ def run_variant(variant, tasks, workers, worker_type, durability, folder,
         consumer = Consumer(huey, recorder=recorder, **options)
         start = time.perf_counter()
         threading.Thread(target=consumer.run, daemon=True).start()
+        # Its worker processes fork from that thread: none may fork while
+        # this one is inside SQLite (below), or the child's SQLite hangs.
+        consumer.started.wait(60)
     else:
         consumer = huey.create_consumer(**options)
         start = time.perf_counter()

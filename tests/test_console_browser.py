@@ -15,7 +15,7 @@ import pytest
 
 from conftest import CLI, postgres_schema, query, wait_until
 from test_record_truth import TESTS
-from test_report_browser import ARGS, CHROMIUM, _need_chromium
+from test_report_browser import _need_chromium, browser  # noqa: F401 (a fixture)
 
 WAIT_MS = 60_000  # the page updating by itself, on a busy machine
 
@@ -101,17 +101,6 @@ def _serve(cli, queue):
         yield served
     finally:
         cli.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    _need_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

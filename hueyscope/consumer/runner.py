@@ -38,7 +38,6 @@ import time
 from huey import consumer as huey_consumer
 from huey.constants import WORKER_PROCESS
 
-from hueyscope.consumer.chores import Chore
 from hueyscope.consumer.control import (CANCEL_GRACE, POLL_EVERY, Canceller,
                                         ControlledThreadEnvironment, Watchdog)
 from hueyscope.consumer.workers import (GRACEFUL_SIGNALS, RESTART_SIGNAL,
@@ -59,9 +58,8 @@ class Consumer(huey_consumer.Consumer):
     ``app``
         the ``module:attribute`` path recorded in the ``runs`` row.
     ``sample_interval``
-        seconds between heartbeats (each with a queue sample), recorded by a
-        :class:`~hueyscope.consumer.chores.Chore` of their own, so that a
-        slow recovery never makes the run look silent.
+        seconds between heartbeats (each with a queue sample), recorded by
+        the supervising loop.
     ``lease_timeout``, ``max_recoveries``, ``keep_failed``
         recovery of a leased queue (see :func:`hueyscope.queue.recovery.recover`).
     ``default_timeout``
@@ -125,13 +123,9 @@ class Consumer(huey_consumer.Consumer):
         self.recorder = recorder
         self.app = app
         self.sample_interval = float(sample_interval)
-        self._heartbeats = Chore("heartbeat", self.sample_interval,
-                                 self._heartbeat, first_at=0)
         # Cancel requests are looked for in the queue; a queue that leases
         # nothing says nothing of who runs what.
         self.canceller = Canceller(self, grace=cancel_grace)
-        self._cancels = Chore("cancels", POLL_EVERY, self.canceller.poll) \
-            if self.leased else None
         self.run_id = None
         self.stop_reason = None
         self.health_checks = 0
@@ -278,18 +272,12 @@ class Consumer(huey_consumer.Consumer):
         self._keep_task_logs(True)
         try:
             self.start()
-            self._heartbeats.start()
-            if self._cancels is not None:
-                self._cancels.start()
             self.started.set()
             reason = self._supervise()
         finally:
             if reason == "error":
                 # Something raised in the loop: stop without waiting.
                 self.stop(graceful=False)
-            self._heartbeats.stop()
-            if self._cancels is not None:
-                self._cancels.stop()
             self._keep_task_logs(False)
             self._restore_signal_handlers()
             self.huey.notify_interrupted_tasks()
@@ -317,7 +305,13 @@ class Consumer(huey_consumer.Consumer):
             self._task_logs = None
 
     def _supervise(self):
-        next_health = time.monotonic() + self._health_check_interval
+        # Heartbeats and cancel requests are read here, in the thread that
+        # forks worker processes, never in a thread of their own: a fork
+        # while another thread is inside SQLite leaves the child's copy of
+        # SQLite's mutexes locked for ever (the new worker hangs).
+        now = time.monotonic()
+        next_health = now + self._health_check_interval
+        next_sample = next_cancels = now
         while True:
             self._wake.wait(self._stop_flag_timeout)
             self._wake.clear()
@@ -333,6 +327,12 @@ class Consumer(huey_consumer.Consumer):
                 self.recover()
                 self._reconcile()
                 self.health_checks += 1
+            if now >= next_sample:
+                next_sample = now + self.sample_interval
+                self._heartbeat()
+            if self.leased and now >= next_cancels:
+                next_cancels = now + POLL_EVERY
+                self.canceller.poll()
 
     # -- recovery -------------------------------------------------------------
 
