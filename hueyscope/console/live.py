@@ -14,6 +14,7 @@ import collections
 import time
 
 from hueyscope.queue import peek
+from hueyscope.queue.control import ALL, paused_in
 from hueyscope.queue.recovery import dead_holders, holders
 from hueyscope.queue.tables import LOCK_MARK, QueueCursor
 from hueyscope.queue.view import holder_describer, schedule_time
@@ -146,10 +147,8 @@ def _scheduled(huey, curs, queue):
 
 def _paused(curs, queue):
     """The task names consumers do not take now (``*``: the whole queue)."""
-    rows = curs.execute("select task, paused, actor from hueyscope_paused "
-                        "where queue = ? order by task", (queue,)).fetchall()
-    return [{"task": task, "short": "every task" if task == "*" else _short(task),
-             "paused": when, "actor": actor} for task, when, actor in rows]
+    return [dict(p, short="every task" if p["task"] == ALL else _short(p["task"]))
+            for p in paused_in(curs, queue)]
 
 
 def _limits(curs, queue):

@@ -73,9 +73,14 @@ def _named(names):
 def paused(storage):
     """[{"task", "paused", "actor"}] of the queue of ``storage``, by name."""
     with storage.db() as curs:
-        rows = QueueCursor(storage, curs).execute(
-            "select task, paused, actor from hueyscope_paused where queue = ? "
-            "order by task", (storage.name,)).fetchall()
+        return paused_in(QueueCursor(storage, curs), storage.name)
+
+
+def paused_in(curs, queue):
+    """:func:`paused`, read through an open cursor (a
+    :class:`~hueyscope.queue.tables.QueueCursor`) for ``queue``."""
+    rows = curs.execute("select task, paused, actor from hueyscope_paused "
+                        "where queue = ? order by task", (queue,)).fetchall()
     return [{"task": task, "paused": when, "actor": actor}
             for task, when, actor in rows]
 
