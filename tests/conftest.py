@@ -337,3 +337,18 @@ def recorded_store(tmp_path_factory):
     finally:
         consumer.kill()
     return events
+
+
+@contextlib.contextmanager
+def environ_restored(prefixes):
+    """Put back, on leaving, the environment variables starting with
+    ``prefixes``: what a test's open_app exported stays out of the rest of
+    the session."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k.startswith(prefixes)]:
+            if key not in saved:
+                del os.environ[key]
+        os.environ.update(saved)

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from conftest import CLI, query, scalar, wait_until
+from conftest import CLI, environ_restored, query, scalar, wait_until
 from hueyscope.browse.app import make_datasette
 from test_record_truth import TESTS, consume, produce, statuses
 
@@ -50,23 +50,15 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ds(folder):
     import os
-
-    # What open_app exports for the app would be the module's for the
-    # rest of the session: put back what was there.
-    saved = {k: v for k, v in os.environ.items() if k.startswith(("HUEYSCOPE_", "TRUTH_"))}
-    os.environ.update({k: v for k, v in folder.env.items()
-                       if k.startswith("TRUTH_")})
     import sys
 
-    sys.path.insert(0, str(TESTS))
-    ds = make_datasette([folder.events], console={
-        "queue": str(folder.queue), "app": "truth_app:huey",
-        "events": str(folder.events)})
-    yield ds
-    for key in [k for k in os.environ if k.startswith(("HUEYSCOPE_", "TRUTH_"))]:
-        if key not in saved:
-            del os.environ[key]
-    os.environ.update(saved)
+    with environ_restored(("HUEYSCOPE_", "TRUTH_")):
+        os.environ.update({k: v for k, v in folder.env.items()
+                           if k.startswith("TRUTH_")})
+        sys.path.insert(0, str(TESTS))
+        yield make_datasette([folder.events], console={
+            "queue": str(folder.queue), "app": "truth_app:huey",
+            "events": str(folder.events)})
 
 
 def call(coro):

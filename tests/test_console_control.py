@@ -7,7 +7,6 @@ Datasette's own client, against the real queue and event store. Every
 wait is on a condition, with generous bounds.
 """
 import asyncio
-import os
 import re
 import sqlite3
 import subprocess
@@ -15,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import CLI, query, scalar, wait_until
+from conftest import CLI, environ_restored, query, scalar, wait_until
 from hueyscope.browse.app import make_datasette
 from test_control import TESTS, signals_of, wait_signal
 
@@ -62,15 +61,9 @@ def _datasette(app, paths, database=None):
 
 @pytest.fixture(scope="module")
 def ds(app):
-    # What open_app exports for the app would stay for the rest of the
-    # session: put back what was there.
-    saved = {k: v for k, v in os.environ.items() if k.startswith("HUEYSCOPE_")}
-    sys.path.insert(0, str(TESTS))
-    yield _datasette(app, [app.events])
-    for key in [k for k in os.environ if k.startswith("HUEYSCOPE_")]:
-        if key not in saved:
-            del os.environ[key]
-    os.environ.update(saved)
+    with environ_restored(("HUEYSCOPE_",)):
+        sys.path.insert(0, str(TESTS))
+        yield _datasette(app, [app.events])
 
 
 def call(coro):
