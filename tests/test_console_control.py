@@ -187,6 +187,10 @@ def test_a_running_tasks_progress_shows_and_the_json_api_cancels_it(ds, app):
     # Canceling it again: one line, 400.
     again = api(ds, "cancel", {"ids": [task_id]})
     assert again.status_code == 400 and "finished already" in again.json()["error"]
+    # The request goes at the consumer's next look after the lease settles,
+    # the revocation as the worker lets go of the task: neither outlives it.
+    wait_until(lambda: nothing_asked(app), timeout=WAIT,
+               message="the request and the revocation to go")
 
 
 @pytest.mark.timeout(240)
