@@ -17,7 +17,8 @@ from hueyscope.queue import peek
 from hueyscope.queue.control import ALL, paused_in
 from hueyscope.queue.recovery import dead_holders, holders
 from hueyscope.queue.tables import LOCK_MARK, QueueCursor
-from hueyscope.queue.view import holder_describer, schedule_time
+from hueyscope.queue.view import (concurrency_slots, holder_describer,
+                                  schedule_time)
 
 # Pending messages deserialized to count them by task name. A queue deeper
 # than this shows the breakdown of its oldest SAMPLE messages, and says so.
@@ -154,18 +155,7 @@ def _paused(curs, queue):
 def _limits(curs, queue):
     """Concurrency slots in use or waited for: [{"slot", "running", "limit",
     "waiting"}] (see :mod:`hueyscope.queue.control`)."""
-    slots = {}
-    for slot, running, limit in curs.execute(
-            "select slot, count(*), max(slot_limit) from hueyscope_lease "
-            "where queue = ? and slot is not null group by slot", (queue,)):
-        slots[slot] = {"slot": slot, "running": running, "limit": limit,
-                       "waiting": 0}
-    for slot, waiting, limit in curs.execute(
-            "select hueyscope_slot, count(*), max(hueyscope_limit) from {task} "
-            "where queue = ? and hueyscope_slot is not null group by 1", (queue,)):
-        slots.setdefault(slot, {"slot": slot, "running": 0,
-                                "limit": limit})["waiting"] = waiting
-    return [slots[slot] for slot in sorted(slots)]
+    return [item for _, item in concurrency_slots(curs, "{task}", queue)]
 
 
 def _revoked(curs, queue):

@@ -109,24 +109,34 @@ def _pause_status(conn, entry, task_table):
             "whole_queue": name == ALL})
 
 
+def concurrency_slots(conn, task_table, queue=None):
+    """Concurrency slots in use or waited for, of every queue or of ``queue``:
+    [(queue, {"slot", "running", "limit", "waiting"})], sorted (see
+    queue.control). ``conn`` is a connection or a QueueCursor, and
+    ``task_table`` huey's task table as it names it."""
+    where, params = ("queue = ? and ", (queue,)) if queue is not None else ("", ())
+    slots = {}
+    for name, slot, running, limit in conn.execute(
+            "select queue, slot, count(*), max(slot_limit) from hueyscope_lease "
+            "where %sslot is not null group by queue, slot" % where, params):
+        slots[(name, slot)] = {"slot": slot, "running": running,
+                               "limit": limit, "waiting": 0}
+    for name, slot, waiting, limit in conn.execute(
+            "select queue, hueyscope_slot, count(*), max(hueyscope_limit) from "
+            "%s where %shueyscope_slot is not null group by 1, 2" % (
+                task_table, where), params):
+        slots.setdefault((name, slot), {"slot": slot, "running": 0,
+                                        "limit": limit})["waiting"] = waiting
+    return [(name, item) for (name, _), item in sorted(slots.items())]
+
+
 def _control_status(conn, entry, task_table):
     """Add each queue's unique keys held and its concurrency slots in use
     or waited for (see queue.control)."""
     for queue, n in conn.execute(
             "select queue, count(*) from hueyscope_unique group by queue"):
         entry(queue)["unique_keys"] = n
-    slots = {}
-    for queue, slot, running, limit in conn.execute(
-            "select queue, slot, count(*), max(slot_limit) from hueyscope_lease "
-            "where slot is not null group by queue, slot"):
-        slots[(queue, slot)] = {"slot": slot, "running": running,
-                                "limit": limit, "waiting": 0}
-    for queue, slot, waiting, limit in conn.execute(
-            "select queue, hueyscope_slot, count(*), max(hueyscope_limit) from "
-            "%s where hueyscope_slot is not null group by 1, 2" % task_table):
-        slots.setdefault((queue, slot), {"slot": slot, "running": 0,
-                                         "limit": limit})["waiting"] = waiting
-    for (queue, _), item in sorted(slots.items()):
+    for queue, item in concurrency_slots(conn, task_table):
         entry(queue)["slots"].append(item)
 
 

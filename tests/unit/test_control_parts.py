@@ -90,3 +90,33 @@ def test_notes_are_taken_out_of_a_batch_in_order():
         [signal, later], [note])
     batch = [signal, later]
     assert task_notes.take_notes(batch) == (batch, [])
+
+
+def test_concurrency_slots_count_leases_running_and_messages_waiting(tmp_path):
+    from hueyscope.queue.sqlite import SqliteHuey
+    from hueyscope.queue.tables import QueueCursor
+    from hueyscope.queue.view import concurrency_slots, sqlite_status
+
+    huey = SqliteHuey("slots", filename=str(tmp_path / "queue.db"))
+    huey.recover_on_dequeue = False
+
+    @huey.task(concurrency=2)
+    def capped(n):
+        return n
+
+    try:
+        for n in range(3):
+            capped(n)
+        # Two taken (their leases hold the slot); the third waits for one.
+        assert huey.dequeue() is not None and huey.dequeue() is not None
+        assert huey.dequeue() is None
+        [slot] = sqlite_status(str(tmp_path / "queue.db"))["slots"]["slots"]
+        assert slot["slot"].endswith("capped")
+        assert (slot["running"], slot["limit"], slot["waiting"]) == (2, 2, 1)
+        # One queue's, through the storage, as the console reads them.
+        with huey.storage.db() as curs:
+            cursor = QueueCursor(huey.storage, curs)
+            assert concurrency_slots(cursor, "{task}", "slots") == [("slots", slot)]
+            assert concurrency_slots(cursor, "{task}", "other") == []
+    finally:
+        huey.storage.close()
