@@ -13,6 +13,7 @@ import email.policy
 import html
 import http.server
 import json
+import os
 import re
 import signal
 import subprocess
@@ -507,6 +508,58 @@ def test_consume_check_every_records_firing_alerts(cli):
     assert message.startswith("lost_task: 1 task(s) lost in the last 15 min")
     assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
     assert "Alert lost_task: 1 task(s) lost" in consumer.stderr
+
+
+def store_files_open(pid, events):
+    """The event store's files (db, -wal, -shm) process ``pid`` has open or mapped."""
+    names = {str(events) + tail for tail in ("", "-wal", "-shm")}
+    found = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:  # closed meanwhile
+            continue
+        if target in names:
+            found.add(target)
+    with open("/proc/%d/maps" % pid) as maps:
+        found.update(line.split()[-1] for line in maps
+                     if line.split() and line.split()[-1] in names)
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_the_chores_leave_the_consumer_process_out_of_the_store(cli):
+    """A consumer with process workers forks one whenever a worker dies; a
+    fork while another of its threads is inside SQLite hands the new worker
+    SQLite's mutexes locked. So its chores (report, alert checks,
+    retention) read and write the store from child processes: the
+    consumer's own process never has the store open while it runs."""
+    now = time.time()
+    db, silent = crafted_store(cli, now=now, beat_age=200, periodic=())
+    add_task(db, "orphan", "executing", now - 210, task="slow_io",
+             run_id=silent, started=now - 205)
+    db.close()
+    consumer = start_consumer(cli, "--no-periodic", "--worker-type", "process",
+                              "--check-every", "1", "--report-every", "1",
+                              "--retention", "1d")
+    wait_until(lambda: "Huey consumer started" in consumer.stderr
+               or consumer.proc.poll() is not None, timeout=60,
+               message="the consumer to start")
+    held = set()
+
+    def chores_done():
+        # Three checks recorded and three builds, each looked at meanwhile.
+        held.update(store_files_open(consumer.pid, cli.events))
+        return (consumer.proc.poll() is not None or (
+            scalar(cli.events, "select count(*) from alerts") >= 3
+            and consumer.stderr.count("Report rebuilt") >= 3))
+
+    wait_until(chores_done, timeout=90, interval=0.01,
+               message="three alert checks and three report builds")
+    assert consumer.proc.poll() is None, consumer.describe()
+    assert held == set()
+    assert "Retention: deleted" in consumer.stderr
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
 
 
 @pytest.mark.timeout(60)

@@ -2,15 +2,18 @@
 
 :class:`AlertLoop` is a chore (:mod:`hueyscope.consumer.chores`), a daemon
 thread that evaluates the rules every so many
-seconds and records each firing alert in the ``alerts`` table of the event
-store, under the consumer's run. It never raises into the consumer: a check
-that fails is logged and tried again at the next interval.
+seconds, each time in a child process, and records each firing alert in
+the ``alerts`` table of the event store, under the consumer's run. It never
+raises into the consumer: a check that fails is logged and tried again at
+the next interval.
 """
+import dataclasses
+import json
 import logging
 import time
 
 from hueyscope.alerts.checks import Sources, evaluate, firing
-from hueyscope.consumer.chores import Chore
+from hueyscope.consumer.chores import Chore, failure_line, in_child
 
 logger = logging.getLogger("hueyscope.alerts")
 
@@ -34,20 +37,50 @@ def record(events, alerts, run_id=None, now=None):
     return len(alerts)
 
 
+CHECK = ("import json, sys\n"
+         "from hueyscope.alerts.loop import check_and_record\n"
+         "print(json.dumps(check_and_record(*sys.argv[1:])))\n")
+
+
+def check_and_record(events, rules, queue="", app="", run_id=""):
+    """Evaluate ``rules`` (JSON, as :func:`hueyscope.alerts.rules.load_rules`
+    returns them) and record what fires under ``run_id``; the alerts as dicts.
+
+    What :class:`AlertLoop` runs in its child process: the arguments are
+    strings, "" for none. ``app`` (``module:huey``) is imported only if the
+    periodic check needs its crontabs.
+    """
+    loaded = []
+
+    def load_app():
+        if not loaded:
+            from hueyscope.apps import load_app as load
+
+            loaded.append(load(app))
+        return loaded[0]
+
+    sources = Sources(events, queue=queue or None,
+                      app=load_app if app else None)
+    alerts = firing(evaluate(json.loads(rules), sources))
+    record(events, alerts, run_id or None, sources.now)
+    return [dataclasses.asdict(alert) for alert in alerts]
+
+
 class AlertLoop:
     """Check ``rules`` every ``every`` seconds and record what fires.
 
-    ``huey`` is the consumer's own Huey (the periodic check reads its
-    crontabs); ``run_id`` a callable returning the consumer's run id, known
-    only once it runs. ``checks`` counts the checks that ran, ``failures``
-    those that raised, ``recorded`` the alerts written.
+    Each check runs in a child process (see :mod:`hueyscope.consumer.chores`).
+    ``app`` is the consumer's app (``module:huey``), whose crontabs the
+    periodic check reads; ``run_id`` a callable returning the consumer's run
+    id, known only once it runs. ``checks`` counts the checks that ran,
+    ``failures`` those that failed, ``recorded`` the alerts written.
     """
 
-    def __init__(self, events, rules, every, huey=None, queue=None, run_id=None):
+    def __init__(self, events, rules, every, app=None, queue=None, run_id=None):
         self.events = events
         self.rules = rules
         self.every = float(every)
-        self.huey = huey
+        self.app = app
         self.queue = queue
         self.run_id = run_id or (lambda: None)
         self.checks = self.failures = self.recorded = 0
@@ -62,17 +95,17 @@ class AlertLoop:
 
     def check(self):
         """Evaluate once, record and log what fires; never raises."""
-        sources = Sources(self.events, queue=self.queue,
-                          app=lambda: self.huey)
         try:
-            alerts = firing(evaluate(self.rules, sources))
-            self.recorded += record(self.events, alerts, self.run_id(), sources.now)
+            alerts = in_child(CHECK, self.events, json.dumps(self.rules),
+                              self.queue or "", self.app or "",
+                              self.run_id() or "", timeout=max(60.0, self.every * 10))
         except Exception as exc:
             self.failures += 1
-            logger.warning("Alert check failed, retrying in %ss: %s: %s",
-                           self.every, type(exc).__name__, exc)
+            logger.warning("Alert check failed, retrying in %ss: %s",
+                           self.every, failure_line(exc))
             return None
         self.checks += 1
+        self.recorded += len(alerts)
         for alert in alerts:
-            logger.warning("Alert %s", alert.message)
+            logger.warning("Alert %s", alert["message"])
         return alerts

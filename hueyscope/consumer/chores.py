@@ -5,8 +5,19 @@ Rebuilding the report (``--report-every``), pruning the event store
 as a :class:`Chore`: a function called on a timer in a daemon thread of its
 own, so a slow prune never delays an alert check. The consumer starts them
 before it runs and stops them after; a chore never raises into it.
+
+Each chore does its work in a child process (:func:`in_child`), and the
+thread only waits for it. A consumer with process workers forks a worker
+whenever its health check finds one dead; a fork while another thread of
+the consumer is inside SQLite copies SQLite's mutexes locked, and the new
+worker hangs at its first query. So no thread of the consumer but the one
+that forks touches SQLite: the chores read and write the event store from
+processes of their own.
 """
+import json
 import logging
+import subprocess
+import sys
 import threading
 
 logger = logging.getLogger("hueyscope.consumer")
@@ -63,3 +74,32 @@ class Chore:
         while not self._stop.wait(delay):
             self.run()
             delay = self.every
+
+
+class ChildFailed(Exception):
+    """A chore's child process failed; the message is its last line."""
+
+
+def in_child(code, *args, timeout=3600):
+    """Run ``code`` (Python source) in a child process, ``args`` as its
+    ``sys.argv[1:]``; the JSON value of its last line of output.
+
+    Raises :class:`ChildFailed` with the last line the child wrote to
+    stderr (a traceback's last line names the exception), and
+    subprocess.TimeoutExpired (the child killed) after ``timeout`` seconds.
+    """
+    proc = subprocess.run([sys.executable, "-c", code] + [str(a) for a in args],
+                          capture_output=True, text=True, timeout=timeout)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        errors = proc.stderr.strip().splitlines() or [
+            "exit %d, no answer" % proc.returncode]
+        raise ChildFailed(errors[-1])
+    return json.loads(lines[-1])
+
+
+def failure_line(exc):
+    """``exc`` as one log line; a child's own last line says what it was."""
+    if isinstance(exc, ChildFailed):
+        return str(exc)
+    return "%s: %s" % (type(exc).__name__, exc)

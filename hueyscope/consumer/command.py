@@ -20,7 +20,7 @@ from huey.exceptions import ConfigurationError
 import hueyscope
 from hueyscope.alerts.command import rules_from
 from hueyscope.apps import check_has_tasks, open_app
-from hueyscope.consumer.chores import Chore
+from hueyscope.consumer.chores import Chore, failure_line, in_child
 from hueyscope.consumer.retention import RetentionLoop
 from hueyscope.consumer.runner import Consumer
 from hueyscope.events.recorder import recorder_for
@@ -33,9 +33,15 @@ logger = logging.getLogger("hueyscope.consumer")
 LOG_FORMAT = "[%(asctime)s] %(levelname)s %(processName)s %(threadName)s: %(message)s"
 
 
+REBUILD = ("import json, sys\n"
+           "from hueyscope.reports.builder import build_report\n"
+           "build_report([sys.argv[1]], sys.argv[2])\n"
+           "print(json.dumps(True))\n")
+
+
 class ReportLoop:
     """Rebuild the static report every ``every`` seconds, in a thread (a
-    :class:`~hueyscope.consumer.chores.Chore`).
+    :class:`~hueyscope.consumer.chores.Chore`), each build in a child process.
 
     A failed build is logged and retried at the next interval: the report is
     a view of the event store and must never take the consumer down.
@@ -58,24 +64,22 @@ class ReportLoop:
 
     def build(self):
         try:
-            from hueyscope.reports.builder import build_report
-
-            build_report([self.events], self.site)
+            in_child(REBUILD, self.events, self.site)
         except Exception as exc:
-            logger.warning("Report not rebuilt: %s: %s", type(exc).__name__, exc)
+            logger.warning("Report not rebuilt: %s", failure_line(exc))
             return False
         self.builds += 1
         logger.info("Report rebuilt in %s", self.site)
         return True
 
 
-def _alert_loop(settings, rules, every, huey, consumer):
+def _alert_loop(settings, rules, every, consumer):
     """Checks of ``rules`` every ``every`` seconds, recorded under this run."""
     from hueyscope.alerts.loop import AlertLoop
 
     queue = settings.queue_path if settings.queue_scheme == "sqlite" else None
-    return AlertLoop(settings.events, rules, every, huey=huey, queue=queue,
-                     run_id=lambda: consumer.run_id)
+    return AlertLoop(settings.events, rules, every, app=settings.app,
+                     queue=queue, run_id=lambda: consumer.run_id)
 
 
 class _NotShownYet(logging.Filter):
@@ -253,7 +257,7 @@ def consume(settings, workers, worker_type, periodic, initial_delay,
         raise BadInput("%s has immediate mode on; a consumer cannot run it"
                        % settings.app)
 
-    chores = _chores(settings, report_every, rules, check_every, huey, consumer)
+    chores = _chores(settings, report_every, rules, check_every, consumer)
     for chore in chores:
         chore.start()
     logger.info("hueyscope consumer: %d %s worker(s) on %s, events in %s, "
@@ -271,7 +275,7 @@ def consume(settings, workers, worker_type, periodic, initial_delay,
     sys.exit(0 if reason == "graceful" else 1)
 
 
-def _chores(settings, report_every, rules, check_every, huey, consumer):
+def _chores(settings, report_every, rules, check_every, consumer):
     """What the consumer does on timers besides its tasks, not started yet:
     the report (``--report-every``), retention, alert checks (``--check-every``)."""
     chores = []
@@ -284,7 +288,7 @@ def _chores(settings, report_every, rules, check_every, huey, consumer):
                     "event and grows by about 1.2 kB per task.",
                     settings.events)
     if check_every:
-        chores.append(_alert_loop(settings, rules, check_every, huey, consumer))
+        chores.append(_alert_loop(settings, rules, check_every, consumer))
     return chores
 
 

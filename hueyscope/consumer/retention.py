@@ -13,20 +13,16 @@ It never vacuums (VACUUM needs the store to itself; run ``hueyscope prune
 --vacuum`` for that) and never takes the consumer down: a failed prune is
 logged and tried again at the next interval.
 
-Each prune runs in a short-lived child process (started with exec, not a
-bare fork). The consumer itself never maps the store (a fault of SQLite's
-memory map would kill it, see hueyscope.events.writer_process), and no
-thread of the consumer is inside SQLite while it forks its process workers:
-a fork then would leave the child SQLite's global mutex held for ever.
+Each prune runs in a short-lived child process, as every chore does (see
+:mod:`hueyscope.consumer.chores`); the consumer itself never maps the store
+either (a fault of SQLite's memory map would kill it, see
+hueyscope.events.writer_process).
 """
-import json
-import subprocess
-import sys
 import logging
 import os
 import time
 
-from hueyscope.consumer.chores import Chore
+from hueyscope.consumer.chores import Chore, failure_line, in_child
 
 logger = logging.getLogger("hueyscope.consumer")
 
@@ -44,19 +40,11 @@ PRUNE = ("import json, sys\n"
          "print(json.dumps(prune_store(sys.argv[1], float(sys.argv[2]))))\n")
 
 
-class PruneFailed(Exception):
-    """The child process that pruned the store failed (its last line)."""
-
-
 def prune_in_child(events, retention, timeout=3600):
-    """:func:`hueyscope.events.retention.prune_store` in a child process;
-    its outcome dict. Raises :class:`PruneFailed` with the child's last line."""
-    proc = subprocess.run([sys.executable, "-c", PRUNE, events, repr(retention)],
-                          capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode]
-        raise PruneFailed(lines[-1])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """:func:`hueyscope.events.retention.prune_store` in a child process
+    (see :mod:`hueyscope.consumer.chores`); its outcome dict. Raises
+    :class:`~hueyscope.consumer.chores.ChildFailed` with the child's last line."""
+    return in_child(PRUNE, events, repr(retention), timeout=timeout)
 
 
 class RetentionLoop:
@@ -96,8 +84,7 @@ class RetentionLoop:
         except Exception as exc:
             self.failures += 1
             logger.warning("Retention: prune of %s failed, retrying in %ds: "
-                           "%s: %s", self.events, self.interval,
-                           type(exc).__name__, exc)
+                           "%s", self.events, self.interval, failure_line(exc))
             return None
         self.runs += 1
         self.last = outcome
