@@ -60,119 +60,196 @@ def literal(data):
     Lists and dicts come back as lists (a dict as a list of key, value
     pairs: its keys may be Calls). Raises :class:`Unreadable`.
     """
-    stack, memo = [], {}
-
-    def pop_mark():
-        items = []
-        while True:
-            if not stack:
-                raise Unreadable("no mark")
-            item = stack.pop()
-            if item is _MARK:
-                return items[::-1]
-            items.append(item)
-
+    machine = _Machine()
     try:
         for n, (op, arg, _) in enumerate(pickletools.genops(data)):
-            name = op.name
             if n > MAX_OPS:
                 raise Unreadable("too long")
-            if name in _LITERALS:
-                stack.append(arg)
-            elif name in _CONSTANTS:
-                stack.append(_CONSTANTS[name])
-            elif name in _IGNORED:
-                pass
-            elif name == "STOP":
-                if len(stack) != 1:
-                    raise Unreadable("stack not single at STOP")
-                return stack[0]
-            elif name == "MARK":
-                stack.append(_MARK)
-            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-                size = int(name[-1])
-                if len(stack) < size:
-                    raise Unreadable("short stack")
-                items = tuple(stack[-size:])
-                del stack[-size:]
-                stack.append(items)
-            elif name == "TUPLE":
-                stack.append(tuple(pop_mark()))
-            elif name in ("EMPTY_LIST", "EMPTY_DICT"):
-                stack.append([])
-            elif name in ("LIST", "DICT"):
-                items = pop_mark()
-                stack.append(items if name == "LIST" else
-                             list(zip(items[::2], items[1::2])))
-            elif name == "APPEND":
-                item = stack.pop()
-                _extend(stack[-1], [item])
-            elif name == "APPENDS":
-                items = pop_mark()
-                _extend(stack[-1], items)
-            elif name == "SETITEM":
-                value, key = stack.pop(), stack.pop()
-                _extend(stack[-1], [(key, value)])
-            elif name == "SETITEMS":
-                items = pop_mark()
-                _extend(stack[-1], list(zip(items[::2], items[1::2])))
-            elif name in ("EMPTY_SET",):
-                stack.append(_OPAQUE)
-            elif name == "FROZENSET":
-                pop_mark()
-                stack.append(_OPAQUE)
-            elif name == "ADDITEMS":
-                pop_mark()
-            elif name == "MEMOIZE":
-                memo[len(memo)] = stack[-1]
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[arg] = stack[-1]
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                stack.append(memo[arg])
-            elif name == "GLOBAL":
-                module, _, attr = arg.partition(" ")
-                stack.append(Global(module, attr))
-            elif name == "STACK_GLOBAL":
-                attr, module = stack.pop(), stack.pop()
-                stack.append(Global(module, attr))
-            elif name in ("REDUCE", "NEWOBJ"):
-                args, func = stack.pop(), stack.pop()
-                stack.append(Call(func, args))
-            elif name == "NEWOBJ_EX":
-                stack.pop()  # keyword arguments
-                args, func = stack.pop(), stack.pop()
-                stack.append(Call(func, args))
-            elif name == "OBJ":
-                items = pop_mark()
-                stack.append(Call(items[0], tuple(items[1:])) if items
-                             else _OPAQUE)
-            elif name == "INST":
-                module, _, attr = arg.partition(" ")
-                stack.append(Call(Global(module, attr), tuple(pop_mark())))
-            elif name == "BUILD":
-                stack.pop()  # the state set on the object below
-            elif name == "POP":
-                stack.pop()
-            elif name == "POP_MARK":
-                pop_mark()
-            elif name == "DUP":
-                stack.append(stack[-1])
-            elif name in ("PERSID", "BINPERSID", "EXT1", "EXT2", "EXT4",
-                          "NEXT_BUFFER", "READONLY_BUFFER"):
-                if name == "BINPERSID":
-                    stack.pop()
-                stack.append(_OPAQUE)
-            else:
-                raise Unreadable("opcode %s" % name)
+            if op.name == "STOP":
+                return machine.result()
+            step = _STEPS.get(op.name)
+            if step is None:
+                raise Unreadable("opcode %s" % op.name)
+            step(machine, op.name, arg)
     except (ValueError, IndexError, KeyError, TypeError) as exc:
         raise Unreadable(str(exc))
     raise Unreadable("no STOP")
 
 
-def _extend(target, items):
-    if not isinstance(target, list):
-        raise Unreadable("not a list or dict")
-    target.extend(items)
+class _Machine:
+    """The pickle machine's stack and memo, one method a kind of opcode.
+
+    Each step takes the opcode's name and argument, as pickletools decodes
+    them; what would import, look up or call something builds a Global or
+    a Call instead.
+    """
+
+    def __init__(self):
+        self.stack, self.memo = [], {}
+
+    def result(self):
+        if len(self.stack) != 1:
+            raise Unreadable("stack not single at STOP")
+        return self.stack[0]
+
+    def pop_mark(self):
+        items = []
+        while True:
+            if not self.stack:
+                raise Unreadable("no mark")
+            item = self.stack.pop()
+            if item is _MARK:
+                return items[::-1]
+            items.append(item)
+
+    def extend(self, items):
+        target = self.stack[-1]
+        if not isinstance(target, list):
+            raise Unreadable("not a list or dict")
+        target.extend(items)
+
+    # -- values ----------------------------------------------------------------
+
+    def push_argument(self, name, arg):
+        self.stack.append(arg)
+
+    def push_constant(self, name, arg):
+        self.stack.append(_CONSTANTS[name])
+
+    def push_mark(self, name, arg):
+        self.stack.append(_MARK)
+
+    def push_opaque(self, name, arg):
+        # A value of a kind never needed here (a set, a persistent id, an
+        # extension code, an out-of-band buffer).
+        if name == "BINPERSID":
+            self.stack.pop()
+        self.stack.append(_OPAQUE)
+
+    def ignore(self, name, arg):
+        pass
+
+    # -- containers ------------------------------------------------------------
+
+    def small_tuple(self, name, arg):
+        size = int(name[-1])
+        if len(self.stack) < size:
+            raise Unreadable("short stack")
+        items = tuple(self.stack[-size:])
+        del self.stack[-size:]
+        self.stack.append(items)
+
+    def tuple(self, name, arg):
+        self.stack.append(tuple(self.pop_mark()))
+
+    def empty_list(self, name, arg):
+        self.stack.append([])
+
+    def list_or_dict(self, name, arg):
+        items = self.pop_mark()
+        self.stack.append(items if name == "LIST" else
+                          list(zip(items[::2], items[1::2])))
+
+    def append(self, name, arg):
+        self.extend([self.stack.pop()])
+
+    def appends(self, name, arg):
+        self.extend(self.pop_mark())
+
+    def setitem(self, name, arg):
+        value, key = self.stack.pop(), self.stack.pop()
+        self.extend([(key, value)])
+
+    def setitems(self, name, arg):
+        items = self.pop_mark()
+        self.extend(list(zip(items[::2], items[1::2])))
+
+    def frozenset(self, name, arg):
+        self.pop_mark()
+        self.stack.append(_OPAQUE)
+
+    def drop_mark(self, name, arg):  # ADDITEMS, POP_MARK
+        self.pop_mark()
+
+    # -- the memo and the stack --------------------------------------------------
+
+    def memoize(self, name, arg):
+        self.memo[len(self.memo)] = self.stack[-1]
+
+    def put(self, name, arg):
+        self.memo[arg] = self.stack[-1]
+
+    def get(self, name, arg):
+        self.stack.append(self.memo[arg])
+
+    def pop(self, name, arg):  # POP, and BUILD: the state set on the object below
+        self.stack.pop()
+
+    def dup(self, name, arg):
+        self.stack.append(self.stack[-1])
+
+    # -- names and calls: never looked up, never called --------------------------
+
+    def global_(self, name, arg):
+        module, _, attr = arg.partition(" ")
+        self.stack.append(Global(module, attr))
+
+    def stack_global(self, name, arg):
+        attr, module = self.stack.pop(), self.stack.pop()
+        self.stack.append(Global(module, attr))
+
+    def reduce(self, name, arg):  # REDUCE, NEWOBJ
+        args, func = self.stack.pop(), self.stack.pop()
+        self.stack.append(Call(func, args))
+
+    def newobj_ex(self, name, arg):
+        self.stack.pop()  # keyword arguments
+        self.reduce(name, arg)
+
+    def obj(self, name, arg):
+        items = self.pop_mark()
+        self.stack.append(Call(items[0], tuple(items[1:])) if items else _OPAQUE)
+
+    def inst(self, name, arg):
+        module, _, attr = arg.partition(" ")
+        self.stack.append(Call(Global(module, attr), tuple(self.pop_mark())))
+
+
+def _steps():
+    steps = dict.fromkeys(_LITERALS, _Machine.push_argument)
+    steps.update(dict.fromkeys(_CONSTANTS, _Machine.push_constant))
+    steps.update(dict.fromkeys(_IGNORED, _Machine.ignore))
+    for names, step in (
+            (("MARK",), _Machine.push_mark),
+            (("EMPTY_SET", "PERSID", "BINPERSID", "EXT1", "EXT2", "EXT4",
+              "NEXT_BUFFER", "READONLY_BUFFER"), _Machine.push_opaque),
+            (("TUPLE1", "TUPLE2", "TUPLE3"), _Machine.small_tuple),
+            (("TUPLE",), _Machine.tuple),
+            (("EMPTY_LIST", "EMPTY_DICT"), _Machine.empty_list),
+            (("LIST", "DICT"), _Machine.list_or_dict),
+            (("APPEND",), _Machine.append),
+            (("APPENDS",), _Machine.appends),
+            (("SETITEM",), _Machine.setitem),
+            (("SETITEMS",), _Machine.setitems),
+            (("FROZENSET",), _Machine.frozenset),
+            (("ADDITEMS", "POP_MARK"), _Machine.drop_mark),
+            (("MEMOIZE",), _Machine.memoize),
+            (("PUT", "BINPUT", "LONG_BINPUT"), _Machine.put),
+            (("GET", "BINGET", "LONG_BINGET"), _Machine.get),
+            (("POP", "BUILD"), _Machine.pop),
+            (("DUP",), _Machine.dup),
+            (("GLOBAL",), _Machine.global_),
+            (("STACK_GLOBAL",), _Machine.stack_global),
+            (("REDUCE", "NEWOBJ"), _Machine.reduce),
+            (("NEWOBJ_EX",), _Machine.newobj_ex),
+            (("OBJ",), _Machine.obj),
+            (("INST",), _Machine.inst)):
+        steps.update(dict.fromkeys(names, step))
+    return steps
+
+
+# Opcode name -> the step that carries it out; an opcode not here is Unreadable.
+_STEPS = _steps()
 
 
 def _inflated(serializer, data):
