@@ -12,6 +12,7 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import os
 import socket
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -106,3 +107,82 @@ def basic_auth_ok(header, password):
         return False
     _, sep, given = decoded.partition(b":")
     return bool(sep) and hmac.compare_digest(given, password.encode("utf-8"))
+
+
+MIN_TOKEN_CHARS = 20
+
+
+def bearer_token(header):
+    """The token of an ``Authorization: Bearer TOKEN`` header, else None."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class Tokens:
+    """API tokens and the actor each stands for: ``{token: actor id}``.
+
+    A request that sends one (``Authorization: Bearer TOKEN``) acts as its
+    actor; tokens are compared in constant time, every one of them, so the
+    time taken says nothing of which came close.
+    """
+
+    def __init__(self, tokens=None):
+        self._tokens = [(t.encode("utf-8"), actor)
+                        for t, actor in (tokens or {}).items()]
+
+    def __bool__(self):
+        return bool(self._tokens)
+
+    @property
+    def actors(self):
+        return {actor for _, actor in self._tokens}
+
+    def actor(self, header):
+        """The actor id of the token ``header`` carries, or None."""
+        given = bearer_token(header)
+        if given is None:
+            return None
+        given, found = given.encode("utf-8"), None
+        for token, actor in self._tokens:
+            if hmac.compare_digest(given, token) and found is None:
+                found = actor
+        return found
+
+
+def tokens_from_env(variables):
+    """:class:`Tokens` of the environment variables named ``variables``,
+    each standing for the actor ``api:VARIABLE``. ValueError (one line)
+    for one unset, empty, or too short to be a secret."""
+    tokens = {}
+    for variable in variables:
+        value = os.environ.get(variable, "")
+        if not value:
+            raise ValueError("--token-env %s: the environment variable %s is "
+                             "unset or empty" % (variable, variable))
+        if len(value) < MIN_TOKEN_CHARS or value != value.strip():
+            raise ValueError(
+                "--token-env %s: a token needs at least %d characters and no "
+                "spaces around it; make one with: python -c 'import secrets; "
+                "print(secrets.token_urlsafe())'" % (variable, MIN_TOKEN_CHARS))
+        tokens[value] = "api:%s" % variable
+    return Tokens(tokens)
+
+
+class Access:
+    """Who browse lets in: requests for ``hosts``, with ``password`` if set
+    or one of ``tokens``; and who a token's request is from."""
+
+    def __init__(self, hosts, password=None, tokens=None):
+        self.hosts = hosts
+        self.password = password or None
+        self.tokens = tokens or Tokens()
+
+
+def access(datasette):
+    """The :class:`Access` of a Datasette that browse built
+    (:func:`hueyscope.browse.app.make_datasette`), or None."""
+    return getattr(datasette, "hueyscope_access", None)

@@ -313,3 +313,105 @@ def test_plain_datasette_loads_the_console_through_its_entry_point(folder):
         cwd=folder.folder, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert '"failed_total"' in result.stdout
+
+
+# -- API tokens ------------------------------------------------------------------
+
+TOKEN = "t0k3n-for-scripts-0123456789"
+
+
+def tokened(folder, password=None):
+    """The console as ``browse --queue --token-env CI_TOKEN`` builds it."""
+    from hueyscope.serving import Tokens
+
+    return make_datasette([folder.events], password=password, tokens=Tokens(
+        {TOKEN: "api:CI_TOKEN"}), console={
+            "queue": str(folder.queue), "app": "truth_app:huey",
+            "events": str(folder.events)})
+
+
+def bearer(token=TOKEN):
+    return {"authorization": "Bearer %s" % token}
+
+
+@pytest.mark.timeout(120)
+def test_a_script_with_an_api_token_acts_without_cookie_or_csrf_token(ds, folder):
+    # ``ds`` is in the module already: its environment and import path.
+    scripted = tokened(folder)
+    done = call(scripted.client.post("/-/hueyscope/revoke", headers=bearer(),
+                                     json={"ids": [folder.scheduled]}))
+    assert done.status_code == 200, done.text
+    assert done.json()["count"] == 1
+    wait_until(lambda: query(folder.events, "select 1 from events where signal = "
+                             "'revoke' and error like '%asked by api:CI_TOKEN'"),
+               message="the revoke on record, naming the token")
+    assert call(scripted.client.get("/-/hueyscope/now.json")).json()[
+        "now"]["revoked"]["ids"] == [folder.scheduled]
+    # A wrong token, another scheme, or a token another server was given:
+    # anonymous, 403, and nothing changes.
+    for headers in (bearer("x" + TOKEN), bearer(TOKEN[:-1]),
+                    {"authorization": "Basic %s" % TOKEN}):
+        denied = call(scripted.client.post("/-/hueyscope/restore", headers=headers,
+                                           json={"ids": [folder.scheduled]}))
+        assert denied.status_code == 403, headers
+    denied = call(ds.client.post("/-/hueyscope/restore", headers=bearer(),
+                                 json={"ids": [folder.scheduled]}))
+    assert denied.status_code == 403
+    assert call(scripted.client.get("/-/hueyscope/now.json")).json()[
+        "now"]["revoked"]["ids"] == [folder.scheduled]
+    done = call(scripted.client.post("/-/hueyscope/restore", headers=bearer(),
+                                     json={"ids": [folder.scheduled]}))
+    assert done.status_code == 200, done.text
+    assert call(scripted.client.get("/-/hueyscope/now.json")).json()[
+        "now"]["revoked"]["ids"] == []
+
+
+@pytest.mark.timeout(120)
+def test_an_api_token_stands_in_for_the_password(ds, folder):
+    import base64
+
+    guarded = tokened(folder, password="pw-for-people")
+    assert call(guarded.client.get("/-/hueyscope/now.json")).status_code == 401
+    assert call(guarded.client.get("/-/hueyscope/now.json",
+                                   headers=bearer("nope" * 6))).status_code == 401
+    basic = {"authorization": "Basic " + base64.b64encode(b"me:pw-for-people").decode()}
+    assert call(guarded.client.get("/-/hueyscope/now.json", headers=basic)).status_code == 200
+    dry = call(guarded.client.post("/-/hueyscope/retry", headers=bearer(), json={
+        "task": "always_fails", "dry_run": True}))
+    assert dry.status_code == 200 and dry.json()["count"] == failed_count(folder)
+    # The password lets people read; acting still needs an operator.
+    assert call(guarded.client.post("/-/hueyscope/retry", headers=basic, json={
+        "task": "always_fails", "dry_run": True})).status_code == 403
+
+
+@pytest.mark.timeout(120)
+def test_browse_serves_token_env_and_refuses_a_bad_one(folder):
+    import httpx
+
+    from conftest import assert_one_line_error
+
+    for env, says in (({}, "unset or empty"), ({"CI_TOKEN": "short"}, "at least 20"),
+                      ({"CI_TOKEN": " " + TOKEN}, "at least 20")):
+        result = folder.run("browse", "-p", "0", "--queue", str(folder.queue),
+                            "--token-env", "CI_TOKEN", **env)
+        assert_one_line_error(result)
+        assert says in result.stderr
+    # On a public address a token is authentication enough for actions.
+    started = folder.start("browse", "-p", "0", "--host", "0.0.0.0",
+                           "--queue", str(folder.queue), "--token-env", "CI_TOKEN",
+                           "--allow-host", "127.0.0.1", name="browse-token",
+                           CI_TOKEN=TOKEN, PYTHONPATH=str(TESTS),
+                           HUEYSCOPE_APP="truth_app:huey")
+    try:
+        port = wait_until(lambda: re.search(r"Serving at http://\S+:(\d+)/",
+                                            started.stdout) or started.proc.poll(),
+                          timeout=60, message="browse to serve")
+        assert not isinstance(port, int), started.describe()
+        url = "http://127.0.0.1:%s/-/hueyscope/retry" % port.group(1)
+        body = {"task": "always_fails", "dry_run": True}
+        assert httpx.post(url, json=body, timeout=30).status_code == 403
+        answer = httpx.post(url, json=body, headers=bearer(), timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["count"] == failed_count(folder)
+    finally:
+        started.kill()

@@ -33,7 +33,8 @@ from markupsafe import Markup, escape
 from hueyscope.browse.metadata import TIME_COLUMNS, build_metadata
 from hueyscope.events.schema import check_event_store, database_names
 from hueyscope.readonly import deny_dangerous, sqlite_uri
-from hueyscope.serving import HostNames, basic_auth_ok, is_loopback
+from hueyscope.serving import (Access, HostNames, access, basic_auth_ok,
+                               is_loopback)
 
 # Tuned for stores of millions of events on a small machine.
 SETTINGS = {
@@ -74,7 +75,7 @@ def internal_tables(path):
 
 
 def make_datasette(paths, settings=None, metadata=None, hosts=None,
-                   password=None, console=None):
+                   password=None, console=None, tokens=None):
     """A Datasette serving each event store in ``paths``, read-only.
 
     Raises ValueError (one line) if a path is not an event store. ``settings``
@@ -82,7 +83,10 @@ def make_datasette(paths, settings=None, metadata=None, hosts=None,
     (tests use it to check a configuration, users should not need it).
     ``hosts`` (a :class:`hueyscope.serving.HostNames`; default: loopback
     names only) are the Host headers answered; with ``password`` every
-    request needs it (HTTP Basic, any user name). ``console``: the
+    request needs it (HTTP Basic, any user name). ``tokens`` (a
+    :class:`hueyscope.serving.Tokens`) are API tokens: a request sending
+    one acts as its actor, who may act in the console, and needs no
+    password. ``console``: the
     configuration of the console plugin (:mod:`hueyscope.console.plugin`),
     e.g. ``{"queue": ..., "app": ...}``; without a queue there is no console.
     """
@@ -110,7 +114,8 @@ def make_datasette(paths, settings=None, metadata=None, hosts=None,
         ds.add_database(StoreDatabase(ds, path=path, is_mutable=True), name=name)
     # Read by guard() at each request: Datasette builds its app (and the
     # wrappers around it) as it is created, before these are known.
-    ds.hueyscope_access = Access(hosts or HostNames("127.0.0.1"), password)
+    ds.hueyscope_access = Access(hosts or HostNames("127.0.0.1"), password,
+                                 tokens)  # read through serving.access()
     return ds
 
 
@@ -131,12 +136,14 @@ class StoreDatabase(Database):
         return conn
 
 
-class Access:
-    """Who ``guard`` lets in: requests for ``hosts``, with ``password`` if set."""
-
-    def __init__(self, hosts, password=None):
-        self.hosts = hosts
-        self.password = password or None
+@hookimpl
+def actor_from_request(datasette, request):
+    """The actor of a request with an API token (``Authorization: Bearer``)."""
+    allowed = access(datasette)
+    if allowed is None or not allowed.tokens:
+        return None
+    actor = allowed.tokens.actor(request.headers.get("authorization"))
+    return {"id": actor, "token": True} if actor else None
 
 
 def store_names(ds):
@@ -247,16 +254,18 @@ def guard(app, datasette):
     password set, only requests that give it (else 401)."""
 
     async def guarded(scope, receive, send):
-        access = getattr(datasette, "hueyscope_access", None)
-        if scope["type"] != "http" or access is None:
+        allowed = access(datasette)
+        if scope["type"] != "http" or allowed is None:
             return await app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", ())}
         host = headers.get("host")
-        if not access.hosts.allows(host):
-            return await _plain(send, 400, access.hosts.refusal(host))
-        if access.password and not basic_auth_ok(headers.get("authorization"),
-                                                 access.password):
+        if not allowed.hosts.allows(host):
+            return await _plain(send, 400, allowed.hosts.refusal(host))
+        given = headers.get("authorization")
+        # A script with an API token needs no password as well.
+        if allowed.password and not basic_auth_ok(given, allowed.password) \
+                and allowed.tokens.actor(given) is None:
             return await _plain(send, 401, "A password is needed (any user name).\n",
                                 [(b"www-authenticate",
                                   b'Basic realm="hueyscope browse", charset="UTF-8"')])

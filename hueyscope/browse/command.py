@@ -31,6 +31,11 @@ from hueyscope.settings import Settings
 @click.option("--password-env", metavar="VAR", default=None,
               help="Ask every request for the password held in environment "
                    "variable VAR (HTTP Basic, any user name).")
+@click.option("--token-env", "token_envs", metavar="VAR", multiple=True,
+              help="Accept the API token held in environment variable VAR "
+                   "(Authorization: Bearer ...) as the actor api:VAR, who "
+                   "may act in the console; repeat for several. At least 20 "
+                   "characters.")
 @click.option("--open", "open_browser", is_flag=True,
               help="Open a web browser once the server is up.")
 @click.option("--queue", "queue", default=None, metavar="QUEUE",
@@ -42,7 +47,7 @@ from hueyscope.settings import Settings
               help="Print a one-time URL that logs in as root, who may act "
                    "in the console.")
 def browse(events_db, events, host, port, allow_hosts, password_env,
-           open_browser, queue, app, root):
+           token_envs, open_browser, queue, app, root):
     """Browse event stores in Datasette, read-only.
 
     EVENTS_DB are one or more event stores (default: the configured one,
@@ -57,9 +62,16 @@ def browse(events_db, events, host, port, allow_hosts, password_env,
     \b
         BROWSE_PASSWORD=... hueyscope browse --host 0.0.0.0 \\
             --password-env BROWSE_PASSWORD --allow-host tasks.example.org
+
+    With --queue, the console's actions answer scripts that send an API
+    token from --token-env VAR (``Authorization: Bearer $VAR``):
+
+    \b
+        CONSOLE_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe())') \\
+            hueyscope browse --queue queue.db --token-env CONSOLE_TOKEN
     """
     from hueyscope.browse.app import is_local, make_datasette, store_names
-    from hueyscope.serving import HostNames
+    from hueyscope.serving import HostNames, tokens_from_env
 
     if not events_db:
         events_db = (Settings.build(only=("events",), events=events).events,)
@@ -70,9 +82,11 @@ def browse(events_db, events, host, port, allow_hosts, password_env,
             seen.add(os.path.realpath(path))
             paths.append(path)
     password = _password(password_env)
-    console = _console_config(queue, app, events, host, root or password)
+    tokens = tokens_from_env(token_envs)
+    console = _console_config(queue, app, events, host,
+                              root or password or tokens)
     ds = make_datasette(paths, hosts=HostNames(host, allow_hosts),
-                        password=password, console=console)
+                        password=password, console=console, tokens=tokens)
     if console is not None:
         _open_console(ds)
     if not is_local(host) and not password:
@@ -101,8 +115,8 @@ def _console_config(queue, app, events, host, authenticated):
 
     Acting on the queue needs an authenticated operator: on an address
     other people can reach, refuse to serve actions with no authentication
-    at all (``authenticated``: --root or --password-env; or an installed
-    authentication plugin).
+    at all (``authenticated``: --root, --password-env or --token-env; or an
+    installed authentication plugin).
     """
     from hueyscope.browse.app import is_local
 
@@ -110,7 +124,8 @@ def _console_config(queue, app, events, host, authenticated):
         return None
     if not is_local(host) and not authenticated and not _authentication_plugins():
         raise BadInput("refusing to serve the console's actions on %s with no "
-                       "authentication: use --root or --password-env, install "
+                       "authentication: use --root, --password-env or "
+                       "--token-env, install "
                        "an authentication plugin (e.g. datasette-auth-passwords), "
                        "or listen on 127.0.0.1" % host)
     config = {"queue": queue}

@@ -176,3 +176,35 @@ def test_a_deadline_interrupts_sqlite():
         deadline.read(lambda c: c.execute(never_ending).fetchall())(conn)
     # No limit: nothing installed, nothing raised.
     assert Deadline().read(lambda c: c.execute("select 1").fetchall())(conn) == [(1,)]
+
+
+@pytest.mark.parametrize("header,actor", [
+    ("Bearer aaaaaaaaaaaaaaaaaaaaaaaa", "api:A"),
+    ("bearer   bbbbbbbbbbbbbbbbbbbbbbbb  ", "api:B"),
+    ("Bearer aaaaaaaaaaaaaaaaaaaaaaa", None),  # one short
+    ("Bearer aaaaaaaaaaaaaaaaaaaaaaaaa", None),  # one long
+    ("Basic aaaaaaaaaaaaaaaaaaaaaaaa", None),
+    ("Bearer ", None), ("", None), (None, None),
+])
+def test_an_api_token_names_its_actor(header, actor):
+    from hueyscope.serving import Tokens
+
+    tokens = Tokens({"a" * 24: "api:A", "b" * 24: "api:B"})
+    assert tokens.actor(header) == actor
+    assert tokens.actors == {"api:A", "api:B"} and not Tokens()
+
+
+@pytest.mark.parametrize("value,says", [
+    (None, "unset or empty"), ("", "unset or empty"),
+    ("x" * 19, "at least 20"), (" " + "x" * 24, "at least 20"),
+])
+def test_a_token_from_the_environment_is_long_enough(monkeypatch, value, says):
+    from hueyscope.serving import tokens_from_env
+
+    monkeypatch.delenv("CI_TOKEN", raising=False)
+    if value is not None:
+        monkeypatch.setenv("CI_TOKEN", value)
+    with pytest.raises(ValueError, match=says):
+        tokens_from_env(["CI_TOKEN"])
+    monkeypatch.setenv("CI_TOKEN", "x" * 20)
+    assert tokens_from_env(["CI_TOKEN"]).actor("Bearer " + "x" * 20) == "api:CI_TOKEN"

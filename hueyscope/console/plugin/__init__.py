@@ -26,6 +26,7 @@ from datasette.utils.asgi import Forbidden, NotFound, Response
 from hueyscope.console import history, live
 from hueyscope.console.core import ACTIONS, BULK, OPERATE, Console, parse_params
 from hueyscope.events.task_view import progress_text
+from hueyscope.serving import access
 
 CONFIG = "hueyscope-console"
 BASE = "/-/hueyscope"
@@ -66,7 +67,8 @@ def store(datasette):
 
 @hookimpl
 def permission_allowed(datasette, actor, action, resource):
-    """``hueyscope-operate``: root, or actors the configuration's ``allow`` matches.
+    """``hueyscope-operate``: root, the actors of ``browse --token-env``'s
+    API tokens, or actors the configuration's ``allow`` matches.
 
     Anonymous never; anyone else only when an ``allow`` block (Datasette's
     syntax, e.g. ``{"id": ["alice"]}``) in the plugin configuration says so.
@@ -76,6 +78,10 @@ def permission_allowed(datasette, actor, action, resource):
     if not actor:
         return False
     if actor.get("id") == "root":
+        return True
+    served = access(datasette)
+    if actor.get("token") and served is not None \
+            and actor.get("id") in served.tokens.actors:
         return True
     allow = config(datasette).get("allow")
     if allow is not None:
