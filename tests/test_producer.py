@@ -27,7 +27,8 @@ def test_every_scenario_with_wait_against_a_consumer_process(cli):
     assert scalar(cli.events, "select count(*) from runs where role = 'producer'") == 5
     runs = query(cli.events, "select id, pid, events_written, events_dropped, "
                  "stop_reason from runs where role = 'producer'")
-    assert all(written for _, _, written, _, _ in runs), runs
+    assert all(written for _, _, written, _, _ in runs), (runs, {
+        name: p.stderr[-2000:] for name, p in producers.items()})
 
 
 def test_load_shows_progress_and_waits_for_every_result(cli):
