@@ -58,6 +58,12 @@ AGAIN = frozenset((S.SIGNAL_RETRYING, S.SIGNAL_SCHEDULED))
 # Final outcomes that release a lease through the next write of the process.
 NOTED_OUTCOMES = frozenset((S.SIGNAL_REVOKED, S.SIGNAL_EXPIRED, S.SIGNAL_CANCELED,
                             S.SIGNAL_LOCKED, S.SIGNAL_RATE_LIMITED))
+# Of those, the ones after which the task must never run, released at once:
+# huey consumes a revocation as it acts on it (and an expired task would
+# only expire again), so a crash before the next write would leave
+# recovery a lease with nothing to say the task is not to run -- and it
+# would run. They are rare; one transaction each is cheap.
+NEVER_AGAIN = frozenset((S.SIGNAL_REVOKED, S.SIGNAL_EXPIRED, S.SIGNAL_CANCELED))
 
 
 def _is_lock(key):
@@ -292,19 +298,24 @@ class LeaseKeeping(ControlledMessages):
         """The worker is done with ``task_id``: release what is still held.
 
         The release rides on the process's next write (usually the next
-        dequeue), or is written at exit. An interrupted task keeps its
-        lease, which goes back on the queue when the process stops (or when
-        recovery finds it).
+        dequeue), or is written at exit; that of a revoked, expired or
+        canceled task is written now (see :data:`NEVER_AGAIN`). An
+        interrupted task keeps its lease, which goes back on the queue when
+        the process stops (or when recovery finds it).
         """
         held = self._find(task_id, pop=True)
+        at_once = False
         if held is not None and not held.keep:
             self._settle(held)
             self._unique_outcome(held, True)
             self._pending.append(held.lease)
+            at_once = held.last in NEVER_AGAIN
         # Releases this thread marked for a write that never came (a result
         # of None is not stored, a revoked task writes nothing): any write
         # of the process may now carry them.
         self._pending.extend(self._own_releases())
+        if at_once:
+            self.release_pending()
 
     def park_current(self, reason, message=None, kind="dropped",
                      error_type=None, fingerprint=None):

@@ -153,13 +153,31 @@ def test_an_outbox_row_is_written_by_the_releasing_transaction(queue, task, sign
     assert count(queue, "hueyscope_lease") == 0
 
 
-def test_a_revoked_task_is_released_by_the_next_write_and_says_why(queue):
+@pytest.mark.parametrize("outcome", ["revoked", "expired", "canceled"])
+def test_a_task_never_to_run_again_is_released_at_once_and_says_why(queue, outcome):
+    """huey consumes a revocation as it acts on it: a lease left for the
+    next write would, after a crash, be run again by recovery."""
+    import datetime
+
+    from huey.exceptions import CancelExecution
+
+    @queue.task()
+    def stops():
+        raise CancelExecution(retry=False)
+
     queue.storage.record_outcomes = True
-    queue.tasks["add"](1, 1).revoke()
+    if outcome == "revoked":
+        queue.tasks["add"](1, 1).revoke()
+    elif outcome == "expired":
+        late = queue.tasks["add"].s(1, 1)
+        late.expires = datetime.datetime(2000, 1, 1)  # long gone when it runs
+        queue.enqueue(late)
+    else:
+        stops()
     task = queue.dequeue()
-    assert queue.execute(task) is None  # not run
-    assert count(queue, "hueyscope_lease") == 1  # a revoked task writes nothing
-    queue.storage.release_pending()
-    assert count(queue, "hueyscope_lease") == 0
+    assert queue.execute(task) is None  # not run, or stopped
+    assert count(queue, "hueyscope_lease") == 0  # no further write needed
     assert rows(queue.storage.filename, "select task_id, signal from hueyscope_settled") \
-        == [(task.id, "revoked")]
+        == [(task.id, outcome)]
+    # A crash now leaves recovery nothing to run again.
+    assert queue.storage.settle_at_exit() == 0 and count(queue, "task") == 0
