@@ -481,7 +481,7 @@ def test_consume_refuses_a_bad_rules_file_before_starting(cli):
 
 # -- inside the consumer -----------------------------------------------------
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_consume_check_every_records_firing_alerts(cli):
     now = time.time()
     db, silent = crafted_store(cli, now=now, beat_age=200, periodic=())
@@ -490,16 +490,25 @@ def test_consume_check_every_records_firing_alerts(cli):
     db.close()
     consumer = start_consumer(cli, "--no-periodic", "--check-every", "1")
 
+    def own_run():
+        return scalar(cli.events, "select id from runs where host != 'crafted' "
+                      "and role = 'consumer' and heartbeat is not null")
+
+    # A check made before the consumer's own run reached the store would
+    # find no live consumer: only the checks made after count.
+    run_id = wait_until(lambda: own_run() or consumer.proc.poll() is not None,
+                        timeout=60, message="the consumer's run on record")
+    assert consumer.proc.poll() is None, consumer.describe()
+    since = time.time()
+
     def rows():
         return query(cli.events, "select rule, message, value, threshold, run_id "
-                                 "from alerts order by id")
+                                 "from alerts where ts > ? order by id", (since,))
 
     wait_until(lambda: len(rows()) >= 2 or consumer.proc.poll() is not None,
-               timeout=20, message="two checks recorded")
+               timeout=60, message="two checks recorded")
     assert consumer.proc.poll() is None, consumer.describe()
     found = rows()
-    run_id = scalar(cli.events, "select id from runs where host != 'crafted' "
-                    "and role = 'consumer'")
     # The crafted run is silent: its task is lost. The consumer itself is
     # live, so no_consumer stays quiet.
     assert {r[0] for r in found} == {"lost_task"}, found
@@ -552,13 +561,13 @@ def test_the_chores_leave_the_consumer_process_out_of_the_store(cli):
         held.update(store_files_open(consumer.pid, cli.events))
         return (consumer.proc.poll() is not None or (
             scalar(cli.events, "select count(*) from alerts") >= 3
-            and consumer.stderr.count("Report rebuilt") >= 3))
+            and consumer.stderr.count("Report rebuilt") >= 3
+            and "Retention: deleted" in consumer.stderr))
 
     wait_until(chores_done, timeout=90, interval=0.01,
-               message="three alert checks and three report builds")
+               message="three alert checks, three report builds and a prune")
     assert consumer.proc.poll() is None, consumer.describe()
     assert held == set()
-    assert "Retention: deleted" in consumer.stderr
     assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
 
 

@@ -65,6 +65,11 @@ class Served:
         with urllib.request.urlopen(self.url + "-/hueyscope/now.json", timeout=30) as r:
             return json.load(r)["now"]
 
+    def task(self, task_id):
+        with urllib.request.urlopen(self.url + "-/hueyscope/task/%s.json" % task_id,
+                                    timeout=30) as r:
+            return json.load(r)
+
     def failed(self, short):
         return sum(g["count"] for g in self.now()["failed"] if g["short"] == short)
 
@@ -211,6 +216,10 @@ def test_a_revoked_scheduled_task_never_runs_and_its_page_says_who(operator, ser
     assert query(served.cli.events, "select count(*) from events e join tasks t on "
                  "e.task_seq = t.seq where t.task_id = ? and e.signal = 'executing'",
                  (task_id,)) == [(0,)]
+    # The request is recorded by browse's own recorder, on its own time.
+    wait_until(lambda: query(served.cli.events, "select 1 from events where "
+                             "task_id = ? and signal = 'revoke'", (task_id,)),
+               message="the revoke request on record")
     page.goto(served.url + "-/hueyscope/task/" + task_id)
     actions = page.locator("#hs-actions").inner_text()
     assert "revoke" in actions and "asked by root" in actions
@@ -273,6 +282,11 @@ def test_an_operator_watches_a_tasks_progress_and_cancels_it(operator, served):
     assert "canceled by hand, asked by root" in reason
     wait_until(lambda: query(served.cli.events, "select 1 from task_logs where "
                              "task_id = ?", (task_id,)), message="its log line")
+    # No Cancel button once the task holds no lease, nor any request.
+    wait_until(lambda: query(served.cli.events, "select 1 from events where "
+                             "task_id = ? and signal = 'revoke'", (task_id,))
+               and served.task(task_id)["lease"] is None,
+               message="its lease released and the request on record")
     page.goto(served.url + "-/hueyscope/task/" + task_id)
     assert "50% half way" in page.locator("#hs-progress").inner_text()
     assert "waiting for released-2" in page.locator("#hs-logs").inner_text()

@@ -184,13 +184,15 @@ def test_a_running_tasks_progress_shows_and_the_json_api_cancels_it(ds, app):
     actions = re.search(r'<ul id="hs-actions">(.*?)</ul>', page, re.S).group(1)
     assert "<b>canceled</b>: canceled by hand, asked by root" in actions
     assert "<b>revoke</b>: canceled by hand, asked by root" in actions
+    # The request goes at the consumer's next look after the lease settles
+    # (so the task is no longer running), the revocation as the worker lets
+    # go of the task: neither outlives it.
+    wait_until(lambda: nothing_asked(app), timeout=WAIT,
+               message="the request and the revocation to go")
     # Canceling it again: one line, 400.
     again = api(ds, "cancel", {"ids": [task_id]})
     assert again.status_code == 400 and "finished already" in again.json()["error"]
-    # The request goes at the consumer's next look after the lease settles,
-    # the revocation as the worker lets go of the task: neither outlives it.
-    wait_until(lambda: nothing_asked(app), timeout=WAIT,
-               message="the request and the revocation to go")
+    assert nothing_asked(app)
 
 
 @pytest.mark.timeout(240)
@@ -249,7 +251,12 @@ def test_cancel_by_name_previews_a_count_then_cancels_exactly_those(ds, app):
     assert all("asked by root" in r for r in wait_until(
         reasons, timeout=WAIT, message="the three requests on record"))
     assert not any("complete" in signals_of(app, t) for t in ids)
-    # Confirming a preview whose tasks are gone acts on none, and says so.
+    # Confirming a preview whose tasks are gone acts on none, and says so
+    # (gone from the queue too: a stopped task's lease is released as its
+    # worker lets go of it).
+    wait_until(lambda: scalar(app.queue, "select count(*) from task") == 0
+               and scalar(app.queue, "select count(*) from hueyscope_lease") == 0,
+               timeout=WAIT, message="the three tasks gone from the queue")
     late = call(ds.client.post("/-/hueyscope/cancel", cookies=cookies, headers={
         "x-csrftoken": token}, json={"ids": previewed, "previewed": True}))
     assert late.status_code == 200 and late.json()["count"] == 0

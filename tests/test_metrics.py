@@ -430,8 +430,11 @@ def test_leases_and_failed_set_are_the_queues_tables(request, queue):
     wait_until(lambda: sql("select count(*) from hueyscope_lease") == [(1,)]
                and sql("select count(*) from hueyscope_dead_letter") == [(1,)]
                and scalar(cli.events, "select count(*) from events where "
-                          "signal = 'dropped'") == 1,
-               timeout=60, message="one task leased, one parked")
+                          "signal = 'dropped'") == 1
+               # Leased first, then 'executing' recorded: wait for both.
+               and scalar(cli.events, "select count(*) from tasks where "
+                          "task like '%work' and status = 'executing'") == 1,
+               timeout=60, message="one task leased and running, one parked")
     served = Served(cli)
     parsed = served.samples()
     assert values(parsed, "hueyscope_leases_held") == {"ledger": 1}

@@ -35,8 +35,11 @@ def test_counts_pending_then_results(cli):
     assert "none held" in text.stdout
     consumer = cli.start("consume", "--no-periodic", "--max-delay", "0.2",
                          name="consumer")
-    wait_until(lambda: status(cli)["results"] == 8, timeout=30,
-               message="8 results (7 mixed + 1 delayed)")
+    # The revoked and the expired task leave no result: wait for the queue
+    # to be empty as well, not only for the results.
+    wait_until(lambda: (lambda s: s["results"] == 8 and s["pending"] == 0
+                        and s["scheduled"] == 0 and s["leases"] == [])(status(cli)),
+               timeout=60, message="8 results (7 mixed + 1 delayed), nothing left")
     assert consumer.stop(signal.SIGTERM) == 0
     after = status(cli)
     assert after["pending"] == 0 and after["scheduled"] == 0
