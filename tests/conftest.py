@@ -135,7 +135,9 @@ def start_cli(args, cwd, env=None, name="hueyscope"):
 def wait_until(predicate, timeout=30.0, interval=0.05, message="condition"):
     """Poll ``predicate`` until it returns something truthy; return that.
 
-    Fails the test with ``message`` if ``timeout`` seconds pass first.
+    Fails the test with ``message`` if ``timeout`` seconds pass first; a
+    callable ``message`` is called then, to say what the wait found (a
+    process's output, say).
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -143,7 +145,8 @@ def wait_until(predicate, timeout=30.0, interval=0.05, message="condition"):
         if value:
             return value
         if time.monotonic() >= deadline:
-            pytest.fail("timed out after %ss waiting for %s" % (timeout, message))
+            pytest.fail("timed out after %ss waiting for %s" % (
+                timeout, message() if callable(message) else message))
         time.sleep(interval)
 
 

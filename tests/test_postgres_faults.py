@@ -147,7 +147,11 @@ def test_connections_dropped_mid_drain_lose_no_result(app):
             message="connections of the consumer to drop")
     wait_until(lambda: len(steps(app, "plain")) == count, message="every task run")
     wait_until(lambda: app.sql("select count(*) from huey_kv")[0][0] >= count
-               or consumer.proc.poll() is not None, message="every result stored")
+               or consumer.proc.poll() is not None, message=lambda: (
+                   "every result stored: %s of %d, leases %s\n%s" % (
+                       app.sql("select count(*) from huey_kv")[0][0], count,
+                       app.sql("select count(*) from hueyscope_lease")[0][0],
+                       consumer.describe())))
     assert consumer.proc.poll() is None, consumer.describe()
     assert app.sql("select count(*) from huey_kv") == [(count,)]
     assert consumer.stop() == 0, consumer.describe()
@@ -155,6 +159,41 @@ def test_connections_dropped_mid_drain_lose_no_result(app):
     # Recovery, at each health check and at the stop, began on a dropped
     # connection too: it begins again on a new one.
     assert "Recovery failed" not in consumer.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_recovery_whose_connection_drops_mid_transaction_runs_again(app):
+    """Recovery is one transaction; the server ends its connection while it
+    waits for the recovery lock (held here): it begins again on a new
+    connection and completes, as every storage call does."""
+    import psycopg
+
+    from hueyscope.queue.postgres import RECOVERY_LOCK
+
+    run_app(app, "a.huey.storage.close()")  # the tables, made once
+    holder = psycopg.connect(app.env["HUEYSCOPE_QUEUE"])  # in a transaction
+    try:
+        holder.execute(RECOVERY_LOCK)
+        mine = holder.info.backend_pid
+        recover = app.start("recover", name="recover")
+
+        def waiting():
+            return [pid for pid, in app.sql(
+                "select pid from pg_stat_activity where wait_event = 'advisory' "
+                "and pid != %s and query like %s", (mine, "%pg_advisory_xact_lock%"))]
+
+        [pid] = wait_until(lambda: waiting() or recover.proc.poll() is not None,
+                           timeout=60, message="recover to wait for the lock")
+        assert app.sql("select pg_terminate_backend(%s)", (pid,)) == [(True,)]
+        # Its next attempt waits on a new connection, then gets the lock.
+        wait_until(lambda: [p for p in waiting() if p != pid]
+                   or recover.proc.poll() is not None, timeout=60,
+                   message="recover to wait again on a new connection")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert recover.wait(60) == 0, recover.describe()
+    assert "attempt 2 of 5" in recover.stderr
 
 
 # On SQLite, hueyscope's consumer leases a worker's next message ahead, in

@@ -46,7 +46,26 @@ def transient(exc, connection_lost=False):
     if isinstance(exc, (_errors.DeadlockDetected, _errors.SerializationFailure,
                         _errors.LockNotAvailable)):
         return True
-    return connection_lost
+    return connection_lost or server_ended(exc)
+
+
+# SQLSTATE classes and codes of a connection the server ended: 08 (connection
+# exception), 57P01-57P03 (terminated by an administrator, a crash, a server
+# not yet accepting connections).
+_ENDED_CLASS = "08"
+_ENDED_CODES = ("57P01", "57P02", "57P03")
+
+
+def server_ended(exc):
+    """True if ``exc`` says the server ended the connection it ran on.
+
+    The server sends its error and then closes the socket; psycopg may raise
+    the error before it has seen the close, with the connection not yet
+    marked broken. The error's code says so all the same.
+    """
+    code = getattr(getattr(exc, "diag", None), "sqlstate", None) or \
+        getattr(exc, "sqlstate", None)
+    return bool(code) and (code.startswith(_ENDED_CLASS) or code in _ENDED_CODES)
 
 
 def retried(fn):
@@ -101,6 +120,8 @@ class RetryingCalls:
                 except Exception as exc:
                     if attempt == ATTEMPTS or not transient(exc, self._connection_lost()):
                         raise
+                    if server_ended(exc):
+                        self._drop_connection()  # the next attempt opens a new one
                     self._restore_attempt_state(saved)
                     delay = BACKOFF * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
                     logger.warning("%s failed (%s: %s); attempt %d of %d in %.2f s.",
@@ -113,6 +134,9 @@ class RetryingCalls:
     def _connection_lost(self):
         conn = self._conn
         return conn is not None and (conn.closed or conn.broken)
+
+    def _drop_connection(self):
+        pass
 
     def _attempt_state(self):
         return None

@@ -43,7 +43,7 @@ from hueyscope.queue.leased_huey import LeasedHuey
 from hueyscope.queue.contract import LeasedStorage
 from hueyscope.queue.leases import LeaseKeeping
 from hueyscope.queue.periodic import OncePerTick, enqueue_unclaimed
-from hueyscope.queue.pg_retries import RetryingCalls, with_retries
+from hueyscope.queue.pg_retries import RetryingCalls, server_ended, with_retries
 from hueyscope.queue.control import NOT_PAUSED, SLOT_FREE
 from hueyscope.queue.tables import (DEAD_LETTER_COLUMNS, NAME_COLUMNS,
                                     POSTGRES_TYPES, lease_tables)
@@ -288,6 +288,12 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage, LeasedStorage
         conn = getattr(self._conns, "conn", None)
         return conn is not None and (conn.closed or conn.broken)
 
+    def _drop_connection(self):
+        conn = getattr(self._conns, "conn", None)
+        if conn is not None:
+            self._close_quiet(conn)
+            self._conns.conn = None
+
     def _attempt_state(self):
         # A call may hand the thread's lease to its transaction before
         # that transaction fails (park_current does): the next attempt
@@ -342,12 +348,13 @@ class LeasedPostgresStorage(LeaseKeeping, ClaimingPostgresStorage, LeasedStorage
         conn, cursor = self._cursor()
         try:
             cursor.execute(self.begin_sql)
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
             cursor.close()
-            if not (conn.closed or conn.broken):
+            if not (conn.closed or conn.broken or server_ended(exc)):
                 raise
             logger.warning("The queue's connection was dropped; reconnecting.")
-            conn, cursor = self._cursor()  # self.conn replaces a broken one
+            self._drop_connection()
+            conn, cursor = self._cursor()  # a new connection
             try:
                 cursor.execute(self.begin_sql)
             except BaseException:

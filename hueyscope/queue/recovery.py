@@ -139,13 +139,23 @@ def recover(huey, lease_timeout=DEFAULT_LEASE_TIMEOUT,
     if not getattr(storage, "leased", False):
         raise ValueError("queue %s is not leased (at-most-once delivery): "
                          "nothing to recover" % huey.name)
-    outcome = Outcome()
+    attempts = []
+
+    def attempt():
+        attempts.append(Outcome())
+        return _recover_in_transaction(huey, attempts[-1], set(own_pids),
+                                       lease_timeout, max_recoveries, dry_run,
+                                       keep_failed)
+
+    # On PostgreSQL a transaction that failed on a transient error (a
+    # dropped connection, a deadlock) was rolled back: run it again, as
+    # every storage call is (see pg_retries), each time with a fresh outcome.
+    run_with_retries = getattr(storage, "call_with_retries", None)
     try:
-        later = _recover_in_transaction(huey, outcome, set(own_pids),
-                                        lease_timeout, max_recoveries, dry_run,
-                                        keep_failed)
+        later = run_with_retries(attempt) if run_with_retries else attempt()
     except _DryRun:
-        return outcome
+        return attempts[-1]
+    outcome = attempts[-1]
     if os.getpid() in own_pids:
         storage.forget_holder()
     for signal, what, extra in later:
