@@ -208,6 +208,16 @@ def allow_host_option(fn):
     )(fn)
 
 
+def token_env_option(fn):
+    return click.option(
+        "--token-env", "token_envs", metavar="VAR", multiple=True,
+        help="Accept the API token held in environment variable VAR, sent "
+             "as 'Authorization: Bearer TOKEN' (repeatable; at least 20 "
+             "characters): make one with python -c 'import secrets; "
+             "print(secrets.token_urlsafe())'.",
+    )(fn)
+
+
 # What the recorder keeps of task arguments: Settings fields set by
 # capture_options.
 CAPTURE_FIELDS = ("no_args", "max_arg_chars", "redact")

@@ -476,14 +476,46 @@ def test_a_redis_queue_leaves_the_queue_metrics_out(cli, recorded_store):
 
 # -- the endpoint: what it answers, to whom, how often ---------------------
 
-def http_get(url, host=None):
+def http_get(url, host=None, headers=None):
     """(status, body) of a GET, with ``host`` as the Host header if given."""
-    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    headers = dict(headers or {}, **({"Host": host} if host else {}))
+    request = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=20) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+@pytest.mark.timeout(90)
+def test_with_a_token_only_scrapes_that_send_it_are_answered(recorded_store, cli):
+    from conftest import assert_one_line_error
+
+    token = "scrape-token-0123456789abcdef"
+    port = free_port()
+    started = cli.start("metrics", "--events", recorded_store, "--serve",
+                        "0.0.0.0:%d" % port, "--token-env", "SCRAPE_TOKEN",
+                        name="metrics-token", SCRAPE_TOKEN=token)
+    wait_until(lambda: "Serving metrics" in started.stdout
+               or started.proc.poll() is not None, timeout=30,
+               message="the metrics endpoint")
+    assert started.proc.poll() is None, started.describe()
+    url = "http://127.0.0.1:%d/metrics" % port
+    for headers in ({}, {"Authorization": "Bearer " + token[:-1]},
+                    {"Authorization": "Basic " + token}):
+        status, text = http_get(url, headers=headers)
+        assert status == 401 and "hueyscope_" not in text, headers
+    status, text = http_get(url, headers={"Authorization": "Bearer " + token})
+    assert status == 200 and "hueyscope_task_outcomes_total" in text
+    # Guarded: no warning for the wildcard address.
+    assert "Warning" not in started.stderr
+    # A token without an endpoint, or a bad one: one line, exit 2.
+    for args, env in ((["--textfile", str(cli.folder / "m.prom")], {"SCRAPE_TOKEN": token}),
+                      (["--serve", "127.0.0.1:0"], {"SCRAPE_TOKEN": "short"}),
+                      (["--serve", "127.0.0.1:0"], {})):
+        result = cli.run("metrics", "--events", recorded_store, *args,
+                         "--token-env", "SCRAPE_TOKEN", **env)
+        assert_one_line_error(result)
 
 
 @pytest.mark.timeout(90)

@@ -14,7 +14,7 @@ import webbrowser
 import click
 
 from hueyscope.options import (BadInput, IntRange, allow_host_option,
-                               app_option, events_option)
+                               app_option, events_option, token_env_option)
 from hueyscope.settings import Settings
 
 
@@ -31,11 +31,7 @@ from hueyscope.settings import Settings
 @click.option("--password-env", metavar="VAR", default=None,
               help="Ask every request for the password held in environment "
                    "variable VAR (HTTP Basic, any user name).")
-@click.option("--token-env", "token_envs", metavar="VAR", multiple=True,
-              help="Accept the API token held in environment variable VAR "
-                   "(Authorization: Bearer ...) as the actor api:VAR, who "
-                   "may act in the console; repeat for several. At least 20 "
-                   "characters.")
+@token_env_option
 @click.option("--open", "open_browser", is_flag=True,
               help="Open a web browser once the server is up.")
 @click.option("--queue", "queue", default=None, metavar="QUEUE",
@@ -64,7 +60,8 @@ def browse(events_db, events, host, port, allow_hosts, password_env,
             --password-env BROWSE_PASSWORD --allow-host tasks.example.org
 
     With --queue, the console's actions answer scripts that send an API
-    token from --token-env VAR (``Authorization: Bearer $VAR``):
+    token from --token-env VAR (``Authorization: Bearer $VAR``), as the
+    actor api:VAR, who may act; a token also stands in for the password:
 
     \b
         CONSOLE_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe())') \\

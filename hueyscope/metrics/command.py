@@ -20,7 +20,7 @@ import threading
 import click
 
 from hueyscope.options import (BadInput, FloatRange, allow_host_option,
-                               settings_options)
+                               settings_options, token_env_option)
 
 DEFAULT_PORT = 9808
 
@@ -74,13 +74,13 @@ def make_registry(settings, time_limit=None):
     return registry
 
 
-def serve(registry, host, port, hosts, interval, time_limit):
+def serve(registry, host, port, hosts, interval, time_limit, tokens=None):
     """Start the HTTP endpoint in a thread; the server (bound to its port)."""
     from hueyscope.metrics import server as http
 
     exposition = http.Exposition(registry, interval, time_limit)
     try:
-        return http.start(host, port, exposition, hosts)
+        return http.start(host, port, exposition, hosts, tokens)
     except OSError as exc:
         exposition.close()
         raise BadInput("cannot listen on %s:%d: %s" % (
@@ -165,8 +165,9 @@ def _stop_event():
               help="Stop computing the metrics after SECONDS: the scrape is "
                    "answered 503, the textfile is left as it was.")
 @allow_host_option
+@token_env_option
 def metrics(settings, listen, textfile, every, min_interval, time_limit,
-            allow_hosts):
+            allow_hosts, token_envs):
     """Serve or write Prometheus / OpenMetrics metrics of the event store.
 
     Task outcomes, run time and queue wait histograms per task, queue depth
@@ -182,18 +183,23 @@ def metrics(settings, listen, textfile, every, min_interval, time_limit,
         hueyscope metrics --textfile hueyscope.prom --every 15
 
     The endpoint serves /metrics only, and only to requests for the host
-    it listens on (and localhost): --allow-host adds names.
+    it listens on (and localhost): --allow-host adds names. With
+    --token-env VAR a scrape must send the token in $VAR (Prometheus:
+    ``authorization: {credentials_file: ...}``); others get 401.
 
     SIGINT or SIGTERM stops it (exit 0).
     """
     from hueyscope.events.schema import check_event_store
-    from hueyscope.serving import HostNames, is_loopback
+    from hueyscope.serving import HostNames, is_loopback, tokens_from_env
 
     if not listen and not textfile:
         raise BadInput("give --serve HOST:PORT, --textfile PATH or both "
                        "(see hueyscope metrics --help)")
     if every is not None and not textfile:
         raise BadInput("--every rewrites the --textfile: give one")
+    if token_envs and not listen:
+        raise BadInput("--token-env guards the --serve endpoint: give one")
+    tokens = tokens_from_env(token_envs)
     address = parse_listen(listen) if listen else None
     if textfile:
         check_textfile(textfile)
@@ -204,8 +210,8 @@ def metrics(settings, listen, textfile, every, min_interval, time_limit,
     if address:
         host = address[0]
         server = serve(registry, host, address[1], HostNames(host, allow_hosts),
-                       min_interval, time_limit)
-        if not is_loopback(host):
+                       min_interval, time_limit, tokens)
+        if not is_loopback(host) and not tokens:
             click.secho(
                 "Warning: listening on %s: anyone who can reach this machine "
                 "can read the metrics (task, queue and host names)." % host,

@@ -104,6 +104,11 @@ class Handler(BaseHTTPRequestHandler):
         if not self.server.hosts.allows(host):
             return self._send(400, self.server.hosts.refusal(host).encode(),
                               send_body)
+        tokens = self.server.tokens
+        if tokens and tokens.actor(self.headers.get("Authorization")) is None:
+            return self._send(401, b"A bearer token is needed.\n", send_body,
+                              headers=(("WWW-Authenticate",
+                                        'Bearer realm="hueyscope metrics"'),))
         path = urlsplit(self.path).path
         if path == "/":
             return self._send(200, POINTER, send_body)
@@ -122,11 +127,14 @@ class Handler(BaseHTTPRequestHandler):
         encoder, content_type = choose_encoder(self.headers.get("Accept"))
         self._send(200, encoder(Families(families)), send_body, content_type)
 
-    def _send(self, status, body, send_body, content_type="text/plain; charset=utf-8"):
+    def _send(self, status, body, send_body, content_type="text/plain; charset=utf-8",
+              headers=()):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        for name, value in headers:
+            self.send_header(name, value)
         self.end_headers()
         if send_body:
             self.wfile.write(body)
@@ -142,10 +150,11 @@ class MetricsServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, address, family, exposition, hosts):
+    def __init__(self, address, family, exposition, hosts, tokens=None):
         self.address_family = family
         self.exposition = exposition
         self.hosts = hosts
+        self.tokens = tokens  # with tokens, a scrape must send one
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._logged = None
         super().__init__(address, Handler)
@@ -181,14 +190,16 @@ class MetricsServer(ThreadingHTTPServer):
             self._logged = message
 
 
-def start(host, port, exposition, hosts):
-    """A :class:`MetricsServer` on (host, port), serving in a daemon thread.
+def start(host, port, exposition, hosts, tokens=None):
+    """A :class:`MetricsServer` on (host, port), serving in a daemon thread;
+    with ``tokens`` (a :class:`hueyscope.serving.Tokens`), to scrapes that
+    send one only.
 
     Raises OSError if the address cannot be bound.
     """
     family, _, _, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    server = MetricsServer(address[:2], family, exposition, hosts)
+    server = MetricsServer(address[:2], family, exposition, hosts, tokens)
     threading.Thread(target=server.serve_forever, name="hueyscope-metrics-http",
                      daemon=True).start()
     return server
