@@ -490,33 +490,46 @@ def test_consume_check_every_records_firing_alerts(cli):
     db.close()
     consumer = start_consumer(cli, "--no-periodic", "--check-every", "1")
 
-    def own_run():
-        return scalar(cli.events, "select id from runs where host != 'crafted' "
-                      "and role = 'consumer' and heartbeat is not null")
-
-    # A check made before the consumer's own run reached the store would
-    # find no live consumer: only the checks made after count.
-    run_id = wait_until(lambda: own_run() or consumer.proc.poll() is not None,
-                        timeout=60, message="the consumer's run on record")
-    assert consumer.proc.poll() is None, consumer.describe()
-    since = time.time()
-
     def rows():
         return query(cli.events, "select rule, message, value, threshold, run_id "
-                                 "from alerts where ts > ? order by id", (since,))
+                                 "from alerts order by id")
 
     wait_until(lambda: len(rows()) >= 2 or consumer.proc.poll() is not None,
                timeout=60, message="two checks recorded")
     assert consumer.proc.poll() is None, consumer.describe()
     found = rows()
+    run_id = wait_until(lambda: scalar(
+        cli.events, "select id from runs where host != 'crafted' and role = "
+        "'consumer'"), message="the consumer's run on record")
     # The crafted run is silent: its task is lost. The consumer itself is
-    # live, so no_consumer stays quiet.
+    # live, so no_consumer stays quiet, even at a first check that comes
+    # before the consumer's own run reached the store.
     assert {r[0] for r in found} == {"lost_task"}, found
     rule, message, value, threshold, checked_by = found[0]
     assert (value, threshold, checked_by) == (1, 0, run_id)
     assert message.startswith("lost_task: 1 task(s) lost in the last 15 min")
     assert consumer.stop(signal.SIGTERM) == 0, consumer.describe()
     assert "Alert lost_task: 1 task(s) lost" in consumer.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_check_inside_a_consumer_never_says_there_is_no_consumer(cli):
+    """The consumer a check runs in is alive, on record yet or not."""
+    import json as json_module
+
+    from hueyscope.alerts.loop import check_and_record
+    from hueyscope.alerts.rules import default_rules
+
+    db, _ = crafted_store(cli, beat_age=600, periodic=())  # silent for 10 min
+    db.close()
+    rules = json_module.dumps(default_rules())
+    outside = check_and_record(str(cli.events), rules)
+    assert "no_consumer" in {a["rule"] for a in outside}
+    inside = check_and_record(str(cli.events), rules, run_id="host:1:2")
+    assert "no_consumer" not in {a["rule"] for a in inside}
+    # What fired is on record, under the run that checked (or none).
+    assert query(cli.events, "select run_id from alerts where rule = "
+                 "'no_consumer'") == [(None,)]
 
 
 def store_files_open(pid, events):

@@ -48,12 +48,15 @@ class Sources:
     ``queue``: the SQLite queue file, or None (another backend, or not
     given). ``app``: a callable returning the Huey instance, called only by
     the periodic check, and only when some consumer declared periodic tasks.
+    ``consumer``: the run id of the consumer the checks run in
+    (``consume --check-every``), which is alive whatever the store says yet.
     """
 
     events: str
     queue: str = None
     app: object = None
     now: float = dataclasses.field(default_factory=time.time)
+    consumer: str = None
 
 
 def evaluate(rules, sources):
@@ -245,6 +248,11 @@ def no_consumer(conn, params, sources):
         # Paused on purpose: a backlog with no consumer is what was asked.
         return Finding("no_consumer", False, "no_consumer: the queue is paused "
                        "(hueyscope resume)", None, threshold)
+    if sources.consumer:
+        # Checked from inside a consumer, which is running: its run may not
+        # have reached the store yet (its first check comes before it).
+        return Finding("no_consumer", False, "no_consumer: checked inside "
+                       "consumer %s, which runs" % sources.consumer, 0.0, threshold)
     live = conn.execute(
         "select id, " + last_beat() + " as beat from runs "
         "where role = 'consumer' and stopped is null "

@@ -60,7 +60,7 @@ def check_and_record(events, rules, queue="", app="", run_id=""):
         return loaded[0]
 
     sources = Sources(events, queue=queue or None,
-                      app=load_app if app else None)
+                      app=load_app if app else None, consumer=run_id or None)
     alerts = firing(evaluate(json.loads(rules), sources))
     record(events, alerts, run_id or None, sources.now)
     return [dataclasses.asdict(alert) for alert in alerts]
@@ -83,6 +83,7 @@ class AlertLoop:
         self.app = app
         self.queue = queue
         self.run_id = run_id or (lambda: None)
+        self._in_consumer = run_id is not None
         self.checks = self.failures = self.recorded = 0
         self._chore = Chore("alerts", self.every, self.check)
 
@@ -94,11 +95,18 @@ class AlertLoop:
         return self._chore.stop(timeout)
 
     def check(self):
-        """Evaluate once, record and log what fires; never raises."""
+        """Evaluate once, record and log what fires; never raises.
+
+        Inside a consumer (``run_id`` given), the first check waits for the
+        consumer's run to begin: what it records belongs to that run.
+        """
+        run_id = self.run_id()
+        if run_id is None and self._in_consumer:
+            return None
         try:
             alerts = in_child(CHECK, self.events, json.dumps(self.rules),
                               self.queue or "", self.app or "",
-                              self.run_id() or "", timeout=max(60.0, self.every * 10))
+                              run_id or "", timeout=max(60.0, self.every * 10))
         except Exception as exc:
             self.failures += 1
             logger.warning("Alert check failed, retrying in %ss: %s",
