@@ -60,7 +60,7 @@ def browse(events_db, events, host, port, allow_hosts, password_env,
             --password-env BROWSE_PASSWORD --allow-host tasks.example.org
 
     With --queue, the console's actions answer scripts that send an API
-    token from --token-env VAR (``Authorization: Bearer $VAR``), as the
+    token from --token-env VAR (Authorization: Bearer $VAR), as the
     actor api:VAR, who may act; a token also stands in for the password:
 
     \b

@@ -185,7 +185,7 @@ def metrics(settings, listen, textfile, every, min_interval, time_limit,
     The endpoint serves /metrics only, and only to requests for the host
     it listens on (and localhost): --allow-host adds names. With
     --token-env VAR a scrape must send the token in $VAR (Prometheus:
-    ``authorization: {credentials_file: ...}``); others get 401.
+    authorization: {credentials_file: ...}); others get 401.
 
     SIGINT or SIGTERM stops it (exit 0).
     """
