@@ -25,14 +25,21 @@ def app_loader(settings):
     a consumer declared periodic tasks: a store without any is checked
     without importing anything.
     """
+    return lazy_app(settings.app, before=settings.export_env)
+
+
+def lazy_app(spec, before=None):
+    """A callable importing the Huey ``spec`` (``module:huey``) names, once,
+    on its first call; ``before`` (if given) is called first."""
     loaded = []
 
     def load():
         if not loaded:
             from hueyscope.apps import load_app
 
-            settings.export_env()
-            loaded.append(load_app(settings.app))
+            if before is not None:
+                before()
+            loaded.append(load_app(spec))
         return loaded[0]
 
     return load

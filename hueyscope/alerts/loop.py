@@ -13,6 +13,7 @@ import logging
 import time
 
 from hueyscope.alerts.checks import Sources, evaluate, firing
+from hueyscope.alerts.command import lazy_app
 from hueyscope.consumer.chores import Chore, failure_line, in_child
 
 logger = logging.getLogger("hueyscope.alerts")
@@ -50,17 +51,8 @@ def check_and_record(events, rules, queue="", app="", run_id=""):
     strings, "" for none. ``app`` (``module:huey``) is imported only if the
     periodic check needs its crontabs.
     """
-    loaded = []
-
-    def load_app():
-        if not loaded:
-            from hueyscope.apps import load_app as load
-
-            loaded.append(load(app))
-        return loaded[0]
-
     sources = Sources(events, queue=queue or None,
-                      app=load_app if app else None, consumer=run_id or None)
+                      app=lazy_app(app) if app else None, consumer=run_id or None)
     alerts = firing(evaluate(json.loads(rules), sources))
     record(events, alerts, run_id or None, sources.now)
     return [dataclasses.asdict(alert) for alert in alerts]
